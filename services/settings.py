@@ -1,0 +1,19 @@
+"""Settings shared by the three services. Each service subclasses ``ServiceSettings`` with its own
+environment prefix (``ENCODER_``, ``CLASSIFIER_``, ``GATEWAY_``); values are validated at start."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above).")
+    internal_token: SecretStr | None = Field(
+        None, description="When set, callers must send it as 'X-Seam-Internal-Token' (service-to-service)."
+    )
+    log_level: str = Field("info", description="Logging level.")

@@ -1,0 +1,83 @@
+"""Real service processes for integration tests: ``python -m <service>`` under uvicorn on
+127.0.0.1, a free port, waited on until /readyz answers 200, stopped (or killed) on exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = {"encoder_service": "ENCODER_", "classifier_service": "CLASSIFIER_", "gateway": "GATEWAY_"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServiceProcess:
+    module: str
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    log: Path | None = None
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, ready_timeout: float = 120.0, wait_ready: bool = True) -> ServiceProcess:
+        prefix = PREFIX[self.module]
+        env = {**os.environ, **self.env, f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(self.port)}
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        if wait_ready:
+            self.wait_ready(ready_timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.module} exited with {self.proc.returncode}; log: {self.log_text()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.module} not ready after {timeout}s; log: {self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log and self.log.exists() else "(no log)"
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextmanager
+def running(module: str, env: dict[str, str], *, log: Path | None = None, port: int | None = None) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(module, env, log=log) if port is None else ServiceProcess(module, env, port=port, log=log)
+    try:
+        yield service.start()
+    finally:
+        service.stop()
