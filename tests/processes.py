@@ -41,8 +41,11 @@ class ServiceProcess:
     def start(self, *, ready_timeout: float = 120.0, wait_ready: bool = True) -> ServiceProcess:
         prefix = PREFIX[self.module]
         env = {**os.environ, **self.env, f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(self.port)}
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        if self.log:
+            with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
+                self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        else:
+            self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         if wait_ready:
             self.wait_ready(ready_timeout)
         return self

@@ -1,0 +1,1 @@
+"""encoder_service: serves a pre-trained transformer's embeddings, token sequences and probabilities."""

@@ -1,0 +1,56 @@
+"""The encoder service application: ``create_app(settings)`` builds it; nothing happens at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from encoder_service.batching import Batcher
+from encoder_service.routes import router
+from encoder_service.runtime import EncoderRuntime
+from encoder_service.settings import EncoderSettings
+from services.web import BodyLimitMiddleware, install_problem_handlers
+
+log = logging.getLogger("seam.encoder")
+
+
+async def _load(app: FastAPI) -> None:
+    try:
+        await anyio.to_thread.run_sync(app.state.runtime.load)
+    except Exception as exc:  # reported by /readyz and the log; the process stays up for probes
+        app.state.load_error = str(exc)
+        log.exception("model failed to load")
+
+
+def create_app(settings: EncoderSettings | None = None) -> FastAPI:
+    settings = settings or EncoderSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.runtime = EncoderRuntime(settings)
+        app.state.load_error = None
+        app.state.batcher = Batcher(app.state.runtime, settings)
+        app.state.batcher.start()
+        # Load in the background: /healthz answers at once, /readyz turns 200 when the model is warm.
+        app.state.loading = asyncio.create_task(_load(app))
+        try:
+            yield
+        finally:
+            app.state.loading.cancel()
+            await app.state.batcher.stop()
+
+    app = FastAPI(
+        title="seam encoder",
+        version="0.1.0",
+        description="Serves a pre-trained transformer's embeddings, token sequences and probabilities.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(router)
+    return app

@@ -1,0 +1,115 @@
+"""HTTP routes of the encoder: a thin adapter over the runtime and the batcher."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from encoder_service.batching import Batcher
+from encoder_service.runtime import EncoderRuntime
+from encoder_service.schemas import EncodeRequest, EncodeResponse, OutputsResponse
+from encoder_service.settings import EncoderSettings
+from services.codecs import BINARY_CONTENT_TYPE, Ragged, encode_binary
+from services.errors import NotReady, PayloadTooLarge, InvalidInput
+
+router = APIRouter()
+
+
+def get_settings(request: Request) -> EncoderSettings:
+    return request.app.state.settings
+
+
+def get_runtime(request: Request) -> EncoderRuntime:
+    runtime: EncoderRuntime = request.app.state.runtime
+    if not runtime.ready:
+        error = request.app.state.load_error
+        raise NotReady(f"model failed to load: {error}" if error else "the model is still loading; retry shortly",
+                       headers={"Retry-After": "2"})
+    return runtime
+
+
+def get_batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
+Settings = Annotated[EncoderSettings, Depends(get_settings)]
+Runtime = Annotated[EncoderRuntime, Depends(get_runtime)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+
+
+def check_limits(texts: list[str], settings: EncoderSettings) -> None:
+    if len(texts) > settings.max_texts:
+        raise PayloadTooLarge(
+            f"{len(texts)} texts in one request; the limit is {settings.max_texts} (ENCODER_MAX_TEXTS): split the request",
+            limit=settings.max_texts,
+        )
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise InvalidInput(f"texts[{i}] is empty; every text needs at least one non-space character", index=i)
+        if len(text) > settings.max_chars:
+            raise PayloadTooLarge(
+                f"texts[{i}] has {len(text)} characters; the limit is {settings.max_chars} (ENCODER_MAX_CHARS)",
+                index=i,
+                limit=settings.max_chars,
+            )
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """The process is alive (says nothing about the model)."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(runtime: Runtime) -> dict[str, object]:
+    """The model is loaded and warmed up: 200; before that, 503."""
+    return {"status": "ready", "model": runtime.model_id, "outputs": sorted(runtime.outputs)}
+
+
+@router.get("/v1/outputs", response_model=OutputsResponse, tags=["encoder"])
+async def outputs(runtime: Runtime) -> OutputsResponse:
+    """The contract of each output this encoder can produce."""
+    return OutputsResponse(
+        model=runtime.model_id,
+        outputs={name: {"id": o.id, "contract": o.contract} for name, o in runtime.outputs.items()},
+    )
+
+
+@router.post(
+    "/v1/encode",
+    tags=["encoder"],
+    response_model=EncodeResponse,
+    responses={200: {"content": {BINARY_CONTENT_TYPE: {}}, "description": "JSON, or a binary tensor frame on request"}},
+)
+async def encode(body: EncodeRequest, request: Request, runtime: Runtime, batcher: BatcherDep, settings: Settings) -> Response:
+    """Encode texts. Send `Accept: application/vnd.seam.tensor` for the binary frame."""
+    check_limits(body.texts, settings)
+    output = runtime.output(body.output)
+    items = await anyio.to_thread.run_sync(runtime.tokenize, body.texts)
+    vectors = await batcher.submit(items, body.output)
+    truncated = [item.truncated for item in items]
+    counts = [item.n_tokens for item in items]
+    headers = {"X-Seam-Contract": output.id}
+    if BINARY_CONTENT_TYPE in request.headers.get("accept", ""):
+        tensor = Ragged.from_rows(vectors, dim=output.contract.dim) if body.output == "tokens" else _stack(vectors, output.contract.dim)
+        meta = {"model": runtime.model_id, "output": body.output, "contract_id": output.id,
+                "truncated": truncated, "token_counts": counts}
+        return Response(encode_binary(tensor, meta), media_type=BINARY_CONTENT_TYPE, headers=headers)
+    payload = {
+        "model": runtime.model_id,
+        "output": body.output,
+        "contract_id": output.id,
+        "data": [v.tolist() for v in vectors],
+        "truncated": truncated,
+        "token_counts": counts,
+    }
+    return JSONResponse(payload, headers=headers)
+
+
+def _stack(vectors, dim: int):
+    import numpy as np
+
+    return np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)

