@@ -65,7 +65,10 @@ class Ragged:
     def from_rows(cls, rows: list[np.ndarray], dim: int | None = None) -> Ragged:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         if rows and any(len(r) for r in rows):
-            values = np.concatenate([np.asarray(r, dtype=np.float32).reshape(len(r), -1) for r in rows])
+            arrays = [np.asarray(r, dtype=np.float32) for r in rows]
+            # An empty row cannot infer its width (reshape(0, -1) fails): take it from a non-empty one.
+            width = next(a.reshape(len(a), -1).shape[1] for a in arrays if len(a))
+            values = np.concatenate([a.reshape(len(a), width) for a in arrays])
         else:
             values = np.zeros((0, dim or 0), dtype=np.float32)
         return cls(values, lengths)
@@ -108,8 +111,12 @@ def decode_binary(body: bytes) -> Frame:
     try:
         header = json.loads(body[8 : 8 + n])
         layout, shape = header["layout"], [int(x) for x in header["shape"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        rows = int(header.get("rows", -1))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CodecError(f"unreadable frame header: {exc}") from exc
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise CodecError("frame header 'meta' must be a JSON object")
     if len(shape) != 2 or min(shape) < 0:
         raise CodecError(f"frame shape must be (rows, dim), got {shape}")
     start = 8 + n
@@ -119,14 +126,13 @@ def decode_binary(body: bytes) -> Frame:
         if end != len(body):
             raise CodecError(f"frame holds {len(body) - start} value bytes, shape {shape} needs {end - start}")
         values = np.frombuffer(body, dtype=_WIRE_DTYPE, count=count, offset=start).reshape(shape)
-        return Frame(values.astype(np.float32, copy=False), header.get("meta", {}))
+        return Frame(values.astype(np.float32, copy=False), meta)
     if layout == "ragged":
-        rows = int(header.get("rows", -1))
         if rows < 0 or end + rows * _LENGTH_DTYPE.itemsize != len(body):
             raise CodecError("ragged frame length does not match its header")
         values = np.frombuffer(body, dtype=_WIRE_DTYPE, count=count, offset=start).reshape(shape)
         lengths = np.frombuffer(body, dtype=_LENGTH_DTYPE, count=rows, offset=end)
-        return Frame(Ragged(values, lengths.astype(np.int64)), header.get("meta", {}))
+        return Frame(Ragged(values, lengths.astype(np.int64)), meta)
     raise CodecError(f"unknown frame layout {layout!r}")
 
 
@@ -137,19 +143,33 @@ def to_json(tensor: Tensor) -> list:
     return np.asarray(tensor, dtype=np.float32).tolist()
 
 
-def from_json(data: Any, *, ragged: bool) -> Tensor:
-    """The inverse of :func:`to_json`. Refuses ragged rows where a dense matrix is expected."""
+def _numeric(data: Any) -> np.ndarray:
+    """``data`` as float32, refusing what JSON numbers are not: strings, null, booleans, objects."""
+    array = np.asarray(data)
+    if array.dtype.kind not in "iuf" and array.size:
+        raise CodecError(f"not a numeric tensor: values must be JSON numbers, got {array.dtype.kind!r}-kind data")
+    return array.astype(np.float32, copy=False)
+
+
+def from_json(data: Any, *, ragged: bool, dim: int | None = None) -> Tensor:
+    """The inverse of :func:`to_json`. Refuses ragged rows where a dense matrix is expected.
+    ``dim`` gives the width of an empty batch, which JSON (``[]``) cannot carry."""
     if not isinstance(data, list):
         raise CodecError("a tensor must be a JSON list")
     try:
         if ragged:
-            rows = [np.asarray(r, dtype=np.float32) for r in data]
+            rows = [_numeric(r) for r in data]
             dims = {r.shape[1] for r in rows if r.ndim == 2 and len(r)}
             if any(r.ndim != 2 and r.size for r in rows) or len(dims) > 1:
                 raise CodecError("each sequence must be a list of equally wide vectors")
-            rows = [r.reshape(len(r), -1) if r.size else np.zeros((0, next(iter(dims), 0)), np.float32) for r in rows]
-            return Ragged.from_rows(rows, dim=next(iter(dims), 0))
-        values = np.asarray(data, dtype=np.float32)
+            width = next(iter(dims), dim or 0)
+            rows = [r.reshape(len(r), -1) if r.size else np.zeros((0, width), np.float32) for r in rows]
+            return Ragged.from_rows(rows, dim=width)
+        if not data:
+            return np.zeros((0, dim or 0), dtype=np.float32)
+        values = _numeric(data)
+    except CodecError:
+        raise
     except (ValueError, TypeError) as exc:
         raise CodecError(f"not a numeric tensor: {exc}") from exc
     if values.ndim != 2:

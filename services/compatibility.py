@@ -43,7 +43,11 @@ def _fingerprint_mismatch(expected: EmbeddingSpace, actual: EmbeddingSpace, tole
         len(e) != len(a) for e, a in zip(expected.fingerprint, actual.fingerprint)
     ):
         return "canary vectors have different counts or widths"
-    worst = min(_cosine(e, a) for e, a in zip(expected.fingerprint, actual.fingerprint))
+    cosines = [_cosine(e, a) for e, a in zip(expected.fingerprint, actual.fingerprint)]
+    # NaN compares false both ways (and min() skips it): a NaN canary must fail, not pass as close.
+    if any(math.isnan(c) for c in cosines):
+        return "canary vectors differ: a canary vector is not finite (cosine NaN)"
+    worst = min(cosines)
     if worst < tolerance:
         return f"canary vectors differ: lowest cosine {worst:.4f} < tolerance {tolerance}"
     return None

@@ -70,6 +70,9 @@ class TensorContract(BaseModel):
                 raise ValueError("a probabilities contract needs its labels, in column order")
             if len(self.labels) != self.dim:
                 raise ValueError(f"{len(self.labels)} labels for dim {self.dim}: one label per column")
+            if len(set(self.labels)) != len(self.labels):
+                # {label: p} per prediction would silently drop a column that shares its name.
+                raise ValueError(f"duplicate labels in {self.labels}: each column needs its own label")
         elif self.labels is not None:
             raise ValueError(f"labels belong to probabilities contracts, not to {self.kind}")
         return self

@@ -97,14 +97,32 @@ class BodyLimitMiddleware:
             await problem_response(error.to_problem(scope.get("path")))(scope, receive, send)
             return
         seen = 0
+        exceeded = started = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise error
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            # Whatever the app makes of the aborted read (FastAPI turns any error while parsing a
+            # body into its own 400) is dropped: the 413 below answers instead.
+            if exceeded and not started:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded or started:
+                raise
+        if exceeded and not started:
+            await problem_response(error.to_problem(scope.get("path")))(scope, receive, send)
