@@ -1,0 +1,93 @@
+"""Start the three services as child processes, the way `make run` and `seam up` do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+# The command each service runs, here and in docker-compose.yml: `python -m <module>`.
+SERVICES = (
+    ("encoder_service", "ENCODER_", 8001),
+    ("classifier_service", "CLASSIFIER_", 8002),
+    ("gateway", "GATEWAY_", 8000),
+)
+
+
+def service_command(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+@dataclass
+class Child:
+    module: str
+    url: str
+    log: Path
+    proc: subprocess.Popen
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class Stack:
+    """The encoder, the classifier and the gateway on 127.0.0.1, with their logs under ``var/log``."""
+
+    def __init__(self, *, host: str = "127.0.0.1", var: Path = Path("var"), env: dict[str, str] | None = None) -> None:
+        self.host = host
+        self.var = var
+        self.env = {**os.environ, **(env or {})}
+        self.children: list[Child] = []
+
+    def url(self, module: str) -> str:
+        return next(c.url for c in self.children if c.module == module)
+
+    def start(self, ready_timeout: float = 300.0) -> None:
+        (self.var / "log").mkdir(parents=True, exist_ok=True)
+        ports = {}
+        for module, prefix, default_port in SERVICES:
+            port = int(self.env.get(f"{prefix}PORT", default_port))
+            ports[module] = port
+            env = {**self.env, f"{prefix}HOST": self.host, f"{prefix}PORT": str(port)}
+            env.setdefault("CLASSIFIER_STORE", str(self.var / "models"))
+            env.setdefault("GATEWAY_ENCODER_URL", f"http://{self.host}:{ports.get('encoder_service', 8001)}")
+            env.setdefault("GATEWAY_CLASSIFIER_URL", f"http://{self.host}:{ports.get('classifier_service', 8002)}")
+            log = self.var / "log" / f"{module}.log"
+            with log.open("ab") as out:
+                proc = subprocess.Popen(service_command(module), env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.children.append(Child(module, f"http://{self.host}:{port}", log, proc))
+        for child in self.children:
+            self._wait_ready(child, ready_timeout)
+
+    def _wait_ready(self, child: Child, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.proc.poll() is not None:
+                raise RuntimeError(f"{child.module} exited with code {child.proc.returncode}:\n{child.log_tail()}")
+            try:
+                if httpx.get(child.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{child.module} not ready after {timeout:.0f}s:\n{child.log_tail()}")
+
+    def failed(self) -> Child | None:
+        return next((c for c in self.children if c.proc.poll() is not None), None)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.terminate()
+        for child in self.children:
+            try:
+                child.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
