@@ -1,0 +1,64 @@
+"""The gateway application: ``create_app(settings)`` builds it; nothing happens at import."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from gateway.routes import router
+from gateway.runtime import GatewayRuntime
+from gateway.settings import GatewaySettings
+from gateway.upstreams import ClassifierClient, EncoderClient, build_http_client
+from services.web import BodyLimitMiddleware, install_problem_handlers
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    encoder_transport: httpx.AsyncBaseTransport | None = None,
+    classifier_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The transports are for tests: ``httpx.ASGITransport(encoder_app)`` wires a service in-process."""
+    settings = settings or GatewaySettings()
+    token = settings.internal_token.get_secret_value() if settings.internal_token else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with AsyncExitStack() as stack:
+            clients = {}
+            for role, url, transport in (
+                ("encoder", settings.encoder_url, encoder_transport),
+                ("classifier", settings.classifier_url, classifier_transport),
+            ):
+                # One pooled client per upstream for the app's lifetime.
+                clients[role] = await stack.enter_async_context(
+                    build_http_client(
+                        url,
+                        timeout_s=settings.timeout_s,
+                        connect_timeout_s=settings.connect_timeout_s,
+                        max_connections=settings.max_connections,
+                        transport=transport,
+                    )
+                )
+            encoder = EncoderClient(settings.encoder_url, clients["encoder"], timeout_s=settings.timeout_s, token=token)
+            classifier = ClassifierClient(
+                settings.classifier_url, clients["classifier"], timeout_s=settings.timeout_s, token=token
+            )
+            app.state.runtime = GatewayRuntime(settings, encoder, classifier)
+            await app.state.runtime.warm()
+            yield
+
+    app = FastAPI(
+        title="seam gateway",
+        version="0.1.0",
+        description="Pipelines of an encoder output (or another pipeline's probabilities) feeding a classifier, "
+        "every seam checked before a request flows.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(router)
+    return app

@@ -1,0 +1,62 @@
+"""HTTP routes of the gateway: a thin adapter over the runtime."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from gateway.runtime import GatewayRuntime
+from gateway.schemas import PipelineList, PipelineReport, PredictRequest, PredictResponse, TrainRequest, TrainResponse
+
+router = APIRouter()
+
+
+def get_runtime(request: Request) -> GatewayRuntime:
+    return request.app.state.runtime
+
+
+Runtime = Annotated[GatewayRuntime, Depends(get_runtime)]
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """The process is alive (says nothing about the upstreams)."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(runtime: Runtime) -> dict[str, Any]:
+    """Both upstreams ready and the encoder's contracts loaded: 200; else 503 naming who fails."""
+    return await runtime.readiness()
+
+
+@router.post("/v1/pipelines/{name}/train", status_code=201, response_model=TrainResponse, tags=["pipelines"])
+async def train(name: str, body: TrainRequest, runtime: Runtime) -> JSONResponse:
+    """Encode the texts with the requested feature and fit a new version of the pipeline's model."""
+    result = await runtime.train(name, body.texts, body.labels, body.estimator, body.feature, body.params)
+    return JSONResponse(result, status_code=201)
+
+
+@router.post("/v1/pipelines/{name}/predict", response_model=PredictResponse, tags=["pipelines"])
+async def predict(
+    name: str,
+    body: PredictRequest,
+    runtime: Runtime,
+    version: Annotated[int | None, Query(gt=0, description="A fixed version; default: the latest.")] = None,
+) -> JSONResponse:
+    """Resolve the pipeline's chain, check every link, encode and predict."""
+    return JSONResponse(await runtime.predict(name, body.texts, version))
+
+
+@router.get("/v1/pipelines", response_model=PipelineList, tags=["pipelines"])
+async def list_pipelines(runtime: Runtime) -> JSONResponse:
+    """Every pipeline's chain and compatibility report."""
+    return JSONResponse(await runtime.pipelines_report())
+
+
+@router.get("/v1/pipelines/{name}", response_model=PipelineReport, tags=["pipelines"])
+async def get_pipeline(name: str, runtime: Runtime) -> JSONResponse:
+    """The pipeline's chain (each link's source, producer and consumer) and its compatibility report."""
+    return JSONResponse(await runtime.pipeline_report(name))

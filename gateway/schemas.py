@@ -1,0 +1,102 @@
+"""Wire models of the gateway's public API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from services.compatibility import Mismatch
+from services.contracts import TensorContract
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "texts": ["Where is my parcel?", "I was charged twice."],
+                    "labels": ["shipping", "billing"],
+                    "estimator": "logistic_regression",
+                    "feature": "embedding",
+                }
+            ]
+        },
+    )
+
+    texts: list[StrictStr] = Field(min_length=1, description="Training texts, each non-empty.")
+    labels: list[StrictStr] = Field(min_length=1, description="One label per text.")
+    estimator: StrictStr = Field(
+        description="logistic_regression, gaussian_nb, attention_pooling, ... (what the classifier offers)."
+    )
+    feature: StrictStr = Field(
+        description="embedding | tokens | probabilities (encoder outputs) | pipeline:<name> (that pipeline's probabilities)."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")
+
+    @model_validator(mode="after")
+    def _one_label_per_text(self) -> TrainRequest:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels: one label per text")
+        return self
+
+
+class TrainResponse(BaseModel):
+    name: str
+    version: int
+    estimator: str
+    params: dict[str, Any]
+    feature: str
+    source: dict[str, Any]
+    input_contract: TensorContract
+    classes: list[str]
+    metrics: dict[str, Any]
+    truncated_texts: int = Field(description="Texts cut to the encoder's window.")
+    created_at: Any = None
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["Where is my parcel?"]}]})
+
+    texts: list[StrictStr] = Field(min_length=1, description="Texts to classify, each non-empty.")
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float] = Field(description="Per class, in the pipeline's class order.")
+    truncated: bool = Field(description="Whether the text was cut to the encoder's window.")
+
+
+class PredictResponse(BaseModel):
+    name: str
+    version: int
+    predictions: list[Prediction]
+
+
+class LinkConsumer(BaseModel):
+    model: str
+    version: int
+    estimator: str
+
+
+class LinkReport(BaseModel):
+    source: Any = Field(description="{'type': 'encoder', 'output'} or {'type': 'pipeline', 'name', 'version'}")
+    producer: str | None = Field(description="'encoder <url> model <model> output <output>' or 'pipeline <name> v<N>'")
+    consumer: LinkConsumer
+    compatible: bool
+    mismatches: list[Mismatch]
+
+
+class PipelineReport(BaseModel):
+    name: str
+    version: int
+    estimator: str
+    classes: list[str]
+    compatible: bool
+    mismatches: list[Mismatch]
+    chain: list[LinkReport] = Field(description="The encoder-fed link first, this pipeline last.")
+
+
+class PipelineList(BaseModel):
+    pipelines: list[PipelineReport]

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.compatibility import DEFAULT_FINGERPRINT_TOLERANCE
+from services.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    """Environment variables prefixed ``GATEWAY_`` (``GATEWAY_ENCODER_URL``, ``GATEWAY_TIMEOUT_S``, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", validate_default=True)
+
+    port: int = Field(8000, ge=0, le=65535)
+    encoder_url: str = Field("http://127.0.0.1:8001", description="Base URL of the encoder service.")
+    classifier_url: str = Field("http://127.0.0.1:8002", description="Base URL of the classifier service.")
+    internal_token: SecretStr | None = Field(
+        None,
+        description="Sent as 'X-Seam-Internal-Token' to the encoder and the classifier (their internal token). "
+        "The gateway is the public API: its own callers do not send it.",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Longest wait for one upstream call (504 after).")
+    connect_timeout_s: float = Field(2.0, gt=0, description="Longest wait to open a connection (503 after).")
+    max_connections: int = Field(64, gt=0, description="Pooled connections per upstream.")
+    max_texts: int = Field(256, gt=0, description="Most texts in one predict request (413 above).")
+    max_train_texts: int = Field(100_000, gt=0, description="Most texts in one train request (413 above).")
+    train_chunk_size: int = Field(128, gt=0, description="Texts per encoder call when encoding a training set.")
+    train_concurrency: int = Field(2, gt=0, description="Encoder calls in flight at once when training.")
+    pipeline_ttl_s: float = Field(
+        2.0, ge=0, description="How long a resolved pipeline version is reused before the classifier is asked again."
+    )
+    recheck_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="A refused pipeline re-reads the encoder's contracts at most this often, so that an encoder "
+        "restarted with the fitted model is accepted again without a gateway restart.",
+    )
+    max_chain_depth: int = Field(8, gt=0, description="Most links in a pipeline chain.")
+    fingerprint_tolerance: float = Field(
+        DEFAULT_FINGERPRINT_TOLERANCE, gt=0, le=1, description="Lowest cosine between canary vectors of one space."
+    )
+
+    @field_validator("encoder_url", "classifier_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        AnyHttpUrl(value)  # refuses what is not an http(s) URL, at start
+        return value.rstrip("/")

@@ -1,0 +1,351 @@
+"""Typed HTTP clients for the gateway's two upstreams, the encoder and the classifier.
+
+Each client owns no connection of its own: it borrows one pooled ``httpx.AsyncClient`` (built in the
+app's lifespan) and turns whatever goes wrong on the wire into the one error hierarchy:
+
+- the upstream cannot be reached (refused, reset, not ready)   -> ``UpstreamUnavailable`` (503)
+- it does not answer in time                                   -> ``UpstreamTimeout`` (504)
+- its answer is not what the wire promises (shape, finite, ...)-> ``BadUpstreamResponse`` (502)
+- it refuses the request with a 4xx problem                    -> ``UpstreamRejected`` (same status)
+
+Every error names the upstream (role and URL) and the stage that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.codecs import BINARY_CONTENT_TYPE, CodecError, Frame, Ragged, Tensor, decode_binary, encode_binary
+from services.contracts import TensorContract
+from services.errors import (
+    BadUpstreamResponse,
+    Overloaded,
+    SeamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+CONTRACT_HEADER = "X-Seam-Contract"
+TOKEN_HEADER = "X-Seam-Internal-Token"
+_PROBLEM_FIELDS = ("type", "title", "status", "detail", "instance")
+# A connection the upstream closed while it sat in the pool fails like this on first use; one retry
+# on a fresh connection is safe for the idempotent calls (never for fit).
+_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+class UpstreamRejected(SeamError):
+    """An upstream refused the request with a 4xx problem: passed on with its status, type and detail."""
+
+    slug = "upstream-rejected"
+
+    def __init__(self, status: int, problem: dict[str, Any], *, upstream: str, stage: str) -> None:
+        detail = str(problem.get("detail") or f"{upstream} answered {status} at {stage}")
+        extra = {k: v for k, v in problem.items() if k not in _PROBLEM_FIELDS}
+        super().__init__(detail, upstream=upstream, stage=stage, **extra)
+        self.status = status
+        self.title = str(problem.get("title") or "Rejected by upstream")
+        self.problem_type = problem.get("type")
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        problem = super().to_problem(instance)
+        if isinstance(self.problem_type, str):
+            problem["type"] = self.problem_type
+        return problem
+
+
+# --- wire models of the upstreams, as the gateway reads them --------------------------------------------
+
+
+class EncoderOutput(BaseModel):
+    id: str = Field(min_length=1)
+    contract: TensorContract
+
+
+class EncoderOutputs(BaseModel):
+    """``GET /v1/outputs`` of the encoder."""
+
+    model: str
+    outputs: dict[str, EncoderOutput]
+
+
+class ModelVersion(BaseModel):
+    """A classifier version record (docs/wire.md). ``source`` stays raw: the classifier treats it as opaque."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    version: int
+    estimator: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    input_contract: TensorContract
+    source: Any = None
+    classes: list[str] = Field(min_length=1)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    data_sha256: str | None = None
+    created_at: Any = None
+
+    @property
+    def identity(self) -> tuple[Any, ...]:
+        """Tells two versions of one number apart (a model deleted and fitted again)."""
+        return (self.name, self.version, str(self.created_at), self.data_sha256)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    tensor: Tensor
+    contract_id: str
+    truncated: list[bool]
+
+
+@dataclass(frozen=True)
+class Predicted:
+    probabilities: np.ndarray  # (rows, len(classes)), columns in ``classes`` order
+    classes: list[str]
+    labels: list[str]
+    version: int
+
+
+# --- plumbing ------------------------------------------------------------------------------------------
+
+
+def build_http_client(
+    base_url: str,
+    *,
+    timeout_s: float,
+    connect_timeout_s: float,
+    max_connections: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """One pooled client per upstream, kept for the app's lifetime."""
+    if transport is None:
+        # retries=1: a connect that fails at once (upstream restarting) is tried once more.
+        transport = httpx.AsyncHTTPTransport(
+            retries=1,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+    return httpx.AsyncClient(
+        base_url=base_url,
+        transport=transport,
+        timeout=httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s)),
+    )
+
+
+def _problem_of(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict):
+        return body
+    text = response.text[:300].strip() if response.content else ""
+    return {"detail": text} if text else {}
+
+
+class Upstream:
+    """One upstream service: its role (``encoder``/``classifier``), URL and pooled client."""
+
+    role = "upstream"
+
+    def __init__(self, url: str, http: httpx.AsyncClient, *, timeout_s: float, token: str | None = None) -> None:
+        self.url = url
+        self.http = http
+        self.timeout_s = timeout_s
+        self.headers = {TOKEN_HEADER: token} if token else {}
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} {self.url}"
+
+    async def request(self, stage: str, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        attempts = 2 if retry else 1
+        for attempt in range(attempts):
+            try:
+                # A total deadline: httpx's own timeouts are per read and do not apply to in-process transports.
+                async with asyncio.timeout(self.timeout_s):
+                    response = await self.http.request(method, path, headers=headers, **kwargs)
+                break
+            except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+                raise UpstreamTimeout(
+                    f"{self.name} did not answer within {self.timeout_s:g}s ({stage}); "
+                    f"raise GATEWAY_TIMEOUT_S if it is merely slow",
+                    upstream=self.name, stage=stage,
+                ) from exc
+            except httpx.TransportError as exc:
+                if attempt + 1 < attempts and isinstance(exc, _STALE_CONNECTION):
+                    continue
+                raise UpstreamUnavailable(
+                    f"{self.name} is unreachable ({stage}): {type(exc).__name__}: {exc or 'connection failed'}",
+                    upstream=self.name, stage=stage,
+                ) from exc
+        if response.status_code >= 400:
+            raise self._refusal(stage, response)
+        return response
+
+    def _refusal(self, stage: str, response: httpx.Response) -> SeamError:
+        status = response.status_code
+        problem = _problem_of(response)
+        detail = problem.get("detail") or response.reason_phrase
+        if status in (401, 403):
+            return BadUpstreamResponse(
+                f"{self.name} refused the gateway's credentials ({status}) at {stage}: {detail}; "
+                "set GATEWAY_INTERNAL_TOKEN to the upstream's internal token",
+                upstream=self.name, stage=stage,
+            )
+        if status == 429:
+            retry_after = response.headers.get("retry-after", "1")
+            return Overloaded(
+                f"{self.name} is overloaded ({stage}): {detail}",
+                retry_after=int(retry_after) if retry_after.isdigit() else 1,
+                upstream=self.name, stage=stage,
+            )
+        if status == 503:
+            return UpstreamUnavailable(f"{self.name} is not ready ({stage}): {detail}", upstream=self.name, stage=stage)
+        if status >= 500:
+            return BadUpstreamResponse(
+                f"{self.name} failed at {stage} with {status}: {detail}", upstream=self.name, stage=stage
+            )
+        return UpstreamRejected(status, problem, upstream=self.name, stage=stage)
+
+    def bad(self, stage: str, what: str) -> BadUpstreamResponse:
+        return BadUpstreamResponse(f"{self.name} gave a bad answer at {stage}: {what}", upstream=self.name, stage=stage)
+
+    def parse(self, stage: str, response: httpx.Response, model: type[BaseModel]) -> Any:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise self.bad(stage, f"not a valid {model.__name__}: {exc.errors()[0].get('msg', exc)}") from exc
+
+    def frame(self, stage: str, response: httpx.Response) -> Frame:
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith(BINARY_CONTENT_TYPE):
+            raise self.bad(stage, f"expected a {BINARY_CONTENT_TYPE} frame, got {content_type or 'no content type'}")
+        try:
+            return decode_binary(response.content)
+        except CodecError as exc:
+            raise self.bad(stage, f"undecodable tensor frame: {exc}") from exc
+
+    async def ready(self) -> dict[str, Any]:
+        """``GET /readyz``: its body when ready; raises like any call otherwise."""
+        response = await self.request("readiness", "GET", "/readyz")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return body if isinstance(body, dict) else {}
+
+
+def check_rows(upstream: Upstream, stage: str, tensor: Tensor, *, rows: int, ragged: bool) -> None:
+    """The structural promises of a tensor: layout, one row per text, finite values."""
+    if isinstance(tensor, Ragged) != ragged:
+        want, got = ("ragged", "dense") if ragged else ("dense", "ragged")
+        raise upstream.bad(stage, f"expected a {want} tensor, got a {got} one")
+    if len(tensor) != rows:
+        raise upstream.bad(stage, f"{len(tensor)} rows for {rows} texts")
+    values = tensor.values if isinstance(tensor, Ragged) else tensor
+    if values.dtype != np.float32:
+        raise upstream.bad(stage, f"values are {values.dtype}, not float32")
+    if values.size and not np.isfinite(values).all():
+        raise upstream.bad(stage, "values include NaN or infinity")
+    if isinstance(tensor, Ragged) and rows and (tensor.lengths == 0).any():
+        raise upstream.bad(stage, "an empty token sequence")
+
+
+# --- the two clients -----------------------------------------------------------------------------------
+
+
+class EncoderClient(Upstream):
+    role = "encoder"
+
+    async def outputs(self) -> EncoderOutputs:
+        response = await self.request("outputs", "GET", "/v1/outputs")
+        return self.parse("outputs", response, EncoderOutputs)
+
+    async def encode(self, texts: list[str], output: str) -> Encoded:
+        """Encode as a binary frame; the structure is validated here, the width against the contract by the caller."""
+        stage = f"encode {output}"
+        response = await self.request(
+            stage, "POST", "/v1/encode", json={"texts": texts, "output": output}, headers={"Accept": BINARY_CONTENT_TYPE}
+        )
+        frame = self.frame(stage, response)
+        meta = frame.meta if isinstance(frame.meta, dict) else {}
+        if meta.get("output", output) != output:
+            raise self.bad(stage, f"asked for {output}, got {meta.get('output')}")
+        check_rows(self, stage, frame.tensor, rows=len(texts), ragged=output == "tokens")
+        contract_id = response.headers.get(CONTRACT_HEADER) or meta.get("contract_id")
+        if not isinstance(contract_id, str) or not contract_id:
+            raise self.bad(stage, f"no {CONTRACT_HEADER} header: cannot tell which contract the vectors follow")
+        truncated = meta.get("truncated")
+        if not isinstance(truncated, list) or len(truncated) != len(texts):
+            truncated = [False] * len(texts)
+        return Encoded(frame.tensor, contract_id, [bool(t) for t in truncated])
+
+
+class ClassifierClient(Upstream):
+    role = "classifier"
+
+    async def models(self) -> list[ModelVersion]:
+        """The latest version of every model."""
+        response = await self.request("list models", "GET", "/v1/models")
+        try:
+            entries = response.json()["models"]
+            return [ModelVersion.model_validate(entry["latest"]) for entry in entries]
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            raise self.bad("list models", f"not a model list: {exc}") from exc
+
+    async def latest(self, name: str) -> ModelVersion:
+        response = await self.request(f"read model {name}", "GET", f"/v1/models/{name}")
+        try:
+            return ModelVersion.model_validate(response.json()["latest"])
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            raise self.bad(f"read model {name}", f"not a model record: {exc}") from exc
+
+    async def version(self, name: str, version: int) -> ModelVersion:
+        stage = f"read model {name} v{version}"
+        response = await self.request(stage, "GET", f"/v1/models/{name}/versions/{version}")
+        return self.parse(stage, response, ModelVersion)
+
+    async def fit(self, name: str, features: Tensor, meta: dict[str, Any]) -> ModelVersion:
+        """Features as a binary frame, labels, contract, estimator, params and source in its ``meta``."""
+        stage = f"fit {name}"
+        body = encode_binary(features, meta)
+        response = await self.request(
+            stage, "POST", f"/v1/models/{name}/fit", content=body,
+            headers={"Content-Type": BINARY_CONTENT_TYPE, "Accept": "application/json"}, retry=False,
+        )
+        record = self.parse(stage, response, ModelVersion)
+        if record.name != name:
+            raise self.bad(stage, f"fitted {record.name!r}, not {name!r}")
+        return record
+
+    async def predict(self, model: ModelVersion, features: Tensor) -> Predicted:
+        """Probabilities as a dense frame in the version's class order, validated before they go on."""
+        stage = f"predict {model.name} v{model.version}"
+        response = await self.request(
+            stage, "POST", f"/v1/models/{model.name}/predict", params={"version": model.version},
+            content=encode_binary(features), headers={"Content-Type": BINARY_CONTENT_TYPE, "Accept": BINARY_CONTENT_TYPE},
+        )
+        frame = self.frame(stage, response)
+        rows = len(features)
+        check_rows(self, stage, frame.tensor, rows=rows, ragged=False)
+        probabilities = frame.tensor
+        meta = frame.meta if isinstance(frame.meta, dict) else {}
+        classes, labels = meta.get("classes"), meta.get("labels")
+        if classes != model.classes:
+            raise self.bad(stage, f"classes {classes} differ from the version's record {model.classes}")
+        if meta.get("version", model.version) != model.version:
+            raise self.bad(stage, f"answered with v{meta.get('version')}")
+        if probabilities.shape[1] != len(classes):
+            raise self.bad(stage, f"{probabilities.shape[1]} probability columns for {len(classes)} classes")
+        if rows and ((probabilities < -1e-6).any() or (np.abs(probabilities.sum(axis=1) - 1.0) > 1e-3).any()):
+            raise self.bad(stage, "rows are not probability distributions (negative, or not summing to 1)")
+        if not isinstance(labels, list) or len(labels) != rows or any(label not in classes for label in labels):
+            raise self.bad(stage, "missing or unknown predicted labels")
+        return Predicted(probabilities, list(classes), [str(label) for label in labels], model.version)
+

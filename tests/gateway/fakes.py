@@ -1,0 +1,194 @@
+"""Fake encoder and classifier speaking docs/wire.md, as ``httpx.MockTransport`` handlers.
+
+They let the gateway tests do what the real services never do on purpose: answer NaN, the wrong
+number of rows, a 401, a 429, nothing at all, or too late. Tests with the real services wired in
+process live in test_app.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import numpy as np
+
+from services.codecs import BINARY_CONTENT_TYPE, Ragged, decode_binary, encode_binary
+from services.contracts import EmbeddingSpace, TensorContract
+
+PROBLEM = "application/problem+json"
+Fault = Callable[[httpx.Request], Any]
+
+
+def problem(status: int, detail: str, slug: str = "invalid-input", **extra: Any) -> httpx.Response:
+    body = {"type": f"https://seam.dev/problems/{slug}", "title": slug, "status": status, "detail": detail, **extra}
+    return httpx.Response(status, content=json.dumps(body), headers={"content-type": PROBLEM})
+
+
+def contract_id(contract: TensorContract) -> str:
+    return hashlib.sha256(contract.model_dump_json().encode()).hexdigest()
+
+
+class FakeUpstream:
+    """Counts calls by route; ``fault(request)`` may answer (or raise) instead of the fake."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.fault: Fault | None = None
+        self.delay = 0.0
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        route = f"{request.method} {request.url.path}"
+        self.calls[route] += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fault is not None:
+            answer = self.fault(request)
+            if answer is not None:
+                return answer
+        return self.route(request)
+
+    def route(self, request: httpx.Request) -> httpx.Response:
+        raise NotImplementedError
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handler)
+
+
+class FakeEncoder(FakeUpstream):
+    """An encoder whose vectors are a deterministic function of the text and the model name."""
+
+    def __init__(self, model: str = "fake-encoder", dim: int = 8, labels: list[str] | None = None) -> None:
+        super().__init__()
+        self.serve(model, dim, labels)
+
+    def serve(self, model: str, dim: int, labels: list[str] | None = None, *, fingerprint_noise: float = 0.0) -> None:
+        """(Re)start with another model: its contracts, and so their ids, change."""
+        self.model, self.dim, self.labels = model, dim, labels
+        fingerprint = [self.vector(text, dim) for text in ("canary one", "canary two")]
+        if fingerprint_noise:
+            fingerprint = [[x + fingerprint_noise for x in row] for row in fingerprint]
+        space = EmbeddingSpace(
+            model_id=model,
+            weights_sha256=hashlib.sha256(model.encode()).hexdigest(),
+            pooling="mean",
+            normalized=True,
+            max_tokens=16,
+            fingerprint=fingerprint,
+        )
+        self.contracts = {
+            "embedding": TensorContract(kind="embedding", dim=dim, space=space),
+            "tokens": TensorContract(kind="tokens", dim=dim, space=space),
+        }
+        if labels:
+            self.contracts["probabilities"] = TensorContract(kind="probabilities", dim=len(labels), labels=labels, space=space)
+        self.ids = {name: contract_id(c) for name, c in self.contracts.items()}
+
+    def vector(self, text: str, dim: int | None = None) -> list[float]:
+        rng = np.random.default_rng(zlib.crc32(f"{self.model}|{text}".encode()))
+        v = rng.normal(size=dim or self.dim)
+        return (v / np.linalg.norm(v)).astype(np.float32).tolist()
+
+    def features(self, texts: list[str], output: str) -> np.ndarray | Ragged:
+        if output == "tokens":
+            return Ragged.from_rows([np.array([self.vector(w) for w in t.split()], np.float32) for t in texts])
+        if output == "probabilities":
+            logits = np.array([self.vector(t, len(self.labels or [])) for t in texts], np.float32)
+            e = np.exp(logits)
+            return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return np.array([self.vector(t) for t in texts], np.float32)
+
+    def route(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/readyz":
+            return httpx.Response(200, json={"status": "ready", "model": self.model})
+        if path == "/v1/outputs":
+            outputs = {n: {"id": self.ids[n], "contract": c.model_dump(mode="json")} for n, c in self.contracts.items()}
+            return httpx.Response(200, json={"model": self.model, "outputs": outputs})
+        if path == "/v1/encode":
+            body = json.loads(request.content)
+            output = body["output"]
+            if output not in self.contracts:
+                return problem(422, f"no {output} output", "output-unavailable")
+            if any(not t.strip() for t in body["texts"]):
+                return problem(422, "an empty text")
+            tensor = self.features(body["texts"], output)
+            meta = {"model": self.model, "output": output, "contract_id": self.ids[output],
+                    "truncated": [len(t.split()) > 16 for t in body["texts"]], "token_counts": [1] * len(body["texts"])}
+            return httpx.Response(
+                200, content=encode_binary(tensor, meta),
+                headers={"content-type": BINARY_CONTENT_TYPE, "X-Seam-Contract": self.ids[output]},
+            )
+        return problem(404, f"no route {path}", "not-found")
+
+
+class FakeClassifier(FakeUpstream):
+    """Stores version records; predicts by a fixed rule (row i -> class i mod k, probability 0.7)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models: dict[str, list[dict[str, Any]]] = {}
+        self.fitted: dict[tuple[str, int], Any] = {}  # (name, version) -> features
+        self.predicted: list[tuple[str, int, Any]] = []
+
+    def add(self, name: str, input_contract: TensorContract, source: Any, classes: list[str], **extra: Any) -> dict:
+        """A version fitted behind the gateway's back (straight on the classifier)."""
+        versions = self.models.setdefault(name, [])
+        record = {
+            "name": name, "version": len(versions) + 1, "estimator": extra.pop("estimator", "logistic_regression"),
+            "params": {}, "input_contract": input_contract.model_dump(mode="json"), "source": source,
+            "classes": classes, "metrics": {"train_accuracy": 1.0}, "data_sha256": "0" * 64,
+            "created_at": f"2024-01-01T00:00:{len(versions):02d}Z", **extra,
+        }
+        versions.append(record)
+        return record
+
+    def route(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/readyz":
+            return httpx.Response(200, json={"status": "ready"})
+        if path == "/v1/models" and request.method == "GET":
+            models = [{"name": n, "latest": v[-1], "versions": [r["version"] for r in v]} for n, v in self.models.items()]
+            return httpx.Response(200, json={"models": models})
+        m = re.fullmatch(r"/v1/models/([^/]+)(?:/(fit|predict|versions/(\d+)))?", path)
+        if not m:
+            return problem(404, f"no route {path}", "not-found")
+        name, action, number = m.group(1), m.group(2), m.group(3)
+        versions = self.models.get(name, [])
+        if action == "fit":
+            frame = decode_binary(request.content)
+            meta = frame.meta
+            contract = TensorContract.model_validate(meta["contract"])
+            if meta["estimator"] not in ("logistic_regression", "gaussian_nb", "attention_pooling"):
+                return problem(422, f"unknown estimator {meta['estimator']}", "incompatible-estimator")
+            record = self.add(name, contract, meta["source"], sorted(set(meta["labels"])), estimator=meta["estimator"])
+            self.fitted[(name, record["version"])] = frame.tensor
+            return httpx.Response(201, json=record)
+        if not versions:
+            return problem(404, f"no model named {name}", "model-not-found")
+        if action is None:
+            return httpx.Response(200, json={"name": name, "latest": versions[-1], "versions": versions})
+        if number is not None:
+            if int(number) > len(versions):
+                return problem(404, f"{name} has no version {number}", "model-not-found")
+            return httpx.Response(200, json=versions[int(number) - 1])
+        # predict
+        version = int(request.url.params.get("version", len(versions)))
+        record = versions[version - 1]
+        frame = decode_binary(request.content)
+        width = frame.tensor.dim if isinstance(frame.tensor, Ragged) else frame.tensor.shape[1]
+        if width != record["input_contract"]["dim"]:
+            return problem(422, f"features are {width} wide, expected {record['input_contract']['dim']}", "feature-mismatch")
+        self.predicted.append((name, version, frame.tensor))
+        classes = record["classes"]
+        k, rows = len(classes), len(frame.tensor)
+        probabilities = np.full((rows, k), 0.3 / max(k - 1, 1), np.float32)
+        probabilities[np.arange(rows), np.arange(rows) % k] = 0.7
+        meta = {"name": name, "version": version, "classes": classes, "labels": [classes[i % k] for i in range(rows)]}
+        return httpx.Response(200, content=encode_binary(probabilities, meta), headers={"content-type": BINARY_CONTENT_TYPE})
