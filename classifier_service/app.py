@@ -1,0 +1,41 @@
+"""The classifier service application: ``create_app(settings)`` builds it; nothing happens at import."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from classifier_service.routes import router
+from classifier_service.runtime import ClassifierRuntime
+from classifier_service.settings import ClassifierSettings
+from services.web import BodyLimitMiddleware, install_problem_handlers
+
+
+def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
+    settings = settings or ClassifierSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runtime = ClassifierRuntime(settings)
+        app.state.runtime = runtime
+        # The store loads before the first request is accepted: /readyz is 200 from then on.
+        await anyio.to_thread.run_sync(runtime.load)
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(
+        title="seam classifier",
+        version="0.1.0",
+        description="Named, versioned downstream models fitted on an encoder's output: fit, predict, persist.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.runtime = None
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(router)
+    return app

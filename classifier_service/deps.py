@@ -1,0 +1,70 @@
+"""What the routes need, as ``Annotated[..., Depends(...)]`` aliases: the runtime, decoded bodies
+(JSON or binary frame, parsed off the event loop), the response encoding, and the internal token."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Path, Query, Request
+
+from classifier_service.runtime import ClassifierRuntime
+from classifier_service.schemas import FitInput, PredictInput, parse_fit, parse_predict
+from classifier_service.settings import ClassifierSettings
+from services.codecs import BINARY_CONTENT_TYPE
+from services.contracts import MODEL_NAME_PATTERN
+from services.errors import NotReady, Unauthorized, UnsupportedMediaType
+
+
+def get_settings(request: Request) -> ClassifierSettings:
+    return request.app.state.settings
+
+
+def get_runtime(request: Request) -> ClassifierRuntime:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None or not runtime.ready:
+        raise NotReady("The model store is still loading.")
+    return runtime
+
+
+def require_internal_token(request: Request, settings: Annotated[ClassifierSettings, Depends(get_settings)]) -> None:
+    expected = settings.internal_token
+    if expected is None:
+        return
+    given = request.headers.get("x-seam-internal-token", "")
+    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized("Send the service token as 'X-Seam-Internal-Token'.")
+
+
+async def _body(request: Request) -> tuple[bytes, bool]:
+    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media_type not in ("application/json", BINARY_CONTENT_TYPE):
+        raise UnsupportedMediaType(
+            f"Send application/json or {BINARY_CONTENT_TYPE}, not {media_type}.",
+            accepted=["application/json", BINARY_CONTENT_TYPE],
+        )
+    return await request.body(), media_type == BINARY_CONTENT_TYPE
+
+
+async def read_fit(request: Request) -> FitInput:
+    body, binary = await _body(request)
+    return await anyio.to_thread.run_sync(parse_fit, body, binary)
+
+
+async def read_predict(request: Request) -> PredictInput:
+    body, binary = await _body(request)
+    return await anyio.to_thread.run_sync(parse_predict, body, binary)
+
+
+def wants_binary(request: Request) -> bool:
+    return BINARY_CONTENT_TYPE in request.headers.get("accept", "")
+
+
+Runtime = Annotated[ClassifierRuntime, Depends(get_runtime)]
+ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="Model name.")]
+VersionQuery = Annotated[int | None, Query(ge=1, description="A version number; default: the latest.")]
+FitBody = Annotated[FitInput, Depends(read_fit)]
+PredictBody = Annotated[PredictInput, Depends(read_predict)]
+BinaryResponse = Annotated[bool, Depends(wants_binary)]
+INTERNAL = [Depends(require_internal_token)]

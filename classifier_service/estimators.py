@@ -1,0 +1,293 @@
+"""The estimators a model can be fitted with, by input kind, and how each is built, fed and persisted.
+
+- ``embedding`` (one vector per row): ``logistic_regression`` (default), ``gaussian_nb``,
+  ``linear_svm`` (a LinearSVC with calibrated probabilities), ``mlp``.
+- ``tokens`` (variable-length sequences): ``mean_pooling`` (mean over the real tokens, then logistic
+  regression) and ``attention_pooling`` (the torch head of :mod:`classifier_service.heads`).
+- ``probabilities`` (distributions of an upstream classifier): ``gaussian_nb`` (default) and
+  ``logistic_regression``.
+
+scikit-learn models persist with skops; each estimator names the few non-default types its file may
+hold, and loading refuses any other (see :func:`classifier_service.store.load_skops`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neural_network import MLPClassifier
+from sklearn.svm import LinearSVC
+
+from classifier_service.heads import AttentionPoolingClassifier, HeadParams
+from classifier_service.store import dump_skops, load_skops
+from services.codecs import Ragged, Tensor
+from services.errors import IncompatibleEstimator, InvalidInput
+
+SKOPS_FILE = "model.skops"
+
+DEFAULT_ESTIMATOR: dict[str, str] = {
+    "embedding": "logistic_regression",
+    "tokens": "mean_pooling",
+    "probabilities": "gaussian_nb",
+}
+
+
+def mean_pool(tokens: Ragged) -> np.ndarray:
+    """The mean of each sequence's real token vectors (sequences travel unpadded, so none is padding)."""
+    if len(tokens) == 0:
+        return np.zeros((0, tokens.dim), dtype=np.float32)
+    if (tokens.lengths == 0).any():
+        raise ValueError("mean pooling needs at least one token per sequence")
+    sums = np.add.reduceat(tokens.values.astype(np.float64), tokens.offsets[:-1], axis=0)
+    return (sums / tokens.lengths[:, None]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One named estimator: the kinds it accepts, its parameters, how to build, feed and persist it."""
+
+    name: str
+    kinds: tuple[str, ...]
+    description: str
+
+    def accepted_params(self) -> list[str]:
+        raise NotImplementedError
+
+    def _defaults(self) -> dict[str, Any]:
+        return {}
+
+    def resolve_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters a fit uses: the service's defaults overridden by ``given``. Refuses any name
+        the estimator does not take, naming the accepted ones."""
+        accepted = self.accepted_params()
+        unknown = sorted(set(given) - set(accepted))
+        if unknown:
+            raise InvalidInput(
+                f"{self.name} does not take the parameter(s) {', '.join(unknown)}; it accepts: {', '.join(accepted)}.",
+                estimator=self.name,
+                unknown_params=unknown,
+                accepted_params=accepted,
+            )
+        params = {**self._defaults(), **given}
+        self.build(params, None)  # refuses bad values now, before a fit is queued
+        return params
+
+    def check_labels(self, y: np.ndarray) -> None:
+        """Refuses label sets this estimator cannot fit (beyond the two-class minimum)."""
+
+    def prepare(self, features: Tensor) -> Any:
+        """What the fitted model consumes, made from validated features."""
+        return features
+
+    def build(self, params: Mapping[str, Any], y: np.ndarray | None) -> Any:
+        """An unfitted model. ``y`` (training labels) lets an estimator size itself; None when only
+        checking the parameters."""
+        raise NotImplementedError
+
+    cv_skipped_reason: str | None = None
+
+    def fit_report(self, model: Any) -> dict[str, Any]:
+        """Extra metrics the fitted model reports about its own training."""
+        return {}
+
+    def save(self, model: Any, folder: Path) -> None:
+        raise NotImplementedError
+
+    def load(self, folder: Path) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SklearnEstimator(Estimator):
+    """A scikit-learn classifier, persisted with skops."""
+
+    cls: type[BaseEstimator] = LogisticRegression
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    skops_types: frozenset[str] = frozenset()
+    pool: bool = False
+
+    def accepted_params(self) -> list[str]:
+        # Deprecated parameters (sklearn marks their default "deprecated") are not offered.
+        return sorted(k for k, v in self.cls().get_params(deep=False).items() if not (isinstance(v, str) and v == "deprecated"))
+
+    def _defaults(self) -> dict[str, Any]:
+        return dict(self.defaults)
+
+    def prepare(self, features: Tensor) -> Any:
+        return mean_pool(features) if self.pool else features
+
+    def build(self, params: Mapping[str, Any], y: np.ndarray | None) -> BaseEstimator:
+        return _validated(self.name, self.cls(**params))
+
+    def save(self, model: Any, folder: Path) -> None:
+        dump_skops(model, folder / SKOPS_FILE)
+
+    def load(self, folder: Path) -> Any:
+        return load_skops(folder / SKOPS_FILE, allowed=self.skops_types, expected=self._loaded_type())
+
+    def _loaded_type(self) -> type:
+        return self.cls
+
+
+@dataclass(frozen=True)
+class CalibratedLinearSVM(SklearnEstimator):
+    """LinearSVC has no probabilities; sigmoid (or isotonic) calibration over stratified folds adds them."""
+
+    cls: type[BaseEstimator] = LinearSVC
+    max_calibration_folds: int = 5
+
+    def accepted_params(self) -> list[str]:
+        return sorted([*super().accepted_params(), "calibration_method"])
+
+    def check_labels(self, y: np.ndarray) -> None:
+        _, counts = np.unique(y, return_counts=True)
+        if counts.min() < 2:
+            raise InvalidInput(
+                "linear_svm calibrates its probabilities by cross-validation: every class needs at least "
+                "2 examples.",
+                estimator=self.name,
+            )
+
+    def build(self, params: Mapping[str, Any], y: np.ndarray | None) -> BaseEstimator:
+        svc_params = {k: v for k, v in params.items() if k != "calibration_method"}
+        folds = 2 if y is None else int(min(self.max_calibration_folds, np.unique(y, return_counts=True)[1].min()))
+        svc = _validated(self.name, LinearSVC(**svc_params))
+        model = CalibratedClassifierCV(svc, method=params.get("calibration_method", "sigmoid"), cv=folds)
+        return _validated(self.name, model)
+
+    def _loaded_type(self) -> type:
+        return CalibratedClassifierCV
+
+
+@dataclass(frozen=True)
+class AttentionPoolingEstimator(Estimator):
+    """The torch attention-pooling head, persisted as safetensors + JSON."""
+
+    cv_skipped_reason: str | None = (
+        "attention_pooling is scored on its own stratified early-stopping split (holdout_accuracy) "
+        "instead of k-fold, which would train the head k more times"
+    )
+
+    def accepted_params(self) -> list[str]:
+        return sorted(HeadParams.model_fields)
+
+    def _defaults(self) -> dict[str, Any]:
+        return HeadParams().model_dump()
+
+    def build(self, params: Mapping[str, Any], y: np.ndarray | None) -> AttentionPoolingClassifier:
+        try:
+            return AttentionPoolingClassifier(HeadParams(**params))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise InvalidInput(f"attention_pooling refused its parameters: {problems}", estimator=self.name) from exc
+
+    def fit_report(self, model: AttentionPoolingClassifier) -> dict[str, Any]:
+        return dict(model.fit_report)
+
+    def save(self, model: AttentionPoolingClassifier, folder: Path) -> None:
+        model.save(folder)
+
+    def load(self, folder: Path) -> AttentionPoolingClassifier:
+        return AttentionPoolingClassifier.load(folder)
+
+
+def _validated(name: str, model: BaseEstimator) -> BaseEstimator:
+    """scikit-learn checks parameter values only at fit; check them now to refuse a fit before it queues."""
+    try:
+        model._validate_params()
+    except ValueError as exc:  # sklearn's InvalidParameterError is a ValueError naming the parameter
+        raise InvalidInput(f"{name} refused its parameters: {exc}", estimator=name) from exc
+    return model
+
+
+_LOGISTIC_DEFAULTS = {"max_iter": 1000}  # lbfgs needs more than sklearn's 100 on 384-wide embeddings
+
+ESTIMATORS: dict[str, Estimator] = {
+    e.name: e
+    for e in (
+        SklearnEstimator(
+            "logistic_regression",
+            ("embedding", "probabilities"),
+            "multinomial logistic regression (lbfgs)",
+            cls=LogisticRegression,
+            defaults=_LOGISTIC_DEFAULTS,
+        ),
+        SklearnEstimator(
+            "gaussian_nb", ("embedding", "probabilities"), "Gaussian naive Bayes", cls=GaussianNB
+        ),
+        CalibratedLinearSVM(
+            "linear_svm",
+            ("embedding",),
+            "linear SVM with sigmoid-calibrated probabilities",
+            defaults={"random_state": 0, "max_iter": 10_000},
+            skops_types=frozenset(
+                {"sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"}
+            ),
+        ),
+        SklearnEstimator(
+            "mlp",
+            ("embedding",),
+            "multi-layer perceptron (one hidden layer of 100 by default)",
+            cls=MLPClassifier,
+            defaults={"random_state": 0, "max_iter": 1000},
+            skops_types=frozenset(
+                {
+                    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+                    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+                }
+            ),
+        ),
+        SklearnEstimator(
+            "mean_pooling",
+            ("tokens",),
+            "mean of the real token vectors, then logistic regression",
+            cls=LogisticRegression,
+            defaults=_LOGISTIC_DEFAULTS,
+            pool=True,
+        ),
+        AttentionPoolingEstimator(
+            "attention_pooling",
+            ("tokens",),
+            "learned attention over the token vectors (padding masked out), then a linear layer",
+        ),
+    )
+}
+
+
+def estimators_for(kind: str) -> list[str]:
+    """Names of the estimators that accept ``kind``, the default first."""
+    default = DEFAULT_ESTIMATOR[kind]
+    return [default, *(n for n, e in ESTIMATORS.items() if kind in e.kinds and n != default)]
+
+
+def resolve(name: str | None, kind: str) -> Estimator:
+    """The estimator to fit ``kind`` features with (the kind's default when ``name`` is None)."""
+    allowed = estimators_for(kind)
+    if name is None:
+        return ESTIMATORS[allowed[0]]
+    estimator = ESTIMATORS.get(name)
+    if estimator is None:
+        raise InvalidInput(
+            f"Unknown estimator {name!r}; for {kind} features use one of: {', '.join(allowed)}.",
+            estimator=name,
+            kind=kind,
+            allowed=allowed,
+        )
+    if kind not in estimator.kinds:
+        raise IncompatibleEstimator(
+            f"{name} does not fit {kind} features (it takes {', '.join(estimator.kinds)}); "
+            f"for {kind} use one of: {', '.join(allowed)}.",
+            estimator=name,
+            kind=kind,
+            allowed=allowed,
+        )
+    return estimator

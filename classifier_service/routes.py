@@ -1,0 +1,88 @@
+"""HTTP routes: a thin adapter over :class:`~classifier_service.runtime.ClassifierRuntime`."""
+
+from __future__ import annotations
+
+import anyio
+from fastapi import APIRouter, Path, Request, Response
+from typing import Annotated
+
+from classifier_service.deps import INTERNAL, BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionQuery
+from classifier_service.runtime import LoadedVersion
+from classifier_service.schemas import (
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+    PredictResponse,
+    Readiness,
+    SkippedEntry,
+    VersionRecord,
+    render_prediction,
+)
+from services.errors import NotReady
+
+router = APIRouter()
+
+
+def _skipped(runtime) -> list[SkippedEntry]:
+    return [SkippedEntry(path=s.path, reason=s.reason) for s in runtime.skipped]
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(request: Request) -> Readiness:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None or not runtime.ready:
+        raise NotReady("The model store is still loading.")
+    return Readiness(status="ready", models=len(runtime.list_models()), skipped=_skipped(runtime))
+
+
+@router.get("/v1/models", dependencies=INTERNAL, tags=["models"])
+async def list_models(runtime: Runtime) -> ModelList:
+    models = await anyio.to_thread.run_sync(runtime.list_models)
+    summaries = [
+        ModelSummary(name=name, latest=versions[max(versions)].record, versions=sorted(versions))
+        for name, versions in models
+    ]
+    return ModelList(models=summaries, skipped=_skipped(runtime))
+
+
+@router.get("/v1/models/{name}", dependencies=INTERNAL, tags=["models"])
+async def get_model(name: ModelName, runtime: Runtime) -> ModelDetail:
+    versions = await anyio.to_thread.run_sync(runtime.versions, name)
+    records = [versions[v].record for v in sorted(versions)]
+    return ModelDetail(name=name, latest=records[-1], versions=records)
+
+
+@router.get("/v1/models/{name}/versions/{version}", dependencies=INTERNAL, tags=["models"])
+async def get_version(name: ModelName, version: Annotated[int, Path(ge=1)], runtime: Runtime) -> VersionRecord:
+    loaded: LoadedVersion = await anyio.to_thread.run_sync(runtime.get, name, version)
+    return loaded.record
+
+
+@router.delete("/v1/models/{name}", status_code=204, dependencies=INTERNAL, tags=["models"])
+async def delete_model(name: ModelName, runtime: Runtime) -> Response:
+    await anyio.to_thread.run_sync(runtime.delete, name)
+    return Response(status_code=204)
+
+
+@router.post("/v1/models/{name}/fit", status_code=201, dependencies=INTERNAL, tags=["models"])
+async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Response) -> VersionRecord:
+    """Fits a new version. Body: JSON ``{"features", "labels", "contract", "estimator", "params",
+    "source"}``, or a binary tensor frame holding the features with the other fields in its ``meta``."""
+    record = await runtime.fit(name, body)
+    response.headers["Location"] = f"/v1/models/{name}/versions/{record.version}"
+    return record
+
+
+@router.post("/v1/models/{name}/predict", dependencies=INTERNAL, tags=["models"], response_model=PredictResponse)
+async def predict(name: ModelName, body: PredictBody, runtime: Runtime, binary: BinaryResponse, version: VersionQuery = None) -> Response:
+    """Label and class probabilities per row. ``Accept: application/vnd.seam.tensor`` answers with a
+    dense frame of probabilities in ``classes`` order instead of JSON."""
+    result = await runtime.predict(name, version, body)
+    return await anyio.to_thread.run_sync(
+        render_prediction, result.name, result.version, result.classes, result.probabilities, binary
+    )

@@ -1,0 +1,184 @@
+"""The classifier's wire models (docs/wire.md, classifier section) and the two body encodings.
+
+Fit and predict bodies arrive as JSON, or as a binary tensor frame (``services.codecs``) carrying the
+features as its tensor and the other fields in its ``meta``. Both decode to the same request object.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import JSONResponse, Response
+
+from services.codecs import BINARY_CONTENT_TYPE, CodecError, Tensor, decode_binary, encode_binary
+from services.contracts import TensorContract
+from services.errors import MalformedRequest
+
+# -- requests -------------------------------------------------------------------------------------
+
+
+WireFeatures = Tensor | list[Any]
+
+
+class FitFields(BaseModel):
+    """Everything a fit needs besides the features (a binary frame's ``meta``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[str] = Field(description="One label per row of features.")
+    contract: TensorContract = Field(description="The producer's output contract the features follow.")
+    estimator: str | None = Field(None, description="Estimator name; default: the one for the contract's kind.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")
+    source: dict[str, Any] | None = Field(
+        None, description="Where the features come from; recorded as given, for the gateway's chains."
+    )
+
+
+class FitRequest(FitFields):
+    """A JSON fit body: dense rows ``[[...], ...]``, or for tokens one list of vectors per row."""
+
+    features: list[Any]
+
+
+class PredictFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contract: TensorContract | None = Field(
+        None, description="Optional: the producer's contract, checked against the model's input contract."
+    )
+
+
+class PredictRequest(PredictFields):
+    features: list[Any]
+
+
+@dataclass
+class FitInput:
+    """A decoded fit body: ``features`` is a JSON list, or the tensor of a binary frame."""
+
+    fields: FitFields
+    features: WireFeatures
+
+
+@dataclass
+class PredictInput:
+    fields: PredictFields
+    features: WireFeatures
+
+
+def _validated(model: type[BaseModel], data: Any) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from exc
+
+
+def _decode(body: bytes, binary: bool, whole: type[BaseModel], fields: type[BaseModel]) -> tuple[Any, WireFeatures]:
+    if binary:
+        try:
+            frame = decode_binary(body)
+        except CodecError as exc:
+            raise MalformedRequest(f"The body is not a valid tensor frame: {exc}") from exc
+        return _validated(fields, frame.meta), frame.tensor
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise MalformedRequest(f"The body is not valid JSON: {exc}") from exc
+    request = _validated(whole, data)
+    return fields.model_validate(request.model_dump(exclude={"features"})), request.features
+
+
+def parse_fit(body: bytes, binary: bool) -> FitInput:
+    fields, features = _decode(body, binary, FitRequest, FitFields)
+    return FitInput(fields=fields, features=features)
+
+
+def parse_predict(body: bytes, binary: bool) -> PredictInput:
+    fields, features = _decode(body, binary, PredictRequest, PredictFields)
+    return PredictInput(fields=fields, features=features)
+
+
+# -- responses ------------------------------------------------------------------------------------
+
+
+class Metrics(BaseModel):
+    """Training metrics. Estimators add their own (e.g. ``holdout_accuracy``, ``epochs``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    train_accuracy: float
+    cv_accuracy: float | None = Field(description="Mean stratified k-fold accuracy; null when skipped.")
+    cv_folds: int | None
+    n_samples: int
+    cv_skipped_reason: str | None = None
+
+
+class VersionRecord(BaseModel):
+    name: str
+    version: int
+    estimator: str
+    params: dict[str, Any]
+    input_contract: TensorContract
+    source: dict[str, Any] | None = None
+    classes: list[str]
+    metrics: Metrics
+    data_sha256: str
+    created_at: str
+
+
+class SkippedEntry(BaseModel):
+    path: str = Field(description="Relative to the store directory.")
+    reason: str
+
+
+class ModelSummary(BaseModel):
+    name: str
+    latest: VersionRecord
+    versions: list[int]
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+    skipped: list[SkippedEntry] = Field(description="Store entries that were not loaded, and why.")
+
+
+class ModelDetail(BaseModel):
+    name: str
+    latest: VersionRecord
+    versions: list[VersionRecord]
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    name: str
+    version: int
+    classes: list[str]
+    predictions: list[Prediction]
+
+
+class Readiness(BaseModel):
+    status: str
+    models: int
+    skipped: list[SkippedEntry]
+
+
+def render_prediction(name: str, version: int, classes: list[str], probabilities: np.ndarray, binary: bool) -> Response:
+    """The predict response: JSON rows, or a dense frame of probabilities in ``classes`` order."""
+    winners = probabilities.argmax(axis=1)
+    labels = [classes[i] for i in winners]
+    if binary:
+        meta = {"name": name, "version": version, "classes": classes, "labels": labels}
+        return Response(encode_binary(probabilities.astype(np.float32), meta), media_type=BINARY_CONTENT_TYPE)
+    rows = probabilities.tolist()
+    predictions = [{"label": label, "probabilities": dict(zip(classes, row))} for label, row in zip(labels, rows)]
+    return JSONResponse({"name": name, "version": version, "classes": classes, "predictions": predictions})
+

@@ -1,0 +1,33 @@
+"""Settings of the classifier service, read from ``CLASSIFIER_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.settings import ServiceSettings
+
+
+class ClassifierSettings(ServiceSettings):
+    """Environment variables prefixed ``CLASSIFIER_`` (``CLASSIFIER_STORE``, ``CLASSIFIER_PORT``, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLASSIFIER_", extra="ignore", validate_default=True)
+
+    port: int = Field(8002, ge=0, le=65535)
+    # Fits carry token sequences (tens of MB as JSON), so the body cap is larger than the default.
+    max_body_bytes: int = Field(256 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above).")
+    store: Path = Field(Path("var/models"), description="Model store directory; created if missing.")
+    max_fit_rows: int = Field(100_000, gt=0, description="Most rows in one fit (413 above).")
+    max_predict_rows: int = Field(10_000, gt=0, description="Most rows in one prediction (413 above).")
+    fit_workers: int = Field(
+        1, gt=0, description="Fits that run at once, each in its own thread; predictions use other threads."
+    )
+    max_pending_fits: int = Field(8, gt=0, description="Fits running or waiting; beyond it a fit gets 429.")
+    torch_threads: int | None = Field(
+        None, gt=0, description="torch intra-op threads for attention heads; default: torch's own choice."
+    )
+    stale_temp_seconds: float = Field(
+        3600.0, ge=0, description="Leftover temporary directories of interrupted saves older than this are removed at start."
+    )
