@@ -106,7 +106,7 @@ class EncoderRuntime:
         self.ready = False
         self._st: SentenceTransformer | None = None
         self._head: torch.nn.Module | None = None
-        self._dtype = torch.float32
+        self._onnx = None  # OnnxEncoder when ENCODER_BACKEND=onnxruntime
 
     # -- loading -----------------------------------------------------------------------------
     def load(self) -> None:
@@ -114,7 +114,10 @@ class EncoderRuntime:
         folder, self.model_id = resolve_model(settings)
         if settings.precision == "bfloat16" and not bfloat16_supported():
             raise ModelLoadError("ENCODER_PRECISION=bfloat16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use float32")
-        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+        if settings.precision == "bfloat16" and settings.backend == "onnxruntime":
+            raise ModelLoadError("ENCODER_BACKEND=onnxruntime computes in float32; set ENCODER_PRECISION=float32 or use torch")
+        threads = settings.threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
         log.info("loading %s from %s", self.model_id, folder)
         try:
             self._st = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
@@ -127,11 +130,13 @@ class EncoderRuntime:
             raise ModelLoadError(f"cannot load a transformer from {folder}: {exc}") from exc
         self._st.eval()
         if settings.precision == "bfloat16":
-            self._dtype = torch.bfloat16
             self._st.to(torch.bfloat16)
             if self._head is not None:
                 self._head.to(torch.bfloat16)
-        self.outputs = self._describe_outputs(folder, config)
+        sha = weights_sha256(folder)
+        if settings.backend == "onnxruntime":
+            self._onnx = self._load_onnx(sha, threads)
+        self.outputs = self._describe_outputs(sha, config)
         self.ready = True
         log.info("ready: %s outputs %s", self.model_id, sorted(self.outputs))
 
@@ -140,13 +145,24 @@ class EncoderRuntime:
         assert self._st is not None
         return int(self._st.max_seq_length)
 
-    def _describe_outputs(self, folder: Path, config) -> dict[str, Output]:
+    def _load_onnx(self, sha: str, threads: int):
+        from encoder_service.onnx_backend import OnnxEncoder, export
+
+        target = Path(self.settings.cache_dir) / f"{sha[:24]}-{'head' if self._head else 'base'}.onnx"
+        if not target.exists():
+            log.info("exporting %s to ONNX at %s (once; cached by weight hash)", self.model_id, target)
+            example = self._pad(self.tokenize(["an example sentence to trace", "hi"]))
+            model = self._head if self._head is not None else self._st[0].auto_model
+            export(model, head=self._head is not None, example=example, target=target)
+        return OnnxEncoder(target, threads)
+
+    def _describe_outputs(self, sha: str, config) -> dict[str, Output]:
         assert self._st is not None
         canaries = self.forward(self.tokenize(list(CANARY_TEXTS)), want=["embedding", "tokens"] + (["probabilities"] if self._head else []))
         pooling = getattr(self._st[1], "pooling_mode", None) if len(self._st) > 1 else None
         space = EmbeddingSpace(
             model_id=self.model_id,
-            weights_sha256=weights_sha256(folder),
+            weights_sha256=sha,
             pooling=str(pooling or "none"),
             normalized=any(isinstance(m, Normalize) for m in self._st),
             max_tokens=self.max_tokens,
@@ -254,15 +270,23 @@ class EncoderRuntime:
                 batch["token_type_ids"][row, :n] = torch.tensor(item.token_type_ids)
         return batch
 
+    def _token_vectors(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The transformer itself: token vectors, and logits when there is a classification head."""
+        if self._onnx is not None:
+            return self._onnx(batch)
+        if self._head is not None:
+            out = self._head(**batch, output_hidden_states=True)
+            return out.hidden_states[-1], out.logits
+        return self._st[0](dict(batch))["token_embeddings"], None
+
     def _encode_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         assert self._st is not None
-        if self._head is None:
-            return self._st.forward(dict(batch))
-        out = self._head(**batch, output_hidden_states=True)
-        features = {**batch, "token_embeddings": out.hidden_states[-1]}
+        tokens, logits = self._token_vectors(batch)
+        features = {**batch, "token_embeddings": tokens}
         for module in list(self._st)[1:]:  # pooling, normalisation, ... as the model's config says
             features = module(features)
-        features["probabilities"] = out.logits.float().softmax(dim=-1)
+        if logits is not None:
+            features["probabilities"] = logits.float().softmax(dim=-1)
         return features
 
     def encode(self, texts: list[str], output: str = "embedding") -> list[np.ndarray]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -20,6 +21,10 @@ class EncoderSettings(ServiceSettings):
     model_id: str | None = Field(None, description="Name recorded in contracts; default: derived from the model.")
     offline: bool = Field(True, description="Never reach a model hub; a hub id must already be cached.")
     precision: Literal["float32", "bfloat16"] = Field("float32", description="Compute precision.")
+    backend: Literal["torch", "onnxruntime"] = Field(
+        "torch", description="torch, or onnxruntime (exported from the same weights at first start, then cached)."
+    )
+    cache_dir: Path = Field(Path("var/cache/encoder"), description="Where exported ONNX models are kept.")
     max_texts: int = Field(256, gt=0, description="Most texts in one request (413 above).")
     max_chars: int = Field(20_000, gt=0, description="Most characters in one text (413 above).")
     max_batch_tokens: int = Field(8192, gt=0, description="Padded tokens in one forward pass.")

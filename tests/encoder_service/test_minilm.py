@@ -101,3 +101,21 @@ async def test_encode_over_http_matches_sentence_transformers(reference):
     assert body["truncated"] == [False, False, False, False, True]
     assert body["token_counts"][-1] == 256
     assert r.headers["x-seam-contract"] == body["contract_id"]
+
+
+@pytest.mark.skipif(not __import__("encoder_service.runtime").runtime.bfloat16_supported(), reason="CPU without bfloat16")
+def test_bfloat16_is_declared_and_close_to_float32(minilm_runtime):
+    from encoder_service.runtime import EncoderRuntime
+    from encoder_service.settings import EncoderSettings
+    from services.compatibility import check
+
+    bf16 = EncoderRuntime(EncoderSettings(precision="bfloat16"))
+    bf16.load()
+    a = np.stack(minilm_runtime.encode(TEXTS))
+    b = np.stack(bf16.encode(TEXTS))
+    cosines = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosines.min() >= 0.999
+    produced, expected = bf16.output("embedding").contract, minilm_runtime.output("embedding").contract
+    assert produced.dtype == "bfloat16"
+    # same space by fingerprint; only the declared dtype differs, so the gateway sees what is served
+    assert [m.field for m in check(produced, expected)] == ["dtype"]
