@@ -511,6 +511,9 @@ class GatewayRuntime:
         for attempt in range(2):
             outputs = await self.encoder_outputs()
             offered = outputs.outputs.get(output)
+            if offered is None:  # the cache may predate a restart with another model: ask before refusing
+                outputs = await self.encoder_outputs(refresh=True)
+                offered = outputs.outputs.get(output)
             if offered is None:
                 raise OutputUnavailable(
                     f"{self.encoder.name} (model {outputs.model}) has no {output} output; it offers "
@@ -546,7 +549,13 @@ class GatewayRuntime:
         return pipeline_contract(chain.head), features, truncated, chain.head
 
     async def train(
-        self, name: str, texts: list[str], labels: list[str], estimator: str, feature: str, params: dict[str, Any]
+        self,
+        name: str,
+        texts: list[str],
+        labels: list[str],
+        estimator: str | None,
+        feature: str,
+        params: dict[str, Any],
     ) -> dict[str, Any]:
         check_name(name)
         source = parse_feature(feature)

@@ -27,10 +27,13 @@ class TrainRequest(BaseModel):
 
     texts: list[StrictStr] = Field(min_length=1, description="Training texts, each non-empty.")
     labels: list[StrictStr] = Field(min_length=1, description="One label per text.")
-    estimator: StrictStr = Field(
-        description="logistic_regression, gaussian_nb, attention_pooling, ... (what the classifier offers)."
+    estimator: StrictStr | None = Field(
+        None,
+        description="logistic_regression, gaussian_nb, attention_pooling, ... (what the classifier offers); "
+        "default: the classifier's choice for the feature's kind.",
     )
     feature: StrictStr = Field(
+        "embedding",
         description="embedding | tokens | probabilities (encoder outputs) | pipeline:<name> (that pipeline's probabilities)."
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")

@@ -165,9 +165,11 @@ class FakeClassifier(FakeUpstream):
             frame = decode_binary(request.content)
             meta = frame.meta
             contract = TensorContract.model_validate(meta["contract"])
-            if meta["estimator"] not in ("logistic_regression", "gaussian_nb", "attention_pooling"):
-                return problem(422, f"unknown estimator {meta['estimator']}", "incompatible-estimator")
-            record = self.add(name, contract, meta["source"], sorted(set(meta["labels"])), estimator=meta["estimator"])
+            estimator = meta["estimator"] or {"tokens": "mean_pooling", "probabilities": "gaussian_nb"}.get(
+                contract.kind, "logistic_regression")
+            if estimator not in ("logistic_regression", "gaussian_nb", "attention_pooling", "mean_pooling"):
+                return problem(422, f"unknown estimator {estimator}", "incompatible-estimator")
+            record = self.add(name, contract, meta["source"], sorted(set(meta["labels"])), estimator=estimator)
             self.fitted[(name, record["version"])] = frame.tensor
             return httpx.Response(201, json=record)
         if not versions:

@@ -172,8 +172,7 @@ async def test_encoder_of_another_width_is_refused_with_a_dim_mismatch(client, f
 
 
 async def test_probability_columns_in_another_order_are_refused(client, fake_encoder):
-    fake_encoder.serve("sentiment", dim=8, labels=["negative", "neutral", "positive"])
-    assert (await client.get("/readyz")).status_code == 200
+    fake_encoder.serve("sentiment", dim=8, labels=["negative", "neutral", "positive"])  # no re-read needed first
     assert (await train(client, "probs", feature="probabilities", estimator="gaussian_nb")).status_code == 201
     fake_encoder.serve("sentiment", dim=8, labels=["positive", "neutral", "negative"])
     response = await client.post("/v1/pipelines/probs/predict", json={"texts": ["hello"]})
@@ -255,3 +254,10 @@ async def test_versions_trained_elsewhere_are_seen_after_the_ttl(settings, fake_
             assert response.json()["version"] == 2
             pinned = await client.post("/v1/pipelines/intents/predict?version=1", json={"texts": ["hello"]})
             assert pinned.json()["version"] == 1
+
+
+async def test_estimator_and_feature_have_defaults(client, fake_classifier):
+    response = await client.post("/v1/pipelines/intents/train", json={"texts": TEXTS, "labels": LABELS})
+    assert response.status_code == 201, response.text
+    assert response.json()["feature"] == "embedding"
+    assert response.json()["estimator"] == "logistic_regression"  # the classifier's choice
