@@ -22,6 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold
 
 from classifier_service import features as feature_checks
+from classifier_service import heads
 from classifier_service.estimators import ESTIMATORS, Estimator, resolve
 from classifier_service.schemas import FitInput, Metrics, PredictInput, VersionRecord
 from classifier_service.settings import ClassifierSettings
@@ -90,10 +91,7 @@ class ClassifierRuntime:
 
     def load(self) -> None:
         """Loads every stored version; a corrupt or foreign entry is reported and skipped."""
-        if self.settings.torch_threads:
-            import torch
-
-            torch.set_num_threads(self.settings.torch_threads)
+        heads.use_threads(self.settings.torch_threads)
         self.store.root.mkdir(parents=True, exist_ok=True)
         for leftover in self.store.remove_leftovers(self.settings.stale_temp_seconds):
             log.info("removed %s, left by an interrupted save or delete", leftover)

@@ -1,0 +1,216 @@
+"""Persistence: models survive a restart, writes are atomic, foreign or damaged entries are skipped
+with a report, and two processes can share one store."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from classifier_service.estimators import SklearnEstimator
+from classifier_service.store import ModelStore, StoreEntryError, load_skops
+from services.codecs import to_json
+from tests.classifier_service.synthetic import classifier_client, features_for, fit
+
+FAST_HEAD = {"max_epochs": 20}
+
+
+async def _predict(client, name: str, kind: str, version: int | None = None) -> dict:
+    features, _, _ = features_for(kind, seed=1)
+    url = f"/v1/models/{name}/predict" + (f"?version={version}" if version else "")
+    r = await client.post(url, json={"features": to_json(features)})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def _fit_three(client) -> dict[str, dict]:
+    assert (await fit(client, "vectors")).status_code == 201
+    assert (await fit(client, "vectors", estimator="mlp")).status_code == 201
+    assert (await fit(client, "heads", "tokens", estimator="attention_pooling", params=FAST_HEAD)).status_code == 201
+    assert (await fit(client, "dists", "probabilities")).status_code == 201
+    return {
+        "vectors": await _predict(client, "vectors", "embedding"),
+        "vectors-1": await _predict(client, "vectors", "embedding", version=1),
+        "heads": await _predict(client, "heads", "tokens"),
+        "dists": await _predict(client, "dists", "probabilities"),
+    }
+
+
+def _rewrite_artifact(folder: Path, filename: str, content: bytes) -> None:
+    """Replaces an artifact and records its new hash: only the loader's own checks can refuse it."""
+    (folder / filename).write_bytes(content)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["artifacts"][filename] = hashlib.sha256(content).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+async def test_models_survive_a_restart(store):
+    async with classifier_client(store) as client:
+        before = await _fit_three(client)
+        records = (await client.get("/v1/models")).json()
+    assert sorted(p.name for p in (store / "heads" / "1").iterdir()) == ["head.json", "head.safetensors", "manifest.json"]
+    assert sorted(p.name for p in (store / "vectors" / "2").iterdir()) == ["manifest.json", "model.skops"]
+    async with classifier_client(store) as client:
+        assert (await client.get("/v1/models")).json() == records
+        after = {
+            "vectors": await _predict(client, "vectors", "embedding"),
+            "vectors-1": await _predict(client, "vectors", "embedding", version=1),
+            "heads": await _predict(client, "heads", "tokens"),
+            "dists": await _predict(client, "dists", "probabilities"),
+        }
+    assert after == before  # bit for bit: skops and safetensors round-trip exactly
+
+
+async def test_damaged_and_foreign_entries_are_skipped_and_reported(store, caplog):
+    async with classifier_client(store) as client:
+        for _ in range(4):
+            await fit(client, "m")
+        expected = await _predict(client, "m", "embedding", version=1)
+    # version 2: an artifact damaged after it was written (its hash no longer matches)
+    with open(store / "m" / "2" / "model.skops", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00" * 16)
+    # version 3: a skops file holding a type outside the allow-list (hash updated to match)
+    evil = skops.io.dumps(FunctionTransformer(func=os.system))
+    _rewrite_artifact(store / "m" / "3", "model.skops", evil)
+    # version 4: a trusted type, but not the estimator the manifest names
+    _rewrite_artifact(store / "m" / "4", "model.skops", skops.io.dumps(make_pipeline(LogisticRegression())))
+    # version 5: no manifest; version 6: a manifest that is not JSON
+    (store / "m" / "5").mkdir()
+    (store / "m" / "5" / "model.skops").write_bytes(b"PK")
+    (store / "m" / "6").mkdir()
+    (store / "m" / "6" / "manifest.json").write_text("{oops")
+    # foreign things beside the models
+    (store / "notes.txt").write_text("hello")
+    (store / "Bad Name").mkdir()
+    (store / "m" / "model.pkl").write_bytes(b"\x80\x04.")
+
+    caplog.set_level("WARNING", logger="seam.classifier")
+    async with classifier_client(store) as client:
+        ready = (await client.get("/readyz")).json()
+        listing = (await client.get("/v1/models")).json()
+        assert [(m["name"], m["versions"]) for m in listing["models"]] == [("m", [1])]
+        assert await _predict(client, "m", "embedding") == expected
+        r = await client.post("/v1/models/m/predict?version=3", json={"features": [[0.0] * 8]})
+        assert r.status_code == 404
+    reasons = {s["path"]: s["reason"] for s in listing["skipped"]}
+    assert ready["skipped"] == listing["skipped"]
+    assert set(reasons) == {"m/2", "m/3", "m/4", "m/5", "m/6", "m/model.pkl", "notes.txt", "Bad Name"}
+    assert "SHA-256" in reasons["m/2"]
+    assert "allow-list" in reasons["m/3"] and "system" in reasons["m/3"]
+    assert "Pipeline" in reasons["m/4"]
+    assert "no manifest.json" in reasons["m/5"]
+    assert "unreadable manifest.json" in reasons["m/6"]
+    assert "not a model directory" in reasons["notes.txt"]
+    logged = caplog.text
+    assert "m/3 skipped" in logged and "notes.txt skipped" in logged
+
+
+def test_skops_loader_refuses_types_outside_the_allow_list(tmp_path):
+    path = tmp_path / "model.skops"
+    skops.io.dump(FunctionTransformer(func=os.system), path)
+    with pytest.raises(StoreEntryError, match="allow-list"):
+        load_skops(path, allowed=frozenset(), expected=FunctionTransformer)
+    path.write_bytes(b"not a zip file at all")
+    with pytest.raises(StoreEntryError, match="not a readable skops file"):
+        load_skops(path, allowed=frozenset(), expected=LogisticRegression)
+
+
+async def test_a_failed_save_leaves_no_half_version(store, monkeypatch):
+    async with classifier_client(store, raise_app_exceptions=False) as client:
+        await fit(client, "m")
+        before = await _predict(client, "m", "embedding")
+
+        def disk_full(self, model, folder: Path) -> None:
+            (folder / "model.skops").write_bytes(b"PK\x03\x04 half a zip")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(SklearnEstimator, "save", disk_full)
+        r = await fit(client, "m")
+        assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+        assert sorted(p.name for p in (store / "m").iterdir()) == ["1"]  # no version 2, no temporary left
+        assert (await client.get("/v1/models/m")).json()["latest"]["version"] == 1
+        assert await _predict(client, "m", "embedding") == before
+    monkeypatch.undo()
+    async with classifier_client(store) as client:
+        assert (await client.get("/v1/models")).json()["skipped"] == []
+        assert await _predict(client, "m", "embedding") == before
+        assert (await fit(client, "m")).json()["version"] == 2
+
+
+async def test_a_crash_mid_save_is_invisible_and_cleaned_up(store):
+    async with classifier_client(store) as client:
+        await fit(client, "m")
+    # what a process killed while writing leaves: a temporary directory without its manifest
+    leftover = store / "m" / ".tmp-0123abcd"
+    leftover.mkdir()
+    (leftover / "model.skops").write_bytes(b"PK\x03\x04 half")
+    async with classifier_client(store) as client:  # recent: may belong to a live writer, kept
+        listing = (await client.get("/v1/models")).json()
+        assert listing["models"][0]["versions"] == [1] and listing["skipped"] == []
+    assert leftover.exists()
+    async with classifier_client(store, stale_temp_seconds=0) as client:
+        assert (await client.get("/v1/models")).json()["skipped"] == []
+    assert not leftover.exists()
+
+
+def test_store_save_is_atomic_and_numbers_never_collide(tmp_path):
+    """Two writers (threads here, processes in production) share one store: every save gets its own
+    number and every version is complete."""
+    stores = [ModelStore(tmp_path), ModelStore(tmp_path)]
+
+    def writer(store: ModelStore, tag: str) -> None:
+        for i in range(10):
+            store.save("m", {"tag": tag, "i": i}, lambda folder: (folder / "a.bin").write_bytes(f"{tag}{i}".encode()))
+
+    threads = [threading.Thread(target=writer, args=(s, t)) for s, t in zip(stores, "ab")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    numbers, foreign = stores[0].versions("m")
+    assert numbers == list(range(1, 21)) and foreign == []
+    saved = sorted((stores[0].read("m", n).record["tag"], stores[0].read("m", n).record["i"]) for n in numbers)
+    assert saved == sorted((t, i) for t in "ab" for i in range(10))
+
+    def broken(folder: Path) -> None:
+        (folder / "a.bin").write_bytes(b"partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        stores[0].save("m", {}, broken)
+    assert stores[0].versions("m")[0] == numbers and [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".")] == []
+
+
+async def test_two_services_share_one_store(store):
+    async with classifier_client(store) as a, classifier_client(store) as b:
+        assert (await fit(a, "shared")).json()["version"] == 1
+        # b never fitted it: it finds the version on disk instead of answering 404
+        assert (await _predict(b, "shared", "embedding"))["version"] == 1
+        assert (await fit(b, "shared", estimator="gaussian_nb")).json()["version"] == 2
+        assert (await _predict(a, "shared", "embedding"))["version"] == 2  # latest follows the disk
+        assert (await a.get("/v1/models/shared")).json()["latest"]["estimator"] == "gaussian_nb"
+        assert (await b.delete("/v1/models/shared")).status_code == 204
+        features, _, _ = features_for("embedding")
+        r = await a.post("/v1/models/shared/predict", json={"features": to_json(features)})
+        assert r.status_code == 404
+        assert (await a.get("/v1/models")).json()["models"] == []
+
+
+def test_store_refuses_unchecked_names(tmp_path):
+    store = ModelStore(tmp_path)
+    for name in ("../x", "Bad Name", ""):
+        with pytest.raises(Exception, match="invalid model name"):
+            store.save(name, {}, lambda folder: None)
+    assert list(tmp_path.iterdir()) == []
+    assert np.all(np.array(store.names()[0]) == np.array([]))
