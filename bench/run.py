@@ -1,0 +1,209 @@
+"""The side-by-side benchmark: `make bench` (or `python -m bench.run`).
+
+Rows, on the same generated sentences, in one run:
+  1. in-process   sentence-transformers encode (batch 32) + scikit-learn predict (the limit)
+  2. naive        a FastAPI endpoint calling `encode` per request (bench/naive_app.py)
+  3. encoder      seam's encoder, POST /v1/encode
+  4. gateway      seam end to end, POST /v1/pipelines/{name}/predict
+at concurrency 1, 8, 32, 64 with 1 and 16 texts per request, in float32 and bfloat16.
+Writes bench/results/results.{json,md} and bench/results/throughput.png. Loopback only, bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.loadgen import run_load
+from bench.workload import peak_rss_mb, rss_mb, sentences, training_data
+from seam.stack import Stack
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PORTS = {"GATEWAY_PORT": "18000", "ENCODER_PORT": "18001", "CLASSIFIER_PORT": "18002"}
+NAIVE_PORT = 18010
+PIPELINE = "bench"
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def in_process(precision: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.inprocess", "--precision", precision],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, precision: str) -> list[dict]:
+    rows = []
+    for per_request in (1, 16):
+        key = "texts"
+        bodies = [{key: work[i : i + per_request]} for i in range(0, len(work) - per_request, per_request)]
+        if target == "encoder":
+            bodies = [{**b, "output": "embedding"} for b in bodies]
+        asyncio.run(run_load(url, bodies, concurrency=4, max_requests=40, max_seconds=5, texts_per_request=per_request))  # warm-up
+        for concurrency in args.concurrency:
+            result = asyncio.run(run_load(url, bodies, concurrency=concurrency, max_requests=args.max_requests,
+                                          max_seconds=args.seconds, texts_per_request=per_request))
+            row = {"precision": precision, "target": target, "texts_per_request": per_request,
+                   "concurrency": concurrency, "throughput": result.throughput,
+                   "p50_ms": result.percentile(50), "p95_ms": result.percentile(95), "p99_ms": result.percentile(99),
+                   "requests": result.requests, "errors": result.errors, "statuses": result.statuses,
+                   "loadgen_cpu_pct": 100 * result.client_cpu_s / result.wall_s,
+                   "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
+                   "peak_rss_mb": {name: peak_rss_mb(pid) for name, pid in pids.items()}}
+            rows.append(row)
+            print(f"{precision:9} {target:8} {per_request:2} texts x{concurrency:3}: {row['throughput']:7.1f} texts/s "
+                  f"p50 {row['p50_ms']:7.1f} ms p95 {row['p95_ms']:7.1f} ms errors {row['errors']}", flush=True)
+    return rows
+
+
+def run_precision(precision: str, args) -> dict:
+    work = sentences(2048)
+    limit = in_process(precision)
+    print(f"{precision:9} in-process: {limit['throughput']:.1f} texts/s, single p50 {limit['single_p50_ms']:.1f} ms", flush=True)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as var:
+        naive = subprocess.Popen([sys.executable, "-m", "bench.naive_app"],
+                                 env={**os.environ, "NAIVE_PORT": str(NAIVE_PORT), "NAIVE_PRECISION": precision})
+        try:
+            wait_ready(f"http://127.0.0.1:{NAIVE_PORT}", naive)
+            rows += measure("naive", f"http://127.0.0.1:{NAIVE_PORT}/embed", {"naive": naive.pid}, work, args, precision)
+        finally:
+            naive.terminate()
+            naive.wait()
+        stack = Stack(var=Path(var), env={**PORTS, "ENCODER_PRECISION": precision})
+        try:
+            stack.start()
+            texts, labels = training_data()
+            r = httpx.post(stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/train", timeout=300,
+                           json={"texts": texts, "labels": labels, "estimator": "logistic_regression", "feature": "embedding"})
+            r.raise_for_status()
+            pids = {c.module: c.proc.pid for c in stack.children}
+            rows += measure("encoder", stack.url("encoder_service") + "/v1/encode", pids, work, args, precision)
+            rows += measure("gateway", stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", pids, work, args, precision)
+            # Memory flat across repeated runs: the same load three more times, RSS after each.
+            repeats = [measure("encoder", stack.url("encoder_service") + "/v1/encode", pids, work,
+                               argparse.Namespace(**{**vars(args), "concurrency": [32]}), precision)[-1]["rss_mb"]
+                       for _ in range(args.repeats)]
+        finally:
+            stack.stop()
+    return {"limit": limit, "rows": rows, "repeat_rss_mb": repeats}
+
+
+def ratio(rows, limit, target, per_request, concurrency):
+    row = next(r for r in rows if (r["target"], r["texts_per_request"], r["concurrency"]) == (target, per_request, concurrency))
+    return row["throughput"] / limit["throughput"], row
+
+
+def report(results: dict) -> str:
+    lines = ["# seam benchmark", "", f"Command: `make bench` ({results['command']}); "
+             f"machine: {os.cpu_count()} cores; MiniLM-L6-v2; {results['seconds']} s or {results['max_requests']} requests per cell.", ""]
+    for precision, res in results["precisions"].items():
+        limit, rows = res["limit"], res["rows"]
+        lines += [f"## {precision}", "",
+                  f"In-process limit (row 1): **{limit['throughput']:.0f} texts/s** at batch 32; single text p50 "
+                  f"{limit['single_p50_ms']:.1f} ms; peak RSS {limit['peak_rss_mb']:.0f} MB.", "",
+                  "| target | texts/req | concurrency | texts/s | ratio to limit | p50 ms | p95 ms | p99 ms | errors | loadgen CPU % |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['target']} | {r['texts_per_request']} | {r['concurrency']} | {r['throughput']:.0f} | "
+                         f"{r['throughput'] / limit['throughput']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+                         f"{r['p99_ms']:.1f} | {r['errors']} | {r['loadgen_cpu_pct']:.0f} |")
+        peaks = {}
+        for r in rows:
+            for name, mb in r["peak_rss_mb"].items():
+                peaks[name] = max(peaks.get(name, 0), mb)
+        lines += ["", "Peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()),
+                  "Encoder RSS after repeated runs (MB): " + ", ".join(f"{r['encoder_service']:.0f}" for r in res["repeat_rss_mb"]), ""]
+        checks = []
+        for target, per, c, goal in (("encoder", 1, 32, 0.70), ("encoder", 16, 32, 0.90), ("gateway", 1, 32, 0.60), ("gateway", 16, 32, 0.85)):
+            value, _ = ratio(rows, limit, target, per, c)
+            checks.append(f"| {target} {c} x {per} text(s) / limit | ≥ {goal:.2f} | {value:.2f} | {'met' if value >= goal else 'NOT met'} |")
+        for target, extra in (("encoder", 2), ("gateway", 5)):
+            _, row = ratio(rows, limit, target, 1, 1)
+            bound = limit["single_p50_ms"] + extra
+            checks.append(f"| {target} single client p50 | ≤ {bound:.1f} ms | {row['p50_ms']:.1f} ms | {'met' if row['p50_ms'] <= bound else 'NOT met'} |")
+        naive_tp = ratio(rows, limit, "naive", 1, 32)[1]["throughput"]
+        enc_tp = ratio(rows, limit, "encoder", 1, 32)[1]["throughput"]
+        checks.append(f"| encoder vs naive at 32 x 1 | ≥ 3x | {enc_tp / naive_tp:.1f}x | {'met' if enc_tp >= 3 * naive_tp else 'NOT met'} |")
+        enc_peak = peaks.get("encoder_service", float("nan"))
+        checks.append(f"| encoder peak RSS | ≤ 700 MB | {enc_peak:.0f} MB | {'met' if enc_peak <= 700 else 'NOT met'} |")
+        lines += ["| target | goal | measured | |", "|---|---|---|---|", *checks, ""]
+    lines += ["![throughput and p95 vs concurrency](throughput.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    precisions = list(results["precisions"])
+    fig, axes = plt.subplots(2, 2 * len(precisions), figsize=(6 * len(precisions) * 2, 8), squeeze=False)
+    for p_index, precision in enumerate(precisions):
+        res = results["precisions"][precision]
+        for s_index, per in enumerate((1, 16)):
+            col = 2 * p_index + s_index
+            for target in ("naive", "encoder", "gateway"):
+                rows = [r for r in res["rows"] if r["target"] == target and r["texts_per_request"] == per]
+                xs = [r["concurrency"] for r in rows]
+                axes[0][col].plot(xs, [r["throughput"] for r in rows], marker="o", label=target)
+                axes[1][col].plot(xs, [r["p95_ms"] for r in rows], marker="o", label=target)
+            axes[0][col].axhline(res["limit"]["throughput"], color="grey", linestyle="--", label="in-process limit")
+            axes[0][col].set_title(f"{precision}, {per} text(s)/request")
+            axes[0][col].set_ylabel("texts/s")
+            axes[1][col].set_ylabel("p95 latency (ms)")
+            axes[1][col].set_yscale("log")
+            for row in axes:
+                row[col].set_xscale("log", base=2)
+                row[col].set_xlabel("concurrent clients")
+                row[col].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--precision", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32, 64])
+    parser.add_argument("--seconds", type=float, default=4.0, help="time bound per cell")
+    parser.add_argument("--max-requests", type=int, default=3000, help="request bound per cell")
+    parser.add_argument("--repeats", type=int, default=3, help="repeated encoder runs for the memory check")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    started = time.time()
+    results = {"command": " ".join(["python -m bench.run", *(argv or sys.argv[1:])]), "seconds": args.seconds,
+               "max_requests": args.max_requests, "precisions": {}}
+    for precision in args.precision:
+        results["precisions"][precision] = run_precision(precision, args)
+    results["wall_s"] = time.time() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    (args.out / "results.md").write_text(report(results))
+    plot(results, args.out / "throughput.png")
+    print(f"wrote {args.out}/results.md and throughput.png in {results['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
