@@ -42,10 +42,9 @@ def create_app(
                         transport=transport,
                     )
                 )
-            encoder = EncoderClient(settings.encoder_url, clients["encoder"], timeout_s=settings.timeout_s, token=token)
-            classifier = ClassifierClient(
-                settings.classifier_url, clients["classifier"], timeout_s=settings.timeout_s, token=token
-            )
+            limits = {"timeout_s": settings.timeout_s, "connect_timeout_s": settings.connect_timeout_s, "token": token}
+            encoder = EncoderClient(settings.encoder_url, clients["encoder"], **limits)
+            classifier = ClassifierClient(settings.classifier_url, clients["classifier"], **limits)
             app.state.runtime = GatewayRuntime(settings, encoder, classifier)
             await app.state.runtime.warm()
             yield

@@ -576,7 +576,7 @@ class GatewayRuntime:
             "params": params,
             "source": source.as_dict(),
         }
-        record = await self.classifier.fit(name, features, meta)
+        record = await self.classifier.fit(name, features, meta, timeout_s=self.settings.fit_timeout_s)
         self._remember(record, latest=True)
         return {
             "name": record.name,

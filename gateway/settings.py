@@ -21,6 +21,7 @@ class GatewaySettings(ServiceSettings):
         "The gateway is the public API: its own callers do not send it.",
     )
     timeout_s: float = Field(30.0, gt=0, description="Longest wait for one upstream call (504 after).")
+    fit_timeout_s: float = Field(600.0, gt=0, description="Longest wait for the classifier to fit a model (504 after).")
     connect_timeout_s: float = Field(2.0, gt=0, description="Longest wait to open a connection (503 after).")
     max_connections: int = Field(64, gt=0, description="Pooled connections per upstream.")
     max_texts: int = Field(256, gt=0, description="Most texts in one predict request (413 above).")

@@ -152,29 +152,50 @@ class Upstream:
 
     role = "upstream"
 
-    def __init__(self, url: str, http: httpx.AsyncClient, *, timeout_s: float, token: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        http: httpx.AsyncClient,
+        *,
+        timeout_s: float,
+        connect_timeout_s: float = 2.0,
+        token: str | None = None,
+    ) -> None:
         self.url = url
         self.http = http
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.headers = {TOKEN_HEADER: token} if token else {}
 
     @property
     def name(self) -> str:
         return f"{self.role} {self.url}"
 
-    async def request(self, stage: str, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
+    async def request(
+        self,
+        stage: str,
+        method: str,
+        path: str,
+        *,
+        retry: bool = True,
+        timeout_s: float | None = None,
+        timeout_setting: str = "GATEWAY_TIMEOUT_S",
+        **kwargs: Any,
+    ) -> httpx.Response:
         headers = {**self.headers, **kwargs.pop("headers", {})}
+        limit = timeout_s or self.timeout_s
+        if timeout_s is not None:
+            kwargs["timeout"] = httpx.Timeout(limit, connect=min(self.connect_timeout_s, limit))
         attempts = 2 if retry else 1
         for attempt in range(attempts):
             try:
                 # A total deadline: httpx's own timeouts are per read and do not apply to in-process transports.
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(limit):
                     response = await self.http.request(method, path, headers=headers, **kwargs)
                 break
             except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
                 raise UpstreamTimeout(
-                    f"{self.name} did not answer within {self.timeout_s:g}s ({stage}); "
-                    f"raise GATEWAY_TIMEOUT_S if it is merely slow",
+                    f"{self.name} did not answer within {limit:g}s ({stage}); raise {timeout_setting} if it is merely slow",
                     upstream=self.name, stage=stage,
                 ) from exc
             except httpx.TransportError as exc:
@@ -311,13 +332,15 @@ class ClassifierClient(Upstream):
         response = await self.request(stage, "GET", f"/v1/models/{name}/versions/{version}")
         return self.parse(stage, response, ModelVersion)
 
-    async def fit(self, name: str, features: Tensor, meta: dict[str, Any]) -> ModelVersion:
-        """Features as a binary frame, labels, contract, estimator, params and source in its ``meta``."""
+    async def fit(self, name: str, features: Tensor, meta: dict[str, Any], *, timeout_s: float) -> ModelVersion:
+        """Features as a binary frame, labels, contract, estimator, params and source in its ``meta``.
+        Never retried (a second fit would be a second version); fits get their own, longer timeout."""
         stage = f"fit {name}"
         body = encode_binary(features, meta)
         response = await self.request(
             stage, "POST", f"/v1/models/{name}/fit", content=body,
             headers={"Content-Type": BINARY_CONTENT_TYPE, "Accept": "application/json"}, retry=False,
+            timeout_s=timeout_s, timeout_setting="GATEWAY_FIT_TIMEOUT_S",
         )
         record = self.parse(stage, response, ModelVersion)
         if record.name != name:

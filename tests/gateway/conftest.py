@@ -14,7 +14,7 @@ CLASSIFIER_URL = "http://classifier.test:8002"
 @pytest.fixture
 def settings() -> GatewaySettings:
     return GatewaySettings(
-        encoder_url=ENCODER_URL, classifier_url=CLASSIFIER_URL, timeout_s=2.0, pipeline_ttl_s=3600, train_chunk_size=4,
+        encoder_url=ENCODER_URL, classifier_url=CLASSIFIER_URL, timeout_s=1.0, pipeline_ttl_s=3600, train_chunk_size=4,
         recheck_interval_s=0.0,
     )
 

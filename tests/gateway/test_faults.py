@@ -86,7 +86,7 @@ async def test_encoder_not_ready_is_503(client, trained, fake_encoder):
 
 async def test_a_slow_upstream_is_504_after_the_timeout(client, trained, fake_encoder, settings):
     fake_encoder.delay = settings.timeout_s + 1
-    body = assert_problem(await predict(client), 504, f"encoder {ENCODER_URL}", "did not answer within 2s")
+    body = assert_problem(await predict(client), 504, f"encoder {ENCODER_URL}", "did not answer within 1s")
     assert body["type"].endswith("/upstream-timeout")
 
 
@@ -283,3 +283,18 @@ async def test_the_gateway_starts_with_its_upstreams_down(settings, fake_encoder
             assert (await client.get("/readyz")).status_code == 503
             fake_encoder.fault = fake_classifier.fault = None
             assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_fits_have_their_own_longer_timeout(fake_encoder, fake_classifier, settings):
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings(**{**settings.model_dump(), "timeout_s": 0.2, "fit_timeout_s": 5.0})
+    app = create_app(settings, encoder_transport=fake_encoder.transport(), classifier_transport=fake_classifier.transport())
+    body = {"texts": TEXTS, "labels": LABELS}
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            fake_classifier.delay = 0.5  # slower than timeout_s, well within fit_timeout_s
+            assert (await client.post("/v1/pipelines/intents/train", json=body)).status_code == 201
+            response = await predict(client)
+            assert_problem(response, 504, "within 0.2s", "GATEWAY_TIMEOUT_S")
