@@ -39,7 +39,7 @@ class HeadParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    learning_rate: float = Field(5e-3, gt=0, le=1)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
     weight_decay: float = Field(1e-4, ge=0, le=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     batch_size: int = Field(32, gt=0, le=4096)

@@ -16,3 +16,23 @@ def store(tmp_path: Path) -> Path:
 async def client(store: Path):
     async with classifier_client(store) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def support_intents() -> tuple[list[str], list[str]]:
+    """The project's sample dataset: short customer-support texts and their intents."""
+    import csv
+
+    path = Path(__file__).resolve().parents[2] / "seam" / "data" / "support_intents.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+@pytest.fixture(scope="session")
+def minilm_features(minilm_path: Path, support_intents):
+    """The sample texts through the real all-MiniLM-L6-v2, in-process: sentence embeddings and the
+    token vectors of each text (padding dropped), from one forward pass."""
+    from tests.classifier_service.minilm import encode_intents
+
+    return encode_intents(minilm_path, support_intents[0])
