@@ -8,6 +8,7 @@ never restarted: each test that takes an upstream away checks that it recovers o
 from __future__ import annotations
 
 import csv
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.processes import ROOT, ServiceProcess
+from tests.processes import ROOT, ServiceProcess, running
 
 pytestmark = pytest.mark.integration
 
@@ -192,6 +193,25 @@ def test_classifier_down_is_503_and_the_gateway_recovers(stack, tiny_bert):
 
     stack.restart_classifier()  # same port, same store: the model is still there
     assert stack.predict("emb").json() == before
+
+
+def test_a_second_gateway_shares_nothing_and_times_out_on_a_frozen_encoder(stack, tiny_bert):
+    """Gateways are stateless: another one serves the pipelines at once. A frozen encoder is a 504."""
+    stack.ensure("emb", tiny_bert, "embedding", "logistic_regression")
+    stack.serve_encoder(tiny_bert)
+    env = {"GATEWAY_ENCODER_URL": stack.encoder.url, "GATEWAY_CLASSIFIER_URL": stack.classifier.url,
+           "GATEWAY_TIMEOUT_S": "1"}
+    with running("gateway", env, log=stack.var / "gateway-2.log") as second:
+        url = f"{second.url}/v1/pipelines/emb/predict"
+        assert stack.http.post(url, json={"texts": PROBE}).json() == stack.predict("emb").json()
+        stack.encoder.proc.send_signal(signal.SIGSTOP)
+        try:
+            response = stack.http.post(url, json={"texts": PROBE})
+        finally:
+            stack.encoder.proc.send_signal(signal.SIGCONT)
+        assert response.status_code == 504, response.text
+        assert f"encoder {stack.encoder.url} did not answer within 1s" in response.json()["detail"]
+        assert stack.http.post(url, json={"texts": PROBE}).status_code == 200
 
 
 # --- refusals --------------------------------------------------------------------------------------------
