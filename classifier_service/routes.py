@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import anyio
-from fastapi import APIRouter, Path, Request, Response
 from typing import Annotated
 
+import anyio
+from fastapi import APIRouter, Path, Request, Response
+
 from classifier_service.deps import INTERNAL, BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionQuery
-from classifier_service.runtime import LoadedVersion
+from classifier_service.runtime import ClassifierRuntime, LoadedVersion
 from classifier_service.schemas import (
     ModelDetail,
     ModelList,
@@ -23,7 +24,7 @@ from services.errors import NotReady
 router = APIRouter()
 
 
-def _skipped(runtime) -> list[SkippedEntry]:
+def _skipped(runtime: ClassifierRuntime) -> list[SkippedEntry]:
     return [SkippedEntry(path=s.path, reason=s.reason) for s in runtime.skipped]
 
 
@@ -34,10 +35,11 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"])
 async def readyz(request: Request) -> Readiness:
+    """200 once the store is loaded; lists the entries it skipped. Memory only: probes never touch the disk."""
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None or not runtime.ready:
         raise NotReady("The model store is still loading.")
-    return Readiness(status="ready", models=len(runtime.list_models()), skipped=_skipped(runtime))
+    return Readiness(status="ready", models=runtime.model_count, skipped=_skipped(runtime))
 
 
 @router.get("/v1/models", dependencies=INTERNAL, tags=["models"])

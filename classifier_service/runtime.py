@@ -98,37 +98,52 @@ class ClassifierRuntime:
         with self._lock:
             self._models.clear()
             self._skipped.clear()
-            names, foreign = self.store.names()
-            for entry in foreign:
-                self._skip(entry)
-            for name in names:
+            for name in self._scan_top():
                 self._refresh(name)
         self.ready = True
         versions = sum(len(v) for v in self._models.values())
         log.info("store %s: %d models, %d versions, %d skipped", self.store.root, len(self._models), versions, len(self._skipped))
 
-    def _skip(self, entry: Skipped) -> None:
-        if entry.path not in self._skipped:
+    def _skip(self, entry: Skipped, *, known: bool = False) -> None:
+        if not known:
             log.warning("store entry %s skipped: %s", entry.path, entry.reason)
         self._skipped[entry.path] = entry
 
+    def _scan_top(self) -> list[str]:
+        """Model names on disk; foreign entries beside them are (re)reported."""
+        names, foreign = self.store.names()
+        before = {p for p in self._skipped if "/" not in p}
+        for path in before:
+            del self._skipped[path]
+        for entry in foreign:
+            self._skip(entry, known=entry.path in before)
+        return names
+
     def _refresh(self, name: str) -> dict[int, LoadedVersion]:
         """Brings ``name`` in line with the disk: versions written by another process appear, a model
-        deleted by another process disappears. One directory listing when nothing changed."""
+        deleted by another process disappears, skipped entries that are gone leave the report. One
+        directory listing when nothing changed."""
         with self._lock:
             numbers, foreign = self.store.versions(name)
+            before = {p: s for p, s in self._skipped.items() if p.startswith(f"{name}/")}
+            for path in before:
+                del self._skipped[path]
             for entry in foreign:
-                self._skip(entry)
+                self._skip(entry, known=entry.path in before)
             known = self._models.get(name, {})
             current = {v: known[v] for v in numbers if v in known}
             for version in numbers:
+                if version in current:
+                    continue
                 path = f"{name}/{version}"
-                if version in current or path in self._skipped:
+                identity = self.store.identity(name, version)
+                if path in before and before[path].identity == identity:
+                    self._skipped[path] = before[path]  # the same broken directory: not read again
                     continue
                 try:
                     current[version] = self._load_version(name, version)
                 except StoreEntryError as exc:
-                    self._skip(Skipped(path, str(exc)))
+                    self._skip(Skipped(path, str(exc), identity))
             if current:
                 self._models[name] = current
             else:
@@ -157,6 +172,10 @@ class ClassifierRuntime:
     # -- reading ---------------------------------------------------------------------------------
 
     @property
+    def model_count(self) -> int:
+        return len(self._models)
+
+    @property
     def skipped(self) -> list[Skipped]:
         with self._lock:
             return sorted(self._skipped.values(), key=lambda s: s.path)
@@ -164,9 +183,7 @@ class ClassifierRuntime:
     def list_models(self) -> list[tuple[str, dict[int, LoadedVersion]]]:
         """Every model, re-read from the store's listing (other processes may share it)."""
         with self._lock:
-            names, foreign = self.store.names()
-            for entry in foreign:
-                self._skip(entry)
+            names = self._scan_top()
             found = [(name, self._refresh(name)) for name in sorted(set(names) | set(self._models))]
         return [(name, versions) for name, versions in found if versions]
 
@@ -190,9 +207,7 @@ class ClassifierRuntime:
     def delete(self, name: str) -> None:
         with self._lock:
             removed = self.store.delete(name)
-            self._models.pop(name, None)
-            for path in [p for p in self._skipped if p.startswith(f"{name}/")]:
-                del self._skipped[path]
+            self._refresh(name)
         if not removed:
             raise ModelNotFound(f"No model named {name!r}.", name=name)
 

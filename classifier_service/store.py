@@ -25,7 +25,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,12 @@ class StoreEntryError(Exception):
 
 @dataclass(frozen=True)
 class Skipped:
-    """An entry of the store that was not loaded, and why."""
+    """An entry of the store that was not loaded, and why. ``identity`` tells a version directory
+    apart from a later one of the same number (deleted and written again): that one is tried afresh."""
 
     path: str
     reason: str
+    identity: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,14 @@ class ModelStore:
             else:
                 foreign.append(Skipped(f"{name}/{entry.name}", "not a version directory (a version is a directory named by its number)"))
         return sorted(numbers), foreign
+
+    def identity(self, name: str, version: int) -> tuple[int, int] | None:
+        """(inode, mtime) of a version directory: a rename-in replaces both."""
+        try:
+            stat = os.stat(self._folder(name) / str(version))
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
 
     def read(self, name: str, version: int) -> StoredVersion:
         """The manifest of one version, after checking every artifact against its recorded hash."""

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -214,3 +215,21 @@ def test_store_refuses_unchecked_names(tmp_path):
             store.save(name, {}, lambda folder: None)
     assert list(tmp_path.iterdir()) == []
     assert np.all(np.array(store.names()[0]) == np.array([]))
+
+
+async def test_the_skipped_report_follows_the_disk(store):
+    async with classifier_client(store) as client:
+        await fit(client, "m")
+        await fit(client, "m")
+    (store / "m" / "2" / "model.skops").write_bytes(b"junk")
+    (store / "junk.txt").write_text("not a model")
+    async with classifier_client(store) as client:
+        assert [s["path"] for s in (await client.get("/v1/models")).json()["skipped"]] == ["junk.txt", "m/2"]
+        # another process replaces the broken version 2 with a good one, and the junk goes away
+        shutil.rmtree(store / "m" / "2")
+        (store / "junk.txt").unlink()
+        async with classifier_client(store) as other:
+            assert (await fit(other, "m", estimator="gaussian_nb")).json()["version"] == 2
+        listing = (await client.get("/v1/models")).json()
+        assert listing["skipped"] == []
+        assert listing["models"][0]["latest"]["estimator"] == "gaussian_nb"
