@@ -117,15 +117,23 @@ class AttentionPoolingClassifier:
         rows = X.rows()
         self.classes_, self.dim = classes, X.dim
         train_idx, val_idx = self._split(targets)
+        y_all = torch.from_numpy(targets.astype(np.int64))
+        early_stopping = len(val_idx) > 0
+
+        def held_out_loss(module: AttentionPooling) -> float:
+            total = 0.0
+            for start in range(0, len(val_idx), _PREDICT_CHUNK):  # padded in chunks, never all at once
+                chunk = val_idx[start : start + _PREDICT_CHUNK]
+                logits = module(*_pad([rows[i] for i in chunk], X.dim))
+                total += float(nn.functional.cross_entropy(logits, y_all[torch.from_numpy(chunk)], reduction="sum"))
+            return total / len(val_idx)
+
         # fork_rng keeps the process-wide generator untouched: the fixed seed only governs this fit.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
             module = AttentionPooling(X.dim, len(classes), p.dropout)
             optimiser = torch.optim.Adam(module.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
-            loss_fn = nn.CrossEntropyLoss()
             order = torch.Generator().manual_seed(p.seed)
-            y_all = torch.from_numpy(targets.astype(np.int64))
-            val = _pad([rows[i] for i in val_idx], X.dim) if len(val_idx) else None
             best_loss, best_state, best_epoch, stale, epoch = math.inf, None, 0, 0, 0
             for epoch in range(1, p.max_epochs + 1):
                 module.train()
@@ -134,16 +142,15 @@ class AttentionPoolingClassifier:
                     batch = perm[start : start + p.batch_size]
                     x, mask = _pad([rows[i] for i in batch], X.dim)
                     optimiser.zero_grad()
-                    loss = loss_fn(module(x, mask), y_all[torch.from_numpy(batch)])
-                    loss.backward()
+                    nn.functional.cross_entropy(module(x, mask), y_all[torch.from_numpy(batch)]).backward()
                     optimiser.step()
-                if val is None:
+                if not early_stopping:
                     continue
                 module.eval()
                 with torch.inference_mode():
-                    val_loss = float(loss_fn(module(*val), y_all[torch.from_numpy(val_idx)]))
-                if val_loss < best_loss - 1e-6:
-                    best_loss, best_state, best_epoch, stale = val_loss, copy.deepcopy(module.state_dict()), epoch, 0
+                    loss = held_out_loss(module)
+                if loss < best_loss - 1e-6:
+                    best_loss, best_state, best_epoch, stale = loss, copy.deepcopy(module.state_dict()), epoch, 0
                 else:
                     stale += 1
                     if stale >= p.patience:
@@ -152,8 +159,8 @@ class AttentionPoolingClassifier:
                 module.load_state_dict(best_state)
         module.eval()
         self.module = module
-        report: dict[str, Any] = {"epochs": epoch, "early_stopping": val is not None}
-        if val is not None:
+        report: dict[str, Any] = {"epochs": epoch, "early_stopping": early_stopping}
+        if early_stopping:
             held_out = self.predict_proba(Ragged.from_rows([rows[i] for i in val_idx], X.dim)).argmax(axis=1)
             report.update(
                 best_epoch=best_epoch,

@@ -28,7 +28,7 @@ def _probabilities(answer: dict) -> np.ndarray:
     return np.array([[row["probabilities"][c] for c in answer["classes"]] for row in answer["predictions"]])
 
 
-async def test_embeddings_logistic_regression_parity(client, minilm_features, split):
+async def test_embeddings_logistic_regression_parity(client, minilm_features, split, capsys):
     labels, train, test = split
     X = minilm_features.embeddings
     body = {"features": to_json(X[train]), "labels": labels[train].tolist(),
@@ -47,10 +47,13 @@ async def test_embeddings_logistic_regression_parity(client, minilm_features, sp
     frame = decode_binary((await client.post("/v1/models/intents/predict", **request)).content)
     np.testing.assert_allclose(frame.tensor, expected, rtol=0, atol=1e-6)
     assert frame.meta["labels"] == reference.predict(X[test]).tolist()
-    assert np.mean(reference.predict(X[test]) == labels[test]) > 0.8  # the recipe itself works
+    accuracy = np.mean(reference.predict(X[test]) == labels[test])
+    with capsys.disabled():
+        print(f"\nsupport intents, MiniLM embeddings -> logistic_regression: held-out accuracy {accuracy:.3f} (split 0)")
+    assert accuracy > 0.8  # the recipe itself works
 
 
-async def test_probabilities_gaussian_nb_parity(client, minilm_features, split):
+async def test_probabilities_gaussian_nb_parity(client, minilm_features, split, capsys):
     labels, train, test = split
     # Honest distributions: each row's probabilities come from a logistic regression that never saw it.
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
@@ -67,6 +70,9 @@ async def test_probabilities_gaussian_nb_parity(client, minilm_features, split):
     answer = (await client.post("/v1/models/second/predict", json={"features": to_json(P[test])})).json()
     np.testing.assert_allclose(_probabilities(answer), reference.predict_proba(P[test]), rtol=0, atol=1e-6)
     assert [row["label"] for row in answer["predictions"]] == reference.predict(P[test]).tolist()
+    accuracy = np.mean(reference.predict(P[test]) == labels[test])
+    with capsys.disabled():
+        print(f"\nsupport intents, out-of-fold LR probabilities -> gaussian_nb: held-out accuracy {accuracy:.3f} (split 0)")
 
 
 async def test_sequences_mean_pooling_vs_attention_pooling(client, minilm_features, support_intents, capsys):
