@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from gateway.coalescing import Coalescer
 from gateway.settings import GatewaySettings
 from gateway.upstreams import (
     ClassifierClient,
@@ -251,6 +252,9 @@ class GatewayRuntime:
         self._versions: dict[tuple[str, int], tuple[float, ModelVersion]] = {}
         self._checks: dict[tuple[Any, ...], tuple[Mismatch, ...]] = {}
         self.checks_run = 0  # how often check() really ran (the cache makes it rare)
+        self.coalescer: Coalescer[tuple[str, list[float], bool]] = Coalescer(
+            self._run_rows, max_texts=settings.max_texts, max_in_flight=settings.coalesce_max_in_flight
+        )
         self.outputs_reads = 0  # how often /v1/outputs was read
 
     # -- encoder contracts --
@@ -462,6 +466,12 @@ class GatewayRuntime:
         assert predicted is not None
         return chain, predicted, encoded.truncated
 
+    async def _run_rows(self, chain: Chain, texts: list[str]) -> tuple[tuple[Chain, list[str]], list[tuple[str, list[float], bool]]]:
+        """``_run`` for the coalescer: one (label, probabilities, truncated) row per text."""
+        chain, predicted, truncated = await self._run(chain, texts)
+        rows = list(zip(predicted.labels, predicted.probabilities.tolist(), truncated))
+        return (chain, predicted.classes), rows
+
     async def _gather(self, jobs: list[Callable[[], Awaitable[T]]]) -> list[T]:
         """Run the jobs with at most ``train_concurrency`` in flight, in order."""
         limit = asyncio.Semaphore(self.settings.train_concurrency)
@@ -490,18 +500,18 @@ class GatewayRuntime:
         self._check_texts(texts, self.settings.max_texts, "GATEWAY_MAX_TEXTS")
         chain = await self.runnable_chain(name, version)
         try:
-            chain, predicted, truncated = await self._run(chain, texts)
+            # Requests for the same version arriving together share one encoder and one classifier call.
+            (chain, classes), rows = await self.coalescer.submit(chain.head.identity, chain, texts)
         except UpstreamRejected as exc:
             if exc.status == 404:  # deleted since it was resolved
                 self._forget(name)
             raise
-        classes = predicted.classes
         return {
             "name": chain.head.name,
             "version": chain.head.version,
             "predictions": [
                 {"label": label, "probabilities": dict(zip(classes, row)), "truncated": cut}
-                for label, row, cut in zip(predicted.labels, predicted.probabilities.tolist(), truncated)
+                for label, row, cut in rows
             ],
         }
 

@@ -37,6 +37,9 @@ class GatewaySettings(ServiceSettings):
         description="A refused pipeline re-reads the encoder's contracts at most this often, so that an encoder "
         "restarted with the fitted model is accepted again without a gateway restart.",
     )
+    coalesce_max_in_flight: int = Field(
+        2, gt=0, description="Merged predict runs in flight per pipeline version; requests arriving meanwhile go together."
+    )
     max_chain_depth: int = Field(8, gt=0, description="Most links in a pipeline chain.")
     fingerprint_tolerance: float = Field(
         DEFAULT_FINGERPRINT_TOLERANCE, gt=0, le=1, description="Lowest cosine between canary vectors of one space."
