@@ -94,7 +94,7 @@ def check(
         for name in _EXACT_SPACE_FIELDS:
             a, b = getattr(want, name), getattr(got, name)
             if a != b:
-                add(f"space.{name}", a, b, f"{name} differs")
+                add(f"space.{name}", a, b, f"{name} differs: consumer was fitted with {a!r}, producer serves {b!r}")
         problem = _fingerprint_mismatch(want, got, tolerance)
         if problem:
             add("space.fingerprint", "canaries of the fitted space", "canaries of the served space", problem)
