@@ -111,7 +111,9 @@ def run_precision(precision: str, args) -> dict:
 
 
 def ratio(rows, limit, target, per_request, concurrency):
-    row = next(r for r in rows if (r["target"], r["texts_per_request"], r["concurrency"]) == (target, per_request, concurrency))
+    row = next((r for r in rows if (r["target"], r["texts_per_request"], r["concurrency"]) == (target, per_request, concurrency)), None)
+    if row is None:  # a partial run (--concurrency) did not measure this cell
+        return float("nan"), {"throughput": float("nan"), "p50_ms": float("nan")}
     return row["throughput"] / limit["throughput"], row
 
 
