@@ -1,0 +1,33 @@
+"""bench/locustfile.py runs headless against a real stack: train once, predict many, no failures."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from seam.stack import Stack
+from tests.processes import ROOT, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_locustfile_trains_once_and_predicts_without_failures(tiny_bert, tmp_path):
+    ports = {"ENCODER_PORT": free_port(), "CLASSIFIER_PORT": free_port(), "GATEWAY_PORT": free_port()}
+    stack = Stack(var=tmp_path, env={"ENCODER_MODEL": str(tiny_bert), **{k: str(v) for k, v in ports.items()}})
+    try:
+        stack.start()
+        result = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", "bench/locustfile.py", "--headless", "--host", stack.url("gateway"),
+             "--users", "4", "--spawn-rate", "4", "--run-time", "4s", "--csv", str(tmp_path / "locust"), "--only-summary"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        stack.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "locust_stats.csv", newline="") as fh:
+        rows = {row["Name"]: row for row in csv.DictReader(fh)}
+    assert int(rows["Aggregated"]["Request Count"]) > 10
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
