@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from classifier_service.routes import router
 from classifier_service.runtime import ClassifierRuntime
 from classifier_service.settings import ClassifierSettings
-from services.web import BodyLimitMiddleware, install_problem_handlers
+from services.admission import install_admission
+from services.auth import internal_credentials
+from services.web import install_problem_handlers
 
 
 def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
@@ -36,6 +38,6 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.runtime = None
     install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_admission(app, settings, credentials=internal_credentials(settings))
     app.include_router(router)
     return app

@@ -1,20 +1,21 @@
 """What the routes need, as ``Annotated[..., Depends(...)]`` aliases: the runtime, decoded bodies
-(JSON or binary frame, parsed off the event loop), the response encoding, and the internal token."""
+(JSON or binary frame, parsed off the event loop) and the response encoding. The internal token is
+checked before any route, by ``services.auth`` (installed in ``create_app``)."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 import anyio
 from fastapi import Depends, Path, Query, Request
 
+from classifier_service.examples import NAME_EXAMPLES
 from classifier_service.runtime import ClassifierRuntime
 from classifier_service.schemas import FitInput, PredictInput, parse_fit, parse_predict
 from classifier_service.settings import ClassifierSettings
 from services.codecs import BINARY_CONTENT_TYPE
 from services.contracts import MODEL_NAME_PATTERN
-from services.errors import NotReady, Unauthorized, UnsupportedMediaType
+from services.errors import NotReady, UnsupportedMediaType
 
 
 def get_settings(request: Request) -> ClassifierSettings:
@@ -26,15 +27,6 @@ def get_runtime(request: Request) -> ClassifierRuntime:
     if runtime is None or not runtime.ready:
         raise NotReady("The model store is still loading.")
     return runtime
-
-
-def require_internal_token(request: Request, settings: Annotated[ClassifierSettings, Depends(get_settings)]) -> None:
-    expected = settings.internal_token
-    if expected is None:
-        return
-    given = request.headers.get("x-seam-internal-token", "")
-    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
-        raise Unauthorized("Send the service token as 'X-Seam-Internal-Token'.")
 
 
 async def _body(request: Request) -> tuple[bytes, bool]:
@@ -62,9 +54,8 @@ def wants_binary(request: Request) -> bool:
 
 
 Runtime = Annotated[ClassifierRuntime, Depends(get_runtime)]
-ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="Model name.")]
+ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="Model name.", openapi_examples=NAME_EXAMPLES)]
 VersionQuery = Annotated[int | None, Query(ge=1, description="A version number; default: the latest.")]
 FitBody = Annotated[FitInput, Depends(read_fit)]
 PredictBody = Annotated[PredictInput, Depends(read_predict)]
 BinaryResponse = Annotated[bool, Depends(wants_binary)]
-INTERNAL = [Depends(require_internal_token)]

@@ -7,7 +7,7 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Path, Request, Response
 
-from classifier_service.deps import INTERNAL, BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionQuery
+from classifier_service.deps import BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionQuery
 from classifier_service.runtime import ClassifierRuntime, LoadedVersion
 from classifier_service.schemas import (
     ModelDetail,
@@ -42,7 +42,7 @@ async def readyz(request: Request) -> Readiness:
     return Readiness(status="ready", models=runtime.model_count, skipped=_skipped(runtime))
 
 
-@router.get("/v1/models", dependencies=INTERNAL, tags=["models"])
+@router.get("/v1/models", tags=["models"])
 async def list_models(runtime: Runtime) -> ModelList:
     models = await anyio.to_thread.run_sync(runtime.list_models)
     summaries = [
@@ -52,26 +52,26 @@ async def list_models(runtime: Runtime) -> ModelList:
     return ModelList(models=summaries, skipped=_skipped(runtime))
 
 
-@router.get("/v1/models/{name}", dependencies=INTERNAL, tags=["models"])
+@router.get("/v1/models/{name}", tags=["models"])
 async def get_model(name: ModelName, runtime: Runtime) -> ModelDetail:
     versions = await anyio.to_thread.run_sync(runtime.versions, name)
     records = [versions[v].record for v in sorted(versions)]
     return ModelDetail(name=name, latest=records[-1], versions=records)
 
 
-@router.get("/v1/models/{name}/versions/{version}", dependencies=INTERNAL, tags=["models"])
+@router.get("/v1/models/{name}/versions/{version}", tags=["models"])
 async def get_version(name: ModelName, version: Annotated[int, Path(ge=1)], runtime: Runtime) -> VersionRecord:
     loaded: LoadedVersion = await anyio.to_thread.run_sync(runtime.get, name, version)
     return loaded.record
 
 
-@router.delete("/v1/models/{name}", status_code=204, dependencies=INTERNAL, tags=["models"])
+@router.delete("/v1/models/{name}", status_code=204, tags=["models"])
 async def delete_model(name: ModelName, runtime: Runtime) -> Response:
     await anyio.to_thread.run_sync(runtime.delete, name)
     return Response(status_code=204)
 
 
-@router.post("/v1/models/{name}/fit", status_code=201, dependencies=INTERNAL, tags=["models"])
+@router.post("/v1/models/{name}/fit", status_code=201, tags=["models"])
 async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Response) -> VersionRecord:
     """Fits a new version. Body: JSON ``{"features", "labels", "contract", "estimator", "params",
     "source"}``, or a binary tensor frame holding the features with the other fields in its ``meta``."""
@@ -80,7 +80,7 @@ async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Respon
     return record
 
 
-@router.post("/v1/models/{name}/predict", dependencies=INTERNAL, tags=["models"], response_model=PredictResponse)
+@router.post("/v1/models/{name}/predict", tags=["models"], response_model=PredictResponse)
 async def predict(name: ModelName, body: PredictBody, runtime: Runtime, binary: BinaryResponse, version: VersionQuery = None) -> Response:
     """Label and class probabilities per row. ``Accept: application/vnd.seam.tensor`` answers with a
     dense frame of probabilities in ``classes`` order instead of JSON."""

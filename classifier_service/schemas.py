@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import JSONResponse, Response
 
 from services.codecs import BINARY_CONTENT_TYPE, CodecError, Tensor, decode_binary, encode_binary
 from services.contracts import TensorContract
 from services.errors import MalformedRequest
+from services.inputs import Text, encodable_json
 
 # -- requests -------------------------------------------------------------------------------------
 
@@ -30,13 +31,16 @@ class FitFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    labels: list[str] = Field(description="One label per row of features.")
+    labels: list[Text] = Field(description="One label per row of features.")
     contract: TensorContract = Field(description="The producer's output contract the features follow.")
     estimator: str | None = Field(None, description="Estimator name; default: the one for the contract's kind.")
     params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")
     source: dict[str, Any] | None = Field(
         None, description="Where the features come from; recorded as given, for the gateway's chains."
     )
+
+    # Both are recorded and echoed back: they must encode as UTF-8 (no lone surrogates).
+    encodable = field_validator("params", "source")(encodable_json)
 
 
 class FitRequest(FitFields):

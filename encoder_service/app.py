@@ -13,7 +13,9 @@ from encoder_service.batching import Batcher
 from encoder_service.routes import router
 from encoder_service.runtime import EncoderRuntime
 from encoder_service.settings import EncoderSettings
-from services.web import BodyLimitMiddleware, install_problem_handlers
+from services.admission import install_admission
+from services.auth import internal_credentials
+from services.web import install_problem_handlers
 
 log = logging.getLogger("seam.encoder")
 
@@ -51,6 +53,6 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_admission(app, settings, credentials=internal_credentials(settings))
     app.include_router(router)
     return app

@@ -28,6 +28,8 @@ log = logging.getLogger("seam.encoder")
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
+# Weight formats that torch reads by unpickling: never loaded, whatever their origin.
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 class ModelLoadError(RuntimeError):
@@ -87,6 +89,20 @@ def weights_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def require_safetensors(folder: Path) -> None:
+    """Weights load from safetensors only. A folder whose weights exist only in a pickle-based format
+    (``pytorch_model.bin``, ``*.pt``...) is refused, naming the file, before anything reads it."""
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in _PICKLE_SUFFIXES and path.is_file() and not any(path.parent.glob("*.safetensors")):
+            raise ModelLoadError(
+                f"{path.relative_to(folder)} in {folder} is a pickle-based weight file and there is no "
+                "*.safetensors beside it: seam loads weights only from safetensors (pickle can run code). "
+                "Convert it, e.g. load it once where you trust it and save_pretrained(..., safe_serialization=True)"
+            )
+    if not any(folder.glob("*.safetensors")):
+        raise ModelLoadError(f"no *.safetensors weights in {folder}: seam loads weights only from safetensors")
+
+
 def contract_id(contract: TensorContract) -> str:
     return hashlib.sha256(json.dumps(contract.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -119,11 +135,16 @@ class EncoderRuntime:
         threads = settings.threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
         log.info("loading %s from %s", self.model_id, folder)
+        require_safetensors(folder)
         try:
-            self._st = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+            self._st = SentenceTransformer(
+                str(folder), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True}
+            )
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             if any(a.endswith("ForSequenceClassification") for a in config.architectures or ()):
-                self._head = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
+                self._head = AutoModelForSequenceClassification.from_pretrained(
+                    folder, local_files_only=True, use_safetensors=True
+                ).eval()
                 # The head's encoder is the same network: share it rather than hold the weights twice.
                 self._st[0].auto_model = self._head.base_model
         except (OSError, ValueError) as exc:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.contracts import TensorContract
+from services.inputs import Text
 
 OutputName = Literal["embedding", "tokens", "probabilities"]
 
@@ -17,7 +18,7 @@ class EncodeRequest(BaseModel):
         json_schema_extra={"examples": [{"texts": ["Where is my parcel?", "I was charged twice."], "output": "embedding"}]},
     )
 
-    texts: list[StrictStr] = Field(min_length=1, description="Texts to encode, each non-empty.")
+    texts: list[Text] = Field(min_length=1, description="Texts to encode, each non-empty.")
     output: OutputName = Field("embedding", description="embedding | tokens | probabilities")
 
 

@@ -7,11 +7,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from gateway.auth import PUBLIC_PATHS, api_key_credentials
 from gateway.routes import router
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
 from gateway.upstreams import ClassifierClient, EncoderClient, build_http_client
-from services.web import BodyLimitMiddleware, install_problem_handlers
+from services.admission import install_admission
+from services.web import install_problem_handlers
 
 
 def create_app(
@@ -58,6 +60,6 @@ def create_app(
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_admission(app, settings, credentials=api_key_credentials(settings), open_paths=PUBLIC_PATHS)
     app.include_router(router)
     return app

@@ -480,8 +480,12 @@ class GatewayRuntime:
             async with limit:
                 return await job()
 
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(job)) for job in jobs]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(job)) for job in jobs]
+        except ExceptionGroup as failed:
+            # One failed chunk fails the job with its own error (an upstream's 413, 503, 504...), not a 500.
+            raise failed.exceptions[0] from None
         return [task.result() for task in tasks]
 
     # -- the public operations --

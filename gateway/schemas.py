@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from services.compatibility import Mismatch
 from services.contracts import TensorContract
+from services.inputs import Text
 
 
 class TrainRequest(BaseModel):
@@ -25,8 +26,8 @@ class TrainRequest(BaseModel):
         },
     )
 
-    texts: list[StrictStr] = Field(min_length=1, description="Training texts, each non-empty.")
-    labels: list[StrictStr] = Field(min_length=1, description="One label per text.")
+    texts: list[Text] = Field(min_length=1, description="Training texts, each non-empty.")
+    labels: list[Text] = Field(min_length=1, description="One label per text.")
     estimator: StrictStr | None = Field(
         None,
         description="logistic_regression, gaussian_nb, attention_pooling, ... (what the classifier offers); "
@@ -62,7 +63,7 @@ class TrainResponse(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["Where is my parcel?"]}]})
 
-    texts: list[StrictStr] = Field(min_length=1, description="Texts to classify, each non-empty.")
+    texts: list[Text] = Field(min_length=1, description="Texts to classify, each non-empty.")
 
 
 class Prediction(BaseModel):

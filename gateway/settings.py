@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.compatibility import DEFAULT_FINGERPRINT_TOLERANCE
 from services.settings import ServiceSettings
@@ -19,6 +22,14 @@ class GatewaySettings(ServiceSettings):
         None,
         description="Sent as 'X-Seam-Internal-Token' to the encoder and the classifier (their internal token). "
         "The gateway is the public API: its own callers do not send it.",
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        [],
+        description="Comma-separated API keys; when any is set (here or in api_keys_file), callers must send "
+        "'Authorization: Bearer <key>' (401 without, 403 with a wrong one). Probes stay open.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of API keys, one per line ('#' comments and blank lines ignored); read at start."
     )
     timeout_s: float = Field(30.0, gt=0, description="Longest wait for one upstream call (504 after).")
     fit_timeout_s: float = Field(600.0, gt=0, description="Longest wait for the classifier to fit a model (504 after).")
@@ -44,6 +55,13 @@ class GatewaySettings(ServiceSettings):
     fingerprint_tolerance: float = Field(
         DEFAULT_FINGERPRINT_TOLERANCE, gt=0, le=1, description="Lowest cosine between canary vectors of one space."
     )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
 
     @field_validator("encoder_url", "classifier_url")
     @classmethod

@@ -13,6 +13,9 @@ class ServiceSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above).")
+    max_in_flight: int = Field(
+        256, gt=0, description="Requests handled at once (probes aside); one more gets 429 with Retry-After."
+    )
     internal_token: SecretStr | None = Field(
         None, description="When set, callers must send it as 'X-Seam-Internal-Token' (service-to-service)."
     )

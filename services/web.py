@@ -3,6 +3,7 @@ cap, and health routes. A few functions, not an app: each service builds its own
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -20,10 +21,18 @@ log = logging.getLogger("seam")
 _HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
 
 
+class ProblemResponse(JSONResponse):
+    """problem+json, escaped to ASCII: a detail that quotes the caller's input (a lone surrogate, say)
+    always renders, where plain UTF-8 encoding would fail on it."""
+
+    media_type = PROBLEM_CONTENT_TYPE
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        jsonable_encoder(problem), status_code=problem["status"], headers=headers, media_type=PROBLEM_CONTENT_TYPE
-    )
+    return ProblemResponse(jsonable_encoder(problem), status_code=problem["status"], headers=headers)
 
 
 def _describe_validation_error(err: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +60,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):  # FastAPI's "error parsing the body"
+        detail = (f"The body is not valid UTF-8 ({cause.reason} at byte {cause.start}); "
+                  "send JSON encoded as UTF-8.")
+        problem = {"type": PROBLEM_BASE + "malformed-request", "title": "Malformed request", "status": 400,
+                   "detail": detail, "instance": request.url.path}
+        return problem_response(problem)
     problem = {
         "type": "about:blank",
         "title": _HTTP_TITLES.get(exc.status_code, "Error"),
@@ -69,12 +85,51 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(problem)
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; some problems add fields (mismatches, errors, upstream, ...).",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+}
+
+
+def _document_problems(app: FastAPI) -> None:
+    """The OpenAPI schema says what errors really look like: FastAPI documents its own 422 body
+    (``{"detail": [...]}``), which these services never send; every error is problem+json."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        problem = {"description": "Error (RFC 9457 problem details)",
+                   "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.setdefault("responses", {})
+                if "422" in responses:
+                    responses["422"] = problem
+                responses.setdefault("default", problem)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Every error a route can raise leaves as problem+json, with one status per error type."""
     app.add_exception_handler(SeamError, _seam_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    _document_problems(app)
 
 
 class BodyLimitMiddleware:

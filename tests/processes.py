@@ -17,7 +17,8 @@ from typing import Iterator
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-PREFIX = {"encoder_service": "ENCODER_", "classifier_service": "CLASSIFIER_", "gateway": "GATEWAY_"}
+PREFIX = {"encoder_service": "ENCODER_", "classifier_service": "CLASSIFIER_", "gateway": "GATEWAY_",
+          "tests.reliability.fake_upstream": "FAKE_"}
 
 
 def free_port() -> int:

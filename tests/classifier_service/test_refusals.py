@@ -240,5 +240,5 @@ async def test_internal_token(store):
     async with classifier_client(store, internal_token="s3cret") as client:
         assert (await client.get("/healthz")).status_code == 200
         problem(await client.get("/v1/models"), 401, "unauthorized")
-        problem(await client.get("/v1/models", headers={"x-seam-internal-token": "nope"}), 401, "unauthorized")
+        problem(await client.get("/v1/models", headers={"x-seam-internal-token": "nope"}), 403, "forbidden")
         assert (await client.get("/v1/models", headers={"x-seam-internal-token": "s3cret"})).status_code == 200

@@ -1,0 +1,193 @@
+"""Who gets in: the gateway's API keys, the services' internal token, and only safe model formats."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from encoder_service.runtime import EncoderRuntime, ModelLoadError
+from encoder_service.settings import EncoderSettings
+from gateway.auth import ApiKeysError
+from gateway.settings import GatewaySettings
+from tests.classifier_service.synthetic import classifier_client, fit
+from tests.gateway.fakes import FakeClassifier, FakeEncoder
+
+PROBLEM = "application/problem+json"
+KEYS = ("k-alpha-3f9c2a61d0", "k-beta-77e1b0c4aa")
+
+
+def gateway_app(**settings):
+    from gateway.app import create_app
+
+    return create_app(
+        GatewaySettings(encoder_url="http://e", classifier_url="http://c", **settings),
+        encoder_transport=FakeEncoder().transport(),
+        classifier_transport=FakeClassifier().transport(),
+    )
+
+
+async def call(app, method: str, path: str, key: str | None = None, scheme: str = "Bearer", **kwargs) -> httpx.Response:
+    headers = {"Authorization": f"{scheme} {key}"} if key is not None else {}
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            return await client.request(method, path, headers=headers, **kwargs)
+
+
+def assert_problem(response: httpx.Response, status: int, says: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert says in response.json()["detail"]
+    return response.json()
+
+
+# --- API keys on the gateway -----------------------------------------------------------------------------
+
+
+async def test_api_keys_401_without_403_wrong_200_right(caplog):
+    caplog.set_level(logging.DEBUG)
+    app = gateway_app(api_keys=",".join(KEYS))
+    listing = ("GET", "/v1/pipelines")
+    response = await call(app, *listing)
+    assert_problem(response, 401, "Authorization: Bearer")
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert_problem(await call(app, *listing, key=KEYS[0], scheme="Basic"), 401, "Bearer")
+    assert_problem(await call(app, *listing, key=""), 401, "Bearer")
+    wrong = await call(app, *listing, key=KEYS[0] + "x")
+    assert_problem(wrong, 403, "not valid")
+    assert KEYS[0] not in wrong.text
+    for key in KEYS:
+        assert (await call(app, *listing, key=key)).status_code == 200
+    assert (await call(app, *listing, key=KEYS[1], scheme="bearer")).status_code == 200
+    body = {"texts": ["hi"]}
+    assert_problem(await call(app, "POST", "/v1/pipelines/x/predict", json=body), 401, "Bearer")
+    assert_problem(await call(app, "POST", "/v1/pipelines/x/predict", key="nope", json=body), 403, "not valid")
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):  # probes and docs stay open
+        assert (await call(app, "GET", path)).status_code == 200, path
+    assert all(key not in caplog.text for key in KEYS)
+    assert "nope" not in caplog.text
+
+
+async def test_api_keys_from_a_file(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text(f"# rotated 2024-05\n{KEYS[0]}\n\n   {KEYS[1]}  \n")
+    app = gateway_app(api_keys_file=keys)
+    assert (await call(app, "GET", "/v1/pipelines", key=KEYS[1])).status_code == 200
+    assert (await call(app, "GET", "/v1/pipelines", key="# rotated 2024-05")).status_code == 403
+    both = gateway_app(api_keys="k-from-env-0001", api_keys_file=keys)  # both sources count
+    assert (await call(both, "GET", "/v1/pipelines", key="k-from-env-0001")).status_code == 200
+    assert (await call(both, "GET", "/v1/pipelines", key=KEYS[0])).status_code == 200
+
+
+@pytest.mark.parametrize("content", ["", "# only a comment\n\n", None])
+def test_a_keys_file_without_keys_never_opens_the_gateway(tmp_path, content):
+    keys = tmp_path / "keys"
+    if content is not None:
+        keys.write_text(content)
+    with pytest.raises(ApiKeysError, match="GATEWAY_API_KEYS_FILE"):
+        gateway_app(api_keys_file=keys)
+
+
+def test_api_keys_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GATEWAY_API_KEYS", f" {KEYS[0]} , {KEYS[1]} ,")
+    settings = GatewaySettings()
+    assert [k.get_secret_value() for k in settings.api_keys] == list(KEYS)
+    assert KEYS[0] not in repr(settings) and KEYS[0] not in str(settings.model_dump())
+
+
+async def test_no_keys_means_an_open_gateway():
+    assert (await call(gateway_app(), "GET", "/v1/pipelines")).status_code == 200
+
+
+# --- the internal token ----------------------------------------------------------------------------------
+
+
+async def test_the_encoder_refuses_callers_without_the_internal_token(tiny_bert):
+    from tests.encoder_service.conftest import encoder_client
+
+    async with encoder_client(model=str(tiny_bert), internal_token="s3cret-token") as client:
+        body = {"texts": ["hello"]}
+        response = await client.post("/v1/encode", json=body)
+        assert_problem(response, 401, "X-Seam-Internal-Token")
+        assert_problem(await client.get("/v1/outputs", headers={"X-Seam-Internal-Token": "nope"}), 403, "not this service's")
+        assert (await client.post("/v1/encode", json=body, headers={"X-Seam-Internal-Token": "s3cret-token"})).status_code == 200
+        for probe in ("/healthz", "/readyz"):
+            assert (await client.get(probe)).status_code == 200
+
+
+async def test_the_classifier_refuses_callers_without_the_internal_token(tmp_path):
+    async with classifier_client(tmp_path / "models", internal_token="s3cret-token") as client:
+        assert_problem(await fit(client, "m"), 401, "X-Seam-Internal-Token")
+        client.headers["X-Seam-Internal-Token"] = "wrong"
+        assert_problem(await fit(client, "m"), 403, "GATEWAY_INTERNAL_TOKEN")
+        client.headers["X-Seam-Internal-Token"] = "s3cret-token"
+        assert (await fit(client, "m")).status_code == 201
+
+
+# --- safe model formats ----------------------------------------------------------------------------------
+
+
+def _pickled_copy(model: Path, target: Path) -> Path:
+    """The same BERT with its weights as pytorch_model.bin (a pickle) instead of safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(model, target)
+    torch.save(load_file(target / "model.safetensors"), target / "pytorch_model.bin")
+    (target / "model.safetensors").unlink()
+    return target
+
+
+def test_the_encoder_loads_safetensors_only(tiny_bert, tmp_path):
+    folder = _pickled_copy(tiny_bert, tmp_path / "pickled")
+    with pytest.raises(ModelLoadError, match=r"pytorch_model\.bin .* pickle-based .* only from safetensors"):
+        EncoderRuntime(EncoderSettings(model=str(folder))).load()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no .*safetensors"):
+        EncoderRuntime(EncoderSettings(model=str(tmp_path / "empty"))).load()
+
+
+async def test_a_refused_model_is_reported_by_readyz(tiny_bert, tmp_path):
+    from tests.encoder_service.conftest import encoder_client
+
+    folder = _pickled_copy(tiny_bert, tmp_path / "pickled")
+    async with encoder_client(model=str(folder)) as client:
+        response = await client.get("/readyz")
+    assert_problem(response, 503, "only from safetensors")
+
+
+class _Payload:
+    """Unpickling this writes a file: proof that a loader executed pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "executed"))
+
+
+async def test_the_classifier_never_unpickles_a_stored_model(tmp_path):
+    store, marker = tmp_path / "models", tmp_path / "executed"
+    async with classifier_client(store) as client:
+        assert (await fit(client, "m")).status_code == 201
+        assert (await fit(client, "h", "tokens", estimator="attention_pooling", params={"max_epochs": 2})).status_code == 201
+    for folder, artifact in ((store / "m" / "1", "model.skops"), (store / "h" / "1", "head.safetensors")):
+        content = pickle.dumps(_Payload(marker))
+        (folder / artifact).write_bytes(content)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["artifacts"][artifact] = hashlib.sha256(content).hexdigest()  # only the loader can refuse it now
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    async with classifier_client(store) as client:
+        listing = (await client.get("/v1/models")).json()
+    assert listing["models"] == []
+    reasons = {s["path"]: s["reason"] for s in listing["skipped"]}
+    assert set(reasons) == {"m/1", "h/1"}
+    assert "not a readable skops file" in reasons["m/1"]
+    assert "could not be loaded" in reasons["h/1"]
+    assert not marker.exists()

@@ -1,0 +1,194 @@
+"""Bad input, across the three services: every row is a 4xx problem+json whose detail names the
+problem, never a 5xx, and the service answers a good request right after.
+
+The apps run in process with real models (a tiny BERT behind the encoder, real estimators in the
+classifier) and small limits, so the "huge" cases stay small."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from services.codecs import BINARY_CONTENT_TYPE, encode_binary, to_json
+from tests.classifier_service.synthetic import DIM, features_for, fit_body
+from tests.reliability.world import world
+
+LIMITS = {
+    "encoder": {"max_texts": 8, "max_chars": 200, "max_body_bytes": 64_000},
+    "classifier": {"max_fit_rows": 100, "max_predict_rows": 16, "max_body_bytes": 400_000},
+    "gateway": {"max_texts": 8, "max_train_texts": 64, "max_body_bytes": 64_000, "train_chunk_size": 8},
+}
+TEXTS = ["where is my parcel", "my parcel is late", "the package was lost", "delivery arrived late",
+         "i was charged twice", "refund my payment", "the invoice is wrong", "cancel my subscription",
+         "reset my password", "login to my account", "change my email address", "my account password"]
+LABELS = ["shipping"] * 4 + ["billing"] * 4 + ["account"] * 4
+FEATURES, FEATURE_LABELS, CONTRACT = features_for("embedding")
+
+
+def fit_json(**change: Any) -> dict[str, Any]:
+    return {**fit_body(FEATURES, FEATURE_LABELS, CONTRACT), **change}
+
+
+def train_json(**change: Any) -> dict[str, Any]:
+    return {"texts": TEXTS, "labels": LABELS, "estimator": "logistic_regression", "feature": "embedding", **change}
+
+
+def raw(body: bytes, content_type: str = "application/json") -> dict[str, Any]:
+    return {"content": body, "headers": {"content-type": content_type}}
+
+
+def js(body: Any) -> dict[str, Any]:
+    return {"json": body}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    service: str
+    path: str
+    request: dict[str, Any]
+    status: int
+    says: str
+    method: str = "POST"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ENCODE, FIT, PREDICT = "/v1/encode", "/v1/models/m/fit", "/v1/models/m/predict"
+G_TRAIN, G_PREDICT = "/v1/pipelines/intents/train", "/v1/pipelines/intents/predict"
+NAN_ROW = "[" + ",".join(["NaN"] + ["1.0"] * (DIM - 1)) + "]"
+BAD_UTF8 = b'{"texts": ["caf\xe9 \xff"]}'
+
+CASES = [
+    # -- encoder ---------------------------------------------------------------------------------
+    Case("enc-malformed-json", "encoder", ENCODE, raw(b'{"texts": ['), 400, "not valid JSON"),
+    Case("enc-invalid-utf8", "encoder", ENCODE, raw(BAD_UTF8), 400, "not valid UTF-8"),
+    Case("enc-text-plain", "encoder", ENCODE, raw(b"hello", "text/plain"), 415, "text/plain"),
+    Case("enc-form", "encoder", ENCODE, raw(b"texts=hi", "application/x-www-form-urlencoded"), 415, "x-www-form-urlencoded"),
+    Case("enc-body-not-object", "encoder", ENCODE, js(["hello"]), 422, "valid dictionary"),
+    Case("enc-texts-not-list", "encoder", ENCODE, js({"texts": "hello"}), 422, "texts: Input should be a valid list"),
+    Case("enc-text-wrong-type", "encoder", ENCODE, js({"texts": ["ok", 3]}), 422, "texts.1"),
+    Case("enc-text-none", "encoder", ENCODE, js({"texts": [None]}), 422, "texts.0"),
+    Case("enc-empty-list", "encoder", ENCODE, js({"texts": []}), 422, "at least 1 item"),
+    Case("enc-huge-list", "encoder", ENCODE, js({"texts": ["hi"] * 9}), 413, "the limit is 8 (ENCODER_MAX_TEXTS)"),
+    Case("enc-empty-string", "encoder", ENCODE, js({"texts": ["ok", "  "]}), 422, "texts[1] is empty"),
+    Case("enc-huge-string", "encoder", ENCODE, js({"texts": ["x" * 201]}), 413, "201 characters"),
+    Case("enc-lone-surrogate", "encoder", ENCODE, raw(b'{"texts": ["a \\ud800 b"]}'), 422, "lone surrogate"),
+    Case("enc-unknown-output", "encoder", ENCODE, js({"texts": ["ok"], "output": "logits"}), 422, "output"),
+    Case("enc-no-head", "encoder", ENCODE, js({"texts": ["ok"], "output": "probabilities"}), 422,
+         "no sequence-classification head"),
+    Case("enc-unknown-field", "encoder", ENCODE, js({"texts": ["ok"], "colour": "blue"}), 422, "colour"),
+    Case("enc-body-too-large", "encoder", ENCODE, js({"texts": ["x" * 70_000]}), 413, "exceeds 64000 bytes"),
+    # -- classifier ------------------------------------------------------------------------------
+    Case("clf-malformed-json", "classifier", FIT, raw(b"{not json"), 400, "not valid JSON"),
+    Case("clf-invalid-utf8", "classifier", FIT, raw(b'{"labels": ["\xff"]}'), 400, "utf-8"),
+    Case("clf-text-csv", "classifier", FIT, raw(b"a,b", "text/csv"), 415, "text/csv"),
+    Case("clf-bad-frame", "classifier", FIT, raw(b"SEAM\x00", BINARY_CONTENT_TYPE), 400, "not a valid tensor frame"),
+    Case("clf-features-not-list", "classifier", FIT, js(fit_json(features="x")), 422, "features"),
+    Case("clf-labels-wrong-type", "classifier", FIT, js(fit_json(labels=[1] * len(FEATURE_LABELS))), 422, "labels.0"),
+    Case("clf-one-class", "classifier", FIT, js(fit_json(labels=["billing"] * len(FEATURE_LABELS))), 422,
+         "at least two classes"),
+    Case("clf-labels-length", "classifier", FIT, js(fit_json(labels=FEATURE_LABELS[:-1])), 422,
+         f"{len(FEATURE_LABELS) - 1} labels for {len(FEATURE_LABELS)} rows"),
+    Case("clf-empty-features", "classifier", FIT, js(fit_json(features=[], labels=[])), 422, "non-empty list of rows"),
+    Case("clf-huge-fit", "classifier", FIT,
+         js(fit_json(features=to_json(np.ones((101, DIM), np.float32)), labels=["a", "b"] * 50 + ["a"])), 413,
+         "at most 100 per fit"),
+    Case("clf-fit-nan", "classifier", FIT,
+         raw(json.dumps(fit_json(features=[[float("nan")] * DIM] + to_json(FEATURES[1:]))).encode()), 422,
+         "NaN or infinity in row 0"),
+    Case("clf-fit-wrong-dim", "classifier", FIT,
+         js(fit_json(contract={**CONTRACT.model_dump(), "dim": DIM + 1})), 422, f"dim: expected {DIM + 1}, got {DIM}"),
+    Case("clf-unknown-estimator", "classifier", FIT, js(fit_json(estimator="random_forest")), 422, "random_forest"),
+    Case("clf-unknown-param", "classifier", FIT, js(fit_json(params={"learning_rat": 0.1})), 422,
+         "does not take the parameter(s) learning_rat"),
+    Case("clf-bad-param-value", "classifier", FIT, js(fit_json(params={"C": -1})), 422, "'C'"),
+    Case("clf-label-surrogate", "classifier", FIT, raw(json.dumps(fit_json()).replace('"billing"', '"\\udc00"', 1).encode()),
+         422, "lone surrogate"),
+    Case("clf-source-surrogate", "classifier", FIT, raw(json.dumps(fit_json(source={"note": "\ud800"})).encode()), 422,
+         "lone surrogate"),
+    Case("clf-path-like-name", "classifier", "/v1/models/..%2Fx/fit", js(fit_json()), 404, "Not Found"),
+    Case("clf-bad-name", "classifier", "/v1/models/Bad%20Name/fit", js(fit_json()), 422, "name: String should match pattern"),
+    Case("clf-unknown-model", "classifier", "/v1/models/nobody/predict", js({"features": to_json(FEATURES[:4])}), 404,
+         "No model named 'nobody'"),
+    Case("clf-unknown-version", "classifier", PREDICT + "?version=9", js({"features": to_json(FEATURES[:4])}), 404,
+         "has no version 9"),
+    Case("clf-wrong-dim", "classifier", PREDICT, js({"features": to_json(FEATURES[:4, :4])}), 422, "expected 8, got 4"),
+    Case("clf-ragged-rows", "classifier", PREDICT, js({"features": [[1.0] * DIM, [1.0] * (DIM - 1)]}), 422, "shape"),
+    Case("clf-sequences-for-vectors", "classifier", PREDICT, js({"features": [[[1.0] * DIM]]}), 422, "kind"),
+    Case("clf-none-feature", "classifier", PREDICT, js({"features": [[None] * DIM]}), 422, "values must be JSON numbers"),
+    Case("clf-nan-feature", "classifier", PREDICT, raw(('{"features": [' + NAN_ROW + "]}").encode()), 422,
+         "NaN or infinity in row 0"),
+    Case("clf-inf-feature", "classifier", PREDICT, raw(b'{"features": [[1e400' + b", 1.0" * (DIM - 1) + b"]]}"), 422,
+         "NaN or infinity"),
+    Case("clf-huge-predict", "classifier", PREDICT, js({"features": to_json(np.ones((17, DIM), np.float32))}), 413,
+         "at most 16 per request"),
+    Case("clf-unknown-route", "classifier", "/v1/models/m/explain", js({}), 404, "Not Found"),
+    # -- gateway ---------------------------------------------------------------------------------
+    Case("gw-malformed-json", "gateway", G_PREDICT, raw(b'{"texts": "'), 400, "not valid JSON"),
+    Case("gw-invalid-utf8", "gateway", G_PREDICT, raw(BAD_UTF8), 400, "not valid UTF-8"),
+    Case("gw-text-plain", "gateway", G_PREDICT, raw(b"hello", "text/plain"), 415, "text/plain"),
+    Case("gw-texts-wrong-type", "gateway", G_PREDICT, js({"texts": [["nested"]]}), 422, "texts.0"),
+    Case("gw-empty-list", "gateway", G_PREDICT, js({"texts": []}), 422, "at least 1 item"),
+    Case("gw-huge-list", "gateway", G_PREDICT, js({"texts": ["hi"] * 9}), 413, "GATEWAY_MAX_TEXTS"),
+    Case("gw-empty-string", "gateway", G_PREDICT, js({"texts": [""]}), 422, "texts[0] is empty"),
+    Case("gw-huge-string", "gateway", G_PREDICT, js({"texts": ["x" * 201]}), 413, "201 characters"),
+    Case("gw-lone-surrogate", "gateway", G_PREDICT, raw(b'{"texts": ["\\udfff"]}'), 422, "lone surrogate"),
+    Case("gw-unknown-pipeline", "gateway", "/v1/pipelines/nothing/predict", js({"texts": ["hi"]}), 404,
+         "no pipeline named 'nothing'"),
+    Case("gw-unknown-version", "gateway", G_PREDICT + "?version=9", js({"texts": ["hi"]}), 404, "has no version 9"),
+    Case("gw-path-like-name", "gateway", "/v1/pipelines/..%2Fx/predict", js({"texts": ["hi"]}), 404, "Not Found"),
+    Case("gw-bad-name", "gateway", "/v1/pipelines/Intents/predict", js({"texts": ["hi"]}), 422,
+         "'Intents' is not a valid pipeline name"),
+    Case("gw-labels-length", "gateway", G_TRAIN, js(train_json(labels=LABELS[:-1])), 422, "12 texts but 11 labels"),
+    Case("gw-one-class", "gateway", G_TRAIN, js(train_json(labels=["billing"] * len(TEXTS))), 422, "at least two classes"),
+    Case("gw-unknown-estimator", "gateway", G_TRAIN, js(train_json(estimator="random_forest")), 422, "random_forest"),
+    Case("gw-unknown-param", "gateway", G_TRAIN, js(train_json(params={"learning_rat": 0.1})), 422, "learning_rat"),
+    Case("gw-unknown-feature", "gateway", G_TRAIN, js(train_json(feature="logits")), 422, "unknown feature 'logits'"),
+    Case("gw-path-like-feature", "gateway", G_TRAIN, js(train_json(feature="pipeline:../x")), 422,
+         "'../x' is not a valid pipeline name"),
+    Case("gw-missing-output", "gateway", G_TRAIN, js(train_json(feature="probabilities")), 422, "no probabilities output"),
+    Case("gw-estimator-wrong-type", "gateway", G_TRAIN, js(train_json(estimator=5)), 422, "estimator"),
+    Case("gw-train-huge-string", "gateway", G_TRAIN, js(train_json(texts=TEXTS[:-1] + ["x" * 201])), 413,
+         "201 characters"),
+    Case("gw-too-many-train-texts", "gateway", G_TRAIN, js(train_json(texts=["hi"] * 65, labels=["a"] * 65)), 413,
+         "GATEWAY_MAX_TRAIN_TEXTS"),
+]
+
+GOOD = {
+    "encoder": (ENCODE, {"texts": ["still serving"]}),
+    "classifier": (PREDICT, {"features": to_json(FEATURES[:2])}),
+    "gateway": (G_PREDICT, {"texts": ["still serving"]}),
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def services(tiny_bert, tmp_path_factory):
+    async with world(tiny_bert, tmp_path_factory.mktemp("bad-input") / "models", **LIMITS) as w:
+        assert (await w.classifier.post(FIT, json=fit_json())).status_code == 201
+        trained = await w.gateway.post(G_TRAIN, json=train_json())
+        assert trained.status_code == 201, trained.text
+        yield w
+
+
+def test_the_table_is_broad():
+    assert len(CASES) >= 30 and {c.service for c in CASES} == {"encoder", "classifier", "gateway"}
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+async def test_bad_input_is_a_4xx_problem_and_the_service_keeps_serving(services, case: Case):
+    client = services.client(case.service)
+    response = await client.request(case.method, case.path, **case.request)
+    assert response.status_code == case.status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == case.status
+    assert case.says in problem["detail"], problem["detail"]
+    path, body = GOOD[case.service]
+    assert (await client.post(path, json=body)).status_code == 200

@@ -1,0 +1,188 @@
+"""The model store under crashes and sharing, with real classifier processes on one store:
+
+- two processes: a version fitted through one is served by the other; concurrent fits of one name
+  through both get distinct versions, all complete;
+- SIGKILL during a fit, while the version's files are written, and between its manifest and its
+  rename: every earlier version still loads and predicts the same, the interrupted one is absent
+  or complete, and the leftovers are never served (and are cleaned up at a later start)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from services.codecs import to_json
+from tests.classifier_service.synthetic import classifier_client, features_for, fit_body
+from tests.processes import ServiceProcess
+
+pytestmark = pytest.mark.integration
+
+PROBE = to_json(features_for("embedding", seed=1)[0][:6])
+# Big enough that its save takes a while (an 18 MB skops file), small enough to train in a second.
+BIG_ROWS, BIG_DIM = 300, 64
+BIG_PARAMS = {"hidden_layer_sizes": [1024, 1024], "max_iter": 3}
+
+
+def big_fit_body() -> dict:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(BIG_ROWS, BIG_DIM)).astype(np.float32)
+    labels = ["billing", "refund", "shipping"] * (BIG_ROWS // 3)
+    _, _, contract = features_for("embedding")
+    contract = contract.model_copy(update={"dim": BIG_DIM})
+    return fit_body(features, labels, contract, estimator="mlp", params=BIG_PARAMS)
+
+
+@dataclass
+class Pair:
+    store: Path
+    a: ServiceProcess
+    b: ServiceProcess
+    http: httpx.Client
+
+    def fit(self, service: ServiceProcess, name: str, **fields) -> httpx.Response:
+        features, labels, contract = features_for("embedding")
+        return self.http.post(f"{service.url}/v1/models/{name}/fit", json=fit_body(features, labels, contract, **fields))
+
+    def predictions(self, service: ServiceProcess) -> dict[str, dict]:
+        """Every stored version's answer to the probe (the big model's on its own width)."""
+        out = {}
+        listing = self.http.get(f"{service.url}/v1/models").json()
+        assert listing["skipped"] == [], listing["skipped"]
+        for model in listing["models"]:
+            probe = PROBE if model["latest"]["input_contract"]["dim"] != BIG_DIM else [[0.5] * BIG_DIM] * 2
+            for version in model["versions"]:
+                r = self.http.post(f"{service.url}/v1/models/{model['name']}/predict?version={version}",
+                                   json={"features": probe})
+                assert r.status_code == 200, r.text
+                out[f"{model['name']}/{version}"] = r.json()
+        return out
+
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> Iterator[Pair]:
+    var = tmp_path_factory.mktemp("store-crash")
+    store = var / "models"
+    env = {"CLASSIFIER_STORE": str(store), "CLASSIFIER_TORCH_THREADS": "1"}
+    a = ServiceProcess("classifier_service", env, log=var / "a.log")
+    b = ServiceProcess("classifier_service", env, log=var / "b.log")
+    p = Pair(store, a, b, httpx.Client(timeout=120))
+    try:
+        a.start(wait_ready=False)
+        b.start(wait_ready=False)
+        a.wait_ready()
+        b.wait_ready()
+        yield p
+    finally:
+        p.http.close()
+        for service in (p.a, p.b, a, b):
+            service.stop(kill=True)
+
+
+def test_a_version_fitted_through_one_process_is_served_by_the_other(pair):
+    fitted = pair.fit(pair.a, "shared")
+    assert fitted.status_code == 201 and fitted.json()["version"] == 1
+    through_a = pair.http.post(f"{pair.a.url}/v1/models/shared/predict", json={"features": PROBE}).json()
+    through_b = pair.http.post(f"{pair.b.url}/v1/models/shared/predict", json={"features": PROBE}).json()
+    assert through_b == through_a and through_b["version"] == 1
+
+
+def test_concurrent_fits_of_one_name_through_both_never_corrupt_the_store(pair):
+    estimators = ["logistic_regression", "gaussian_nb", "mlp"]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(pair.fit, service, "race", estimator=e) for service in (pair.a, pair.b) for e in estimators]
+        responses = [f.result() for f in futures]
+    assert [r.status_code for r in responses] == [201] * 6, [r.text for r in responses if r.status_code != 201]
+    versions = sorted(r.json()["version"] for r in responses)
+    assert versions == [1, 2, 3, 4, 5, 6]
+    for service in (pair.a, pair.b):
+        listing = pair.http.get(f"{service.url}/v1/models/race").json()
+        assert [v["version"] for v in listing["versions"]] == versions
+        # each number holds the estimator the fit that got it asked for
+        recorded = {v["version"]: v["estimator"] for v in listing["versions"]}
+        assert recorded == {r.json()["version"]: r.json()["estimator"] for r in responses}
+    assert pair.predictions(pair.a) == pair.predictions(pair.b)
+
+
+def _temp_dirs(folder: Path) -> list[Path]:
+    return list(folder.glob(".tmp-*")) if folder.is_dir() else []
+
+
+def _kill_when(pair: Pair, victim: ServiceProcess, moment: str) -> None:
+    """Sends a big fit to ``victim`` and SIGKILLs it at ``moment``: ``training`` (before anything is
+    written), ``writing`` (its temporary version directory exists), ``renaming`` (its manifest is written)."""
+    folder = pair.store / "big"
+    before = set(_temp_dirs(folder))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(pair.http.post, f"{victim.url}/v1/models/big/fit", json=big_fit_body())
+        deadline = time.monotonic() + 60
+        if moment == "training":
+            time.sleep(0.4)
+        while moment != "training" and time.monotonic() < deadline and not pending.done():
+            fresh = [t for t in _temp_dirs(folder) if t not in before]
+            if fresh and (moment == "writing" or (fresh[0] / "manifest.json").exists()):
+                break
+            time.sleep(0.0005)
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        try:
+            outcome = pending.result().status_code
+        except httpx.TransportError:
+            outcome = None  # killed before it answered
+    print(f"killed during {moment}: fit answered {outcome}; big versions on disk: "
+          f"{sorted(p.name for p in folder.iterdir() if not p.name.startswith('.')) if folder.is_dir() else []}")
+
+
+async def _restarted(store: Path, **settings) -> dict[str, dict]:
+    """What a classifier started on ``store`` now serves: every version's answer to the probe. (It
+    loads the store exactly as a process start does, in process to save a start-up per kill.)"""
+    out = {}
+    async with classifier_client(store, **settings) as client:
+        listing = (await client.get("/v1/models")).json()
+        assert listing["skipped"] == [], listing["skipped"]
+        for model in listing["models"]:
+            probe = PROBE if model["latest"]["input_contract"]["dim"] != BIG_DIM else [[0.5] * BIG_DIM] * 2
+            for version in model["versions"]:
+                r = await client.post(f"/v1/models/{model['name']}/predict?version={version}", json={"features": probe})
+                assert r.status_code == 200, r.text
+                out[f"{model['name']}/{version}"] = r.json()
+    return out
+
+
+def _without_big(predictions: dict[str, dict]) -> dict[str, dict]:
+    return {k: v for k, v in predictions.items() if not k.startswith("big/")}
+
+
+def test_a_classifier_killed_during_a_fit_or_a_save_loses_nothing(pair, tmp_path):
+    assert pair.fit(pair.a, "keep").status_code == 201
+    assert pair.fit(pair.a, "keep", estimator="gaussian_nb").status_code == 201
+    before = pair.predictions(pair.b)
+    # A third process to kill last, started now so that its start overlaps the first rounds.
+    spare = ServiceProcess("classifier_service", pair.a.env, log=tmp_path / "spare.log").start(wait_ready=False)
+    try:
+        for victim, moment, survivor in ((pair.a, "training", pair.b), (pair.b, "writing", spare),
+                                         (spare, "renaming", None)):
+            victim.wait_ready()
+            _kill_when(pair, victim, moment)
+            # A process sharing the store, and one started after the kill, both serve every earlier
+            # version as before; the interrupted one is absent or complete (whatever version of "big"
+            # is listed loads and predicts); no temporary directory is ever listed or served.
+            restarted = asyncio.run(_restarted(pair.store))
+            assert _without_big(restarted) == before
+            if survivor is not None:
+                survivor.wait_ready()
+                assert pair.predictions(survivor) == restarted
+    finally:
+        spare.stop(kill=True)
+    # A later start clears what the kills left behind; nothing else changes.
+    assert asyncio.run(_restarted(pair.store, stale_temp_seconds=0)) == restarted
+    assert _temp_dirs(pair.store / "big") == []
