@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Validators for docker-compose.yml and the Kubernetes manifests live in their own environment:
 # docker-compose 1.29 needs PyYAML 5, which only builds with Cython < 3 and no build isolation.
 TOOLS := .tools
-TOOLS_STAMP := $(TOOLS)/.installed
+TOOLS_STAMP := $(TOOLS)/.installed-k8s
 
 .PHONY: run test tools bench clean
 
@@ -21,7 +21,10 @@ $(TOOLS_STAMP):
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet "cython<3" wheel "setuptools<70"
 	$(TOOLS)/bin/pip install --quiet --no-build-isolation pyyaml==5.4.1
-	$(TOOLS)/bin/pip install --quiet docker-compose==1.29.2 kubernetes-validate==1.33.1
+	$(TOOLS)/bin/pip install --quiet docker-compose==1.29.2
+	# kubernetes-validate needs jsonschema 4, docker-compose 1.29 jsonschema 3: it gets a venv of its own.
+	test -x $(TOOLS)/k8s/bin/python || $(PYTHON) -m venv $(TOOLS)/k8s
+	$(TOOLS)/k8s/bin/pip install --quiet kubernetes-validate==1.33.1
 	touch $(TOOLS_STAMP)
 
 tools: $(TOOLS_STAMP)

@@ -7,11 +7,14 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from classifier_service.oip_routes import router as oip_router
 from classifier_service.routes import router
 from classifier_service.runtime import ClassifierRuntime
 from classifier_service.settings import ClassifierSettings
 from services.admission import install_admission
 from services.auth import internal_credentials
+from services.metrics import install_metrics
+from services.protocols import ProtocolErrorMiddleware, oip_error
 from services.web import install_problem_handlers
 
 
@@ -40,4 +43,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_admission(app, settings, credentials=internal_credentials(settings))
     app.include_router(router)
+    app.include_router(oip_router)
+    app.add_middleware(ProtocolErrorMiddleware, members={"/v2": oip_error})
+    install_metrics(app, "classifier")
     return app

@@ -8,6 +8,7 @@ import anyio
 from fastapi import APIRouter, Path, Request, Response
 
 from classifier_service.deps import BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionQuery
+from classifier_service.examples import FIT_BODY, PREDICT_BODY
 from classifier_service.runtime import ClassifierRuntime, LoadedVersion
 from classifier_service.schemas import (
     ModelDetail,
@@ -71,7 +72,7 @@ async def delete_model(name: ModelName, runtime: Runtime) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/v1/models/{name}/fit", status_code=201, tags=["models"])
+@router.post("/v1/models/{name}/fit", status_code=201, tags=["models"], openapi_extra=FIT_BODY)
 async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Response) -> VersionRecord:
     """Fits a new version. Body: JSON ``{"features", "labels", "contract", "estimator", "params",
     "source"}``, or a binary tensor frame holding the features with the other fields in its ``meta``."""
@@ -80,7 +81,7 @@ async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Respon
     return record
 
 
-@router.post("/v1/models/{name}/predict", tags=["models"], response_model=PredictResponse)
+@router.post("/v1/models/{name}/predict", tags=["models"], response_model=PredictResponse, openapi_extra=PREDICT_BODY)
 async def predict(name: ModelName, body: PredictBody, runtime: Runtime, binary: BinaryResponse, version: VersionQuery = None) -> Response:
     """Label and class probabilities per row. ``Accept: application/vnd.seam.tensor`` answers with a
     dense frame of probabilities in ``classes`` order instead of JSON."""

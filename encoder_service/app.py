@@ -10,9 +10,14 @@ import anyio
 from fastapi import FastAPI
 
 from encoder_service.batching import Batcher
+from encoder_service.metrics import EncoderMetrics
+from encoder_service.oip_routes import router as oip_router
+from encoder_service.openai_routes import router as openai_router
 from encoder_service.routes import router
 from encoder_service.runtime import EncoderRuntime
 from encoder_service.settings import EncoderSettings
+from services.metrics import install_metrics
+from services.protocols import ProtocolErrorMiddleware, oip_error, openai_error
 from services.admission import install_admission
 from services.auth import internal_credentials
 from services.web import install_problem_handlers
@@ -36,6 +41,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
         app.state.runtime = EncoderRuntime(settings)
         app.state.load_error = None
         app.state.batcher = Batcher(app.state.runtime, settings)
+        app.state.batcher.on_batch = app.state.encoder_metrics.observe_batch
         app.state.batcher.start()
         # Load in the background: /healthz answers at once, /readyz turns 200 when the model is warm.
         app.state.loading = asyncio.create_task(_load(app))
@@ -55,4 +61,8 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_admission(app, settings, credentials=internal_credentials(settings))
     app.include_router(router)
+    app.include_router(oip_router)
+    app.include_router(openai_router)
+    app.add_middleware(ProtocolErrorMiddleware, members={"/v2": oip_error, "/v1/embeddings": openai_error, "/v1/models": openai_error})
+    app.state.encoder_metrics = EncoderMetrics(install_metrics(app, "encoder"), app)
     return app

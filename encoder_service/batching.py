@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder-forward")
         self._task: asyncio.Task | None = None
         self.batches_run = 0
+        self.on_batch: Callable[[list[TokenizedText]], None] | None = None  # told each batch run (metrics)
 
     @property
     def depth(self) -> int:
@@ -114,6 +116,8 @@ class Batcher:
                             job.future.set_exception(exc)
                     continue
                 self.batches_run += 1
+                if self.on_batch is not None:
+                    self.on_batch([job.item for job in batch])
                 for job, result in zip(batch, results):
                     if not job.future.done():
                         job.future.set_result(result[job.output])

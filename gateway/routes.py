@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from gateway.runtime import GatewayRuntime
@@ -18,6 +18,11 @@ def get_runtime(request: Request) -> GatewayRuntime:
 
 
 Runtime = Annotated[GatewayRuntime, Depends(get_runtime)]
+# Examples in /docs that work when pasted after `make run` (which trains support-intents).
+PipelineName = Annotated[str, Path(description="Pipeline name.", openapi_examples={
+    "demo": {"summary": "the demo pipeline `make run` trains", "value": "support-intents"}})]
+NewPipelineName = Annotated[str, Path(description="Pipeline name; a new one, or a new version of an existing one.",
+                                      openapi_examples={"new": {"summary": "a pipeline of your own", "value": "my-intents"}})]
 
 
 @router.get("/healthz", tags=["health"])
@@ -33,7 +38,7 @@ async def readyz(runtime: Runtime) -> dict[str, Any]:
 
 
 @router.post("/v1/pipelines/{name}/train", status_code=201, response_model=TrainResponse, tags=["pipelines"])
-async def train(name: str, body: TrainRequest, runtime: Runtime) -> JSONResponse:
+async def train(name: NewPipelineName, body: TrainRequest, runtime: Runtime) -> JSONResponse:
     """Encode the texts with the requested feature and fit a new version of the pipeline's model."""
     result = await runtime.train(name, body.texts, body.labels, body.estimator, body.feature, body.params)
     return JSONResponse(result, status_code=201)
@@ -41,7 +46,7 @@ async def train(name: str, body: TrainRequest, runtime: Runtime) -> JSONResponse
 
 @router.post("/v1/pipelines/{name}/predict", response_model=PredictResponse, tags=["pipelines"])
 async def predict(
-    name: str,
+    name: PipelineName,
     body: PredictRequest,
     runtime: Runtime,
     version: Annotated[int | None, Query(gt=0, description="A fixed version; default: the latest.")] = None,
@@ -57,6 +62,6 @@ async def list_pipelines(runtime: Runtime) -> JSONResponse:
 
 
 @router.get("/v1/pipelines/{name}", response_model=PipelineReport, tags=["pipelines"])
-async def get_pipeline(name: str, runtime: Runtime) -> JSONResponse:
+async def get_pipeline(name: PipelineName, runtime: Runtime) -> JSONResponse:
     """The pipeline's chain (each link's source, producer and consumer) and its compatibility report."""
     return JSONResponse(await runtime.pipeline_report(name))

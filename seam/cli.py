@@ -5,15 +5,18 @@
     seam predict NAME "text" ["text" ...]
     seam check NAME
 
-Errors print the service's problem+json detail, not a traceback.
+``--gateway`` (env SEAM_GATEWAY) picks the gateway, ``--api-key`` (env SEAM_API_KEY) is sent as a bearer
+token. Errors print the service's problem+json detail, not a traceback; the exit code is 2 (3 when
+``seam check`` finds the pipeline incompatible).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import concurrent.futures
 import json
 import os
+import signal
 import sys
 import time
 from importlib import resources
@@ -22,7 +25,10 @@ from typing import Any
 
 import httpx
 
+from seam.upload import CHUNK_ROWS, CSVProblem, ProgressBar, TrainingFile
+
 DEFAULT_GATEWAY = os.environ.get("SEAM_GATEWAY", "http://127.0.0.1:8000")
+DEFAULT_TRAIN_TIMEOUT_S = 3600.0
 DEMO_PIPELINE = "support-intents"
 MISMATCH_DEMO = "legacy-bert-base"
 
@@ -35,47 +41,46 @@ def sample_data() -> Path:
     return Path(str(resources.files("seam") / "data" / "support_intents.csv"))
 
 
-def read_csv(path: Path, text_column: str, label_column: str, *, chunk: int = 500, progress: bool = True) -> tuple[list[str], list[str]]:
-    """Read the file in chunks of rows, with a progress line on stderr for big files."""
-    texts: list[str] = []
-    labels: list[str] = []
-    size = max(path.stat().st_size, 1)
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {text_column, label_column} - set(reader.fieldnames or ())
-        if missing:
-            raise CLIError(f"{path} has no column(s) {sorted(missing)}; it has {reader.fieldnames}")
-        for row in reader:
-            texts.append(row[text_column])
-            labels.append(row[label_column])
-            if progress and len(texts) % chunk == 0:
-                _progress("reading", fh.tell() / size)
-    if progress:
-        _progress("reading", 1.0, done=True)
-    return texts, labels
-
-
-def _progress(what: str, fraction: float, *, done: bool = False) -> None:
-    width = 30
-    filled = int(width * min(fraction, 1.0))
-    sys.stderr.write(f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {fraction:6.1%}" + ("\n" if done else ""))
-    sys.stderr.flush()
-
-
-def _call(method: str, url: str, **kwargs: Any) -> Any:
+def read_csv(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
+    """All rows at once (the small sample data); ``seam train`` streams instead."""
     try:
-        r = httpx.request(method, url, timeout=kwargs.pop("timeout", 300), **kwargs)
+        rows = list(TrainingFile(path, text_column, label_column).rows())
+    except CSVProblem as exc:
+        raise CLIError(str(exc)) from exc
+    return [text for text, _ in rows], [label for _, label in rows]
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _call(method: str, url: str, *, api_key: str | None = None, **kwargs: Any) -> Any:
+    try:
+        r = httpx.request(method, url, timeout=kwargs.pop("timeout", 300), headers=_headers(api_key), **kwargs)
     except httpx.TransportError as exc:
         raise CLIError(f"cannot reach {url}: {exc}. Is the stack running (`make run`)?") from exc
+    return _answer(r, url)
+
+
+def _answer(r: httpx.Response, url: str, *, training: TrainingFile | None = None) -> Any:
+    """The JSON body of a success; a CLIError carrying the problem's detail otherwise."""
     if r.status_code >= 400:
         try:
             problem = r.json()
         except ValueError:
             raise CLIError(f"{r.status_code} from {url}: {r.text[:500]}") from None
+        if not isinstance(problem, dict):
+            raise CLIError(f"{r.status_code} from {url}: {r.text[:500]}")
         lines = [f"{problem.get('status', r.status_code)} {problem.get('title', '')}: {problem.get('detail', '')}"]
-        lines += [format_mismatch(m) for m in problem.get("mismatches", [])]
+        index = problem.get("index")
+        if training is not None and isinstance(index, int) and training.line_of(index) is not None:
+            lines.append(f"  (row {index} is line {training.line_of(index)} of {training.path})")
+        lines += [format_mismatch(m) for m in problem.get("mismatches", []) if isinstance(m, dict)]
         raise CLIError("\n".join(lines))
-    return r.json() if r.content else None
+    try:
+        return r.json() if r.content else None
+    except ValueError:
+        raise CLIError(f"{url} answered {r.status_code} with a body that is not JSON: {r.text[:200]}") from None
 
 
 def format_mismatch(m: dict[str, Any]) -> str:
@@ -88,36 +93,85 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def train(gateway: str, name: str, texts: list[str], labels: list[str], estimator: str | None, feature: str) -> dict:
+def train(gateway: str, name: str, texts: list[str], labels: list[str], estimator: str | None, feature: str,
+          api_key: str | None = None) -> dict:
     body: dict[str, Any] = {"texts": texts, "labels": labels, "feature": feature}
     if estimator:
         body["estimator"] = estimator
     sys.stderr.write(f"training {name} on {len(texts)} texts ({feature}, {estimator or 'default estimator'})...\n")
-    return _call("POST", f"{gateway}/v1/pipelines/{name}/train", json=body)
+    return _call("POST", f"{gateway}/v1/pipelines/{name}/train", json=body, api_key=api_key)
+
+
+def train_file(gateway: str, name: str, path: Path, *, text_column: str, label_column: str, estimator: str | None,
+               feature: str, api_key: str | None = None, timeout_s: float = DEFAULT_TRAIN_TIMEOUT_S,
+               chunk_rows: int = CHUNK_ROWS) -> dict:
+    """Streams the CSV to the gateway in chunks of rows, drawing a progress bar on stderr meanwhile."""
+    try:
+        training = TrainingFile(path, text_column, label_column, chunk_rows=chunk_rows)
+    except CSVProblem as exc:
+        raise CLIError(str(exc)) from exc
+    fields: dict[str, Any] = {"feature": feature, **({"estimator": estimator} if estimator else {})}
+    url = f"{gateway}/v1/pipelines/{name}/train"
+    headers = {"Content-Type": "application/json", **_headers(api_key)}
+    timeout = httpx.Timeout(timeout_s, connect=10.0)
+    label = f"training {name} ({feature}, {estimator or 'default estimator'}) from {path.name}"
+
+    def send() -> httpx.Response:
+        with httpx.Client(timeout=timeout) as client:
+            return client.post(url, content=training.body(fields), headers=headers)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, ProgressBar(label, training.counter, training.size):
+        sending = pool.submit(send)
+        try:
+            response = sending.result()
+        except CSVProblem as exc:
+            raise CLIError(str(exc)) from exc
+        except httpx.TransportError as exc:
+            raise CLIError(f"cannot reach {url}: {exc}. Is the stack running (`make run`)?") from exc
+    return _answer(response, url, training=training)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
 def print_report(report: dict[str, Any]) -> None:
-    print(f"pipeline {report.get('name')}: {'compatible' if report.get('compatible') else 'INCOMPATIBLE'}")
-    for link in report.get("chain", []):
-        print(f"  link: {json.dumps(link)}")
+    """The chain, one link a row from the encoder-fed one, then every mismatch with both sides."""
+    verdict = "compatible" if report.get("compatible") else "INCOMPATIBLE"
+    print(f"pipeline {report.get('name')} v{report.get('version')} ({report.get('estimator')}): {verdict}")
+    print(f"classes: {', '.join(report.get('classes') or [])}")
+    print()
+    links = []
+    for i, link in enumerate(report.get("chain", []), 1):
+        consumer = link.get("consumer") or {}
+        links.append([str(i), str(link.get("producer") or "?"),
+                      f"{consumer.get('model')} v{consumer.get('version')} ({consumer.get('estimator')})",
+                      "yes" if link.get("compatible") else "NO"])
+    for row in _table(["link", "producer", "consumer", "fits"], links):
+        print(f"  {row}")
     mismatches = report.get("mismatches", [])
     if mismatches:
-        print(f"  {'field':<22} {'expected':<30} {'actual':<30}")
-        for m in mismatches:
-            print(f"  {m.get('field', ''):<22} {_short(m.get('expected')):<30} {_short(m.get('actual')):<30}")
-            print(f"      {m.get('message')}; producer: {m.get('producer')}; consumer: {m.get('consumer')}")
+        print()
+        rows = [[str(m.get("field", "")), _short(m.get("expected")), _short(m.get("actual")), str(m.get("message", ""))]
+                for m in mismatches]
+        for row in _table(["field", "expected", "actual", "why"], rows):
+            print(f"  {row}")
 
 
 # -- seam up ----------------------------------------------------------------------------------
 
-def seed_demo(gateway: str, classifier: str) -> None:
+def seed_demo(gateway: str, classifier: str, api_key: str | None = None) -> None:
     """The demo pipeline, trained once from the sample data, and a model that cannot fit MiniLM."""
-    existing = httpx.get(f"{gateway}/v1/pipelines/{DEMO_PIPELINE}", timeout=30)
+    existing = httpx.get(f"{gateway}/v1/pipelines/{DEMO_PIPELINE}", timeout=30, headers=_headers(api_key))
     if existing.status_code == 404:
-        texts, labels = read_csv(sample_data(), "text", "label", progress=False)
-        result = train(gateway, DEMO_PIPELINE, texts, labels, "logistic_regression", "embedding")
+        texts, labels = read_csv(sample_data(), "text", "label")
+        result = train(gateway, DEMO_PIPELINE, texts, labels, "logistic_regression", "embedding", api_key=api_key)
         print(f"trained {DEMO_PIPELINE} v{result['version']}: {json.dumps(result.get('metrics'))}")
-    if httpx.get(f"{classifier}/v1/models/{MISMATCH_DEMO}", timeout=30).status_code == 404:
+    # The classifier is internal: the demo model goes to it directly, with its token when one is set.
+    internal = {"X-Seam-Internal-Token": os.environ["CLASSIFIER_INTERNAL_TOKEN"]} if os.environ.get("CLASSIFIER_INTERNAL_TOKEN") else {}
+    if httpx.get(f"{classifier}/v1/models/{MISMATCH_DEMO}", timeout=30, headers=internal).status_code == 404:
         # A classifier fitted on another encoder (768-wide bert-base vectors): serving it with MiniLM must be refused.
         import random
 
@@ -126,20 +180,29 @@ def seed_demo(gateway: str, classifier: str) -> None:
                     "space": {"model_id": "bert-base-uncased", "weights_sha256": "0" * 64, "pooling": "cls",
                               "normalized": False, "max_tokens": 512, "fingerprint": []}}
         features = [[rng.gauss(0, 1) for _ in range(768)] for _ in range(8)]
-        _call("POST", f"{classifier}/v1/models/{MISMATCH_DEMO}/fit", json={
+        r = httpx.post(f"{classifier}/v1/models/{MISMATCH_DEMO}/fit", headers=internal, timeout=60, json={
             "features": features, "labels": ["billing", "shipping"] * 4, "contract": contract,
             "estimator": "logistic_regression", "source": {"type": "encoder", "output": "embedding"}})
+        _answer(r, f"{classifier}/v1/models/{MISMATCH_DEMO}/fit")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def up(args: argparse.Namespace) -> int:
-    from seam.stack import Stack
+    from seam.stack import SERVICES, Stack
 
     stack = Stack(var=Path(args.var))
-    print("starting encoder (:8001), classifier (:8002) and gateway (:8000); logs in", Path(args.var) / "log")
+    ports = {prefix: os.environ.get(f"{prefix}PORT", str(port)) for _, prefix, port in SERVICES}
+    print(f"starting encoder (:{ports['ENCODER_']}), classifier (:{ports['CLASSIFIER_']}) and gateway "
+          f"(:{ports['GATEWAY_']}); logs in {Path(args.var) / 'log'}", flush=True)
+    # `kill`, `docker stop` or a supervisor stop it like Ctrl-C does: the services go down with it.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
         gateway, classifier = stack.url("gateway"), stack.url("classifier_service")
-        seed_demo(gateway, classifier)
+        seed_demo(gateway, classifier, args.api_key)
         print(f"""
 seam is up. Try:
 
@@ -170,46 +233,62 @@ Ctrl-C stops all three.""", flush=True)
 # -- the rest ---------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
-    texts, labels = read_csv(Path(args.file), args.text_column, args.label_column)
-    result = train(args.gateway, args.name, texts, labels, args.estimator, args.feature)
-    print(json.dumps({k: result.get(k) for k in ("name", "version", "classes", "metrics")}, indent=2))
+    result = train_file(
+        args.gateway, args.name, Path(args.file), text_column=args.text_column, label_column=args.label_column,
+        estimator=args.estimator, feature=args.feature, api_key=args.api_key, timeout_s=args.timeout,
+        chunk_rows=args.chunk_rows,
+    )
+    print(json.dumps({k: result.get(k) for k in ("name", "version", "classes", "metrics", "truncated_texts")}, indent=2))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    result = _call("POST", f"{args.gateway}/v1/pipelines/{args.name}/predict", json={"texts": args.texts})
+    result = _call("POST", f"{args.gateway}/v1/pipelines/{args.name}/predict", json={"texts": args.texts},
+                   api_key=args.api_key)
+    rows = []
     for text, p in zip(args.texts, result["predictions"]):
         best = max(p["probabilities"].values())
-        print(f"{p['label']:<16} {best:6.3f}  {text}")
+        rows.append([p["label"], f"{best:.3f}", text + ("  (truncated to the model window)" if p.get("truncated") else "")])
+    print(f"pipeline {result['name']} v{result['version']}")
+    for row in _table(["label", "p", "text"], rows):
+        print(row)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    report = _call("GET", f"{args.gateway}/v1/pipelines/{args.name}")
+    report = _call("GET", f"{args.gateway}/v1/pipelines/{args.name}", api_key=args.api_key)
     print_report(report)
     return 0 if report.get("compatible") else 3
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --gateway and --api-key work before or after the command (`seam --gateway URL check x`, `seam check x --gateway URL`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--gateway", default=argparse.SUPPRESS, help="gateway URL (env SEAM_GATEWAY)")
+    common.add_argument("--api-key", default=argparse.SUPPRESS, help="the gateway's API key (env SEAM_API_KEY)")
     parser = argparse.ArgumentParser(prog="seam", description="Serve a pre-trained encoder and the models fed by it.")
     parser.add_argument("--gateway", default=DEFAULT_GATEWAY, help="gateway URL (env SEAM_GATEWAY)")
+    parser.add_argument("--api-key", default=os.environ.get("SEAM_API_KEY"), help="the gateway's API key (env SEAM_API_KEY)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("up", help="start encoder, classifier and gateway on 127.0.0.1 with a demo pipeline")
+    add = lambda name, **kw: sub.add_parser(name, parents=[common], **kw)  # noqa: E731
+    p = add("up", help="start encoder, classifier and gateway on 127.0.0.1 with a demo pipeline")
     p.add_argument("--var", default="var", help="folder for the model store and logs")
     p.set_defaults(func=up)
-    p = sub.add_parser("train", help="train a pipeline from a CSV file")
+    p = add("train", help="train a pipeline from a CSV file (streamed in chunks, with a progress bar)")
     p.add_argument("name")
     p.add_argument("file")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--estimator", default=None)
     p.add_argument("--feature", default="embedding", help="embedding | tokens | probabilities | pipeline:<name>")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TRAIN_TIMEOUT_S, help="seconds to wait for the fit")
+    p.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, help="rows read and sent per chunk")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("predict", help="predict labels for texts")
+    p = add("predict", help="predict labels for texts")
     p.add_argument("name")
     p.add_argument("texts", nargs="+")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("check", help="print a pipeline's compatibility report")
+    p = add("check", help="print a pipeline's compatibility report as a table")
     p.add_argument("name")
     p.set_defaults(func=cmd_check)
     return parser
@@ -217,11 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.gateway = args.gateway.rstrip("/")
     try:
         return args.func(args)
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,198 @@
+"""The Open Inference Protocol (KServe v2) on the encoder: one model per output, for tritonclient & co.
+
+=================  =========================  ===============================================
+model              inputs                     outputs
+=================  =========================  ===============================================
+``embedding``      ``TEXT`` BYTES [-1]        ``EMBEDDING`` FP32 [-1, dim], ``TRUNCATED`` BOOL [-1]
+``tokens``         ``TEXT`` BYTES [-1]        ``TOKENS`` FP32 [-1, -1, dim] (zero-padded),
+                                              ``LENGTHS`` INT32 [-1], ``TRUNCATED`` BOOL [-1]
+``probabilities``  ``TEXT`` BYTES [-1]        ``PROBABILITIES`` FP32 [-1, labels], ``LABEL`` BYTES [-1],
+                                              ``TRUNCATED`` BOOL [-1]  (only for a model with a head)
+=================  =========================  ===============================================
+
+Each model has one version, ``1``. The metadata's ``parameters`` carry the output's seam contract
+(``contract``, ``contract_id``). Texts go through the same batcher as ``/v1/encode``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+
+from encoder_service.batching import Batcher
+from encoder_service.routes import BatcherDep, Runtime, Settings, check_limits
+from encoder_service.runtime import EncoderRuntime, Output
+from encoder_service.settings import EncoderSettings
+from services import oip
+from services.errors import InvalidInput, MalformedRequest, ModelNotFound, NotReady
+from services.protocols import inference_response, input_tensor, read_inference, request_body, requested
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+VERSION = "1"
+PLATFORM = "seam-encoder"
+TEXT = "TEXT"
+# Output names of each model, in the order a response lists them.
+OUTPUT_NAMES = {
+    "embedding": ("EMBEDDING", "TRUNCATED"),
+    "tokens": ("TOKENS", "LENGTHS", "TRUNCATED"),
+    "probabilities": ("PROBABILITIES", "LABEL", "TRUNCATED"),
+}
+
+ModelName = Annotated[str, Path(description="embedding | tokens | probabilities",
+                                openapi_examples={"embedding": {"value": "embedding"}})]
+ModelVersion = Annotated[str, Path(description="Always 1.", openapi_examples={"1": {"value": "1"}})]
+
+INFER_EXAMPLES = {
+    "json": {
+        "summary": "two texts, JSON in and out",
+        "value": {"inputs": [{"name": "TEXT", "shape": [2], "datatype": "BYTES",
+                              "data": ["Where is my parcel?", "I was charged twice."]}],
+                  "outputs": [{"name": "EMBEDDING"}]},
+    },
+}
+INFER_BODY = request_body(oip.InferenceRequest, INFER_EXAMPLES, binary=True)
+
+
+def _model(runtime: EncoderRuntime, name: str, version: str | None) -> Output:
+    if name not in runtime.outputs:
+        why = f" ({runtime.model_id} has no sequence-classification head)" if name == "probabilities" else ""
+        raise ModelNotFound(f"no model {name!r}{why}; this encoder serves {sorted(runtime.outputs)}", name=name)
+    if version not in (None, VERSION):
+        raise ModelNotFound(f"model {name!r} has only version {VERSION}, not {version!r}", name=name, version=version)
+    return runtime.outputs[name]
+
+
+def _metadata(runtime: EncoderRuntime, name: str, output: Output) -> oip.ModelMetadata:
+    dim = output.contract.dim
+    shapes = {
+        "EMBEDDING": ("FP32", [-1, dim]),
+        "TOKENS": ("FP32", [-1, -1, dim]),
+        "LENGTHS": ("INT32", [-1]),
+        "PROBABILITIES": ("FP32", [-1, dim]),
+        "LABEL": ("BYTES", [-1]),
+        "TRUNCATED": ("BOOL", [-1]),
+    }
+    return oip.ModelMetadata(
+        name=name,
+        versions=[VERSION],
+        platform=PLATFORM,
+        inputs=[oip.TensorMetadata(name=TEXT, datatype="BYTES", shape=[-1])],
+        outputs=[oip.TensorMetadata(name=n, datatype=shapes[n][0], shape=shapes[n][1]) for n in OUTPUT_NAMES[name]],
+        parameters={"encoder_model": runtime.model_id, "contract_id": output.id,
+                    "contract": output.contract.model_dump(mode="json")},
+    )
+
+
+def _texts(decoded: oip.DecodedRequest) -> list[str]:
+    array = decoded.tensors.get(TEXT)
+    if array is not None and array.ndim == 2 and array.shape[1] == 1:
+        array = array.reshape(-1)  # [n, 1], as Triton batch examples often send it
+        decoded.tensors[TEXT] = array
+    array = input_tensor(decoded, TEXT, ("BYTES",), 1)
+    if len(array) == 0:
+        raise InvalidInput("TEXT holds no texts; send at least one")
+    try:
+        return [item.decode("utf-8") for item in array.tolist()]
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest(f"TEXT elements must be UTF-8 text: {exc}") from exc
+
+
+@router.get("", response_model=oip.ServerMetadata)
+async def server_metadata() -> oip.ServerMetadata:
+    return oip.ServerMetadata(name="seam-encoder", version="0.1.0")
+
+
+@router.get("/health/live")
+async def live() -> dict[str, bool]:
+    """The process is alive."""
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def ready(runtime: Runtime) -> dict[str, bool]:
+    """200 once the model is loaded and warm; 503 before (the ``Runtime`` dependency says which)."""
+    return {"ready": runtime.ready}
+
+
+@router.get("/models/{name}", response_model=oip.ModelMetadata, response_model_exclude_none=True)
+async def model_metadata(name: ModelName, runtime: Runtime) -> oip.ModelMetadata:
+    """Inputs and outputs with their datatypes and shapes; ``parameters.contract`` is the seam contract."""
+    return _metadata(runtime, name, _model(runtime, name, None))
+
+
+@router.get("/models/{name}/versions/{version}", response_model=oip.ModelMetadata, response_model_exclude_none=True)
+async def version_metadata(name: ModelName, version: ModelVersion, runtime: Runtime) -> oip.ModelMetadata:
+    return _metadata(runtime, name, _model(runtime, name, version))
+
+
+def _ready(request: Request, name: str, version: str | None) -> oip.ModelReadiness:
+    runtime: EncoderRuntime = request.app.state.runtime
+    if not runtime.ready:
+        raise NotReady("the model is still loading; retry shortly", headers={"Retry-After": "2"})
+    _model(runtime, name, version)
+    return oip.ModelReadiness(name=name, ready=True)
+
+
+@router.get("/models/{name}/ready", response_model=oip.ModelReadiness)
+async def model_ready(name: ModelName, request: Request) -> oip.ModelReadiness:
+    """200 when the model can infer, 503 while loading, 404 for a model this encoder does not serve."""
+    return _ready(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", response_model=oip.ModelReadiness)
+async def version_ready(name: ModelName, version: ModelVersion, request: Request) -> oip.ModelReadiness:
+    return _ready(request, name, version)
+
+
+@router.post("/models/{name}/infer", response_model=oip.InferenceResponse, response_model_exclude_none=True,
+             openapi_extra=INFER_BODY)
+async def infer(name: ModelName, request: Request, runtime: Runtime, batcher: BatcherDep, settings: Settings) -> Response:
+    """Encode ``TEXT``. JSON, or binary tensors after the JSON (``Inference-Header-Content-Length``)."""
+    return await _infer(name, None, request, runtime, batcher, settings)
+
+
+@router.post("/models/{name}/versions/{version}/infer", response_model=oip.InferenceResponse,
+             response_model_exclude_none=True, openapi_extra=INFER_BODY)
+async def version_infer(
+    name: ModelName, version: ModelVersion, request: Request, runtime: Runtime, batcher: BatcherDep, settings: Settings
+) -> Response:
+    return await _infer(name, version, request, runtime, batcher, settings)
+
+
+async def _infer(
+    name: str, version: str | None, request: Request, runtime: EncoderRuntime, batcher: Batcher, settings: EncoderSettings
+) -> Response:
+    output = _model(runtime, name, version)
+    decoded = await read_inference(request)
+    texts = _texts(decoded)
+    wanted = requested(decoded, list(OUTPUT_NAMES[name]))
+    check_limits(texts, settings)
+    items = await anyio.to_thread.run_sync(runtime.tokenize, texts)
+    vectors = await batcher.submit(items, name)
+    tensors = await anyio.to_thread.run_sync(_tensors, name, output, vectors, [item.truncated for item in items])
+    outputs = [(tensors[n], binary) for n, binary in wanted]
+    return await inference_response(name, VERSION, decoded, outputs, headers={"X-Seam-Contract": output.id})
+
+
+def _tensors(name: str, output: Output, vectors: list[np.ndarray], truncated: list[bool]) -> dict[str, oip.OutputTensor]:
+    dim = output.contract.dim
+    found = {"TRUNCATED": oip.OutputTensor("TRUNCATED", "BOOL", np.array(truncated, dtype=bool))}
+    if name == "tokens":
+        values, lengths = oip.padded(vectors, dim)
+        found["TOKENS"] = oip.OutputTensor("TOKENS", "FP32", values)
+        found["LENGTHS"] = oip.OutputTensor("LENGTHS", "INT32", lengths)
+        return found
+    stacked = np.stack(vectors).astype(np.float32, copy=False)
+    if name == "probabilities":
+        labels = output.contract.labels or []
+        found["PROBABILITIES"] = oip.OutputTensor("PROBABILITIES", "FP32", stacked)
+        found["LABEL"] = oip.OutputTensor("LABEL", "BYTES", np.array([labels[i].encode() for i in stacked.argmax(axis=1)], dtype=object))
+    else:
+        found["EMBEDDING"] = oip.OutputTensor("EMBEDDING", "FP32", stacked)
+    return found
+
