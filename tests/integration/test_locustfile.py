@@ -6,7 +6,10 @@ import csv
 import subprocess
 import sys
 
+import httpx
 import pytest
+
+from bench.workload import training_data
 
 from seam.stack import Stack
 from tests.processes import ROOT, free_port
@@ -19,9 +22,14 @@ def test_locustfile_trains_once_and_predicts_without_failures(tiny_bert, tmp_pat
     stack = Stack(var=tmp_path, env={"ENCODER_MODEL": str(tiny_bert), **{k: str(v) for k, v in ports.items()}})
     try:
         stack.start()
+        # Trained up front so a slow machine spends the short run predicting, not fitting.
+        texts, labels = training_data()
+        trained = httpx.post(stack.url("gateway") + "/v1/pipelines/locust-intents/train", timeout=300,
+                             json={"texts": texts, "labels": labels, "feature": "embedding"})
+        assert trained.status_code == 201, trained.text
         result = subprocess.run(
             [sys.executable, "-m", "locust", "-f", "bench/locustfile.py", "--headless", "--host", stack.url("gateway"),
-             "--users", "4", "--spawn-rate", "4", "--run-time", "4s", "--csv", str(tmp_path / "locust"), "--only-summary"],
+             "--users", "4", "--spawn-rate", "4", "--run-time", "6s", "--csv", str(tmp_path / "locust"), "--only-summary"],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
     finally:
