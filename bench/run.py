@@ -25,26 +25,12 @@ import httpx
 
 from bench.loadgen import run_load
 from bench.workload import peak_rss_mb, rss_mb, sentences, training_data
-from seam.stack import Stack
+from seam.stack import Stack, wait_ready
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PORTS = {"GATEWAY_PORT": "18000", "ENCODER_PORT": "18001", "CLASSIFIER_PORT": "18002"}
 NAIVE_PORT = 18010
 PIPELINE = "bench"
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(url)
 
 
 def in_process(precision: str) -> dict:
@@ -86,7 +72,7 @@ def run_precision(precision: str, args) -> dict:
         naive = subprocess.Popen([sys.executable, "-m", "bench.naive_app"],
                                  env={**os.environ, "NAIVE_PORT": str(NAIVE_PORT), "NAIVE_PRECISION": precision})
         try:
-            wait_ready(f"http://127.0.0.1:{NAIVE_PORT}", naive)
+            wait_ready(f"http://127.0.0.1:{NAIVE_PORT}", naive, timeout=180, name="naive baseline")
             rows += measure("naive", f"http://127.0.0.1:{NAIVE_PORT}/embed", {"naive": naive.pid}, work, args, precision)
         finally:
             naive.terminate()

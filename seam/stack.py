@@ -23,6 +23,21 @@ def service_command(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
+def wait_ready(url: str, proc: subprocess.Popen, *, timeout: float, name: str, log_tail=lambda: "(no log)") -> None:
+    """Poll ``url``/readyz until 200; fail early, with the log's tail, if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{log_tail()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{name} not ready after {timeout:.0f}s:\n{log_tail()}")
+
+
 @dataclass
 class Child:
     module: str
@@ -64,20 +79,7 @@ class Stack:
                 proc = subprocess.Popen(service_command(module), env=env, stdout=out, stderr=subprocess.STDOUT)
             self.children.append(Child(module, f"http://{self.host}:{port}", log, proc))
         for child in self.children:
-            self._wait_ready(child, ready_timeout)
-
-    def _wait_ready(self, child: Child, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if child.proc.poll() is not None:
-                raise RuntimeError(f"{child.module} exited with code {child.proc.returncode}:\n{child.log_tail()}")
-            try:
-                if httpx.get(child.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"{child.module} not ready after {timeout:.0f}s:\n{child.log_tail()}")
+            wait_ready(child.url, child.proc, timeout=ready_timeout, name=child.module, log_tail=child.log_tail)
 
     def failed(self) -> Child | None:
         return next((c for c in self.children if c.proc.poll() is not None), None)

@@ -8,13 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import httpx
+from seam.stack import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = {"encoder_service": "ENCODER_", "classifier_service": "CLASSIFIER_", "gateway": "GATEWAY_",
@@ -52,17 +51,8 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.module} exited with {self.proc.returncode}; log: {self.log_text()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.module} not ready after {timeout}s; log: {self.log_text()}")
+        assert self.proc is not None
+        wait_ready(self.url, self.proc, timeout=timeout, name=self.module, log_tail=self.log_text)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log and self.log.exists() else "(no log)"
