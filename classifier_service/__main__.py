@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 
-import uvicorn
+# As in the encoder: OpenMP threads sleep rather than spin while waiting, so torch heads do not
+# stall when other processes share the cores. Must be set before torch starts OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from classifier_service.app import create_app
-from classifier_service.settings import ClassifierSettings
+import uvicorn  # noqa: E402
+
+from classifier_service.app import create_app  # noqa: E402
+from classifier_service.settings import ClassifierSettings  # noqa: E402
 
 
 def main() -> None:
