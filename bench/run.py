@@ -105,7 +105,9 @@ def ratio(rows, limit, target, per_request, concurrency):
 
 def report(results: dict) -> str:
     lines = ["# seam benchmark", "", f"Command: `make bench` ({results['command']}); "
-             f"machine: {os.cpu_count()} cores; MiniLM-L6-v2; {results['seconds']} s or {results['max_requests']} requests per cell.", ""]
+             f"machine: {os.cpu_count()} cores; MiniLM-L6-v2; {results['seconds']} s or {results['max_requests']} requests per cell.",
+             "", f"Load average (1 min) at start {results['loadavg'][0]:.2f}, at end {results['loadavg'][1]:.2f}: "
+             "anything above ~0.5 at start means other work shared the cores and the figures are not clean.", ""]
     for precision, res in results["precisions"].items():
         limit, rows = res["limit"], res["rows"]
         lines += [f"## {precision}", "",
@@ -181,11 +183,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.time()
+    load_at_start = os.getloadavg()[0]
     results = {"command": " ".join(["python -m bench.run", *(argv or sys.argv[1:])]), "seconds": args.seconds,
                "max_requests": args.max_requests, "precisions": {}}
     for precision in args.precision:
         results["precisions"][precision] = run_precision(precision, args)
     results["wall_s"] = time.time() - started
+    results["loadavg"] = [load_at_start, os.getloadavg()[0]]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     (args.out / "results.md").write_text(report(results))
