@@ -140,6 +140,7 @@ class Soak:
             started = time.monotonic()
             deadline = started + seconds
             rss_warm: dict[str, float] = {}
+            timeline: list[dict[str, float]] = []
 
             async def worker() -> None:
                 while time.monotonic() < deadline:
@@ -151,12 +152,17 @@ class Soak:
             async def sampler() -> None:
                 await asyncio.sleep(min(warmup_s, seconds))
                 rss_warm.update(self.rss())
+                while time.monotonic() + 30 < deadline:  # the trend, every 30 s: a plateau or a slope
+                    await asyncio.sleep(30)
+                    timeline.append({"at_s": round(time.monotonic() - started), **self.rss()})
 
             await asyncio.gather(sampler(), *(worker() for _ in range(self.concurrency)))
             wall = time.monotonic() - started
             rss_end = self.rss()
             drift = await self.verify(client)
-        return self.summary(wall, rss_ready, rss_warm or rss_ready, rss_end, drift)
+        result = self.summary(wall, rss_ready, rss_warm or rss_ready, rss_end, drift)
+        result["rss_mb"]["timeline"] = timeline
+        return result
 
     async def verify(self, client: httpx.AsyncClient) -> list[str]:
         """Every trained version answers the probe as it did right after training."""

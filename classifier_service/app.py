@@ -12,6 +12,7 @@ from classifier_service.routes import router
 from classifier_service.runtime import ClassifierRuntime
 from classifier_service.settings import ClassifierSettings
 from services.admission import install_admission
+from services.memory import install_memory_return
 from services.auth import internal_credentials
 from services.metrics import install_metrics
 from services.protocols import ProtocolErrorMiddleware, oip_error
@@ -42,6 +43,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
     app.state.runtime = None
     install_problem_handlers(app)
     install_admission(app, settings, credentials=internal_credentials(settings))
+    install_memory_return(app)
     app.include_router(router)
     app.include_router(oip_router)
     app.add_middleware(ProtocolErrorMiddleware, members={"/v2": oip_error})

@@ -60,6 +60,14 @@ async def get_model(name: ModelName, runtime: Runtime) -> ModelDetail:
     return ModelDetail(name=name, latest=records[-1], versions=records)
 
 
+@router.get("/v1/models/{name}/latest", tags=["models"])
+async def get_latest(name: ModelName, runtime: Runtime) -> VersionRecord:
+    """The latest version's record alone: what the gateway reads. (``GET /v1/models/{name}`` lists every
+    version, so its size, and the time and memory to read it, grow with each version.)"""
+    loaded: LoadedVersion = await anyio.to_thread.run_sync(runtime.get, name, None)
+    return loaded.record
+
+
 @router.get("/v1/models/{name}/versions/{version}", tags=["models"])
 async def get_version(name: ModelName, version: Annotated[int, Path(ge=1)], runtime: Runtime) -> VersionRecord:
     loaded: LoadedVersion = await anyio.to_thread.run_sync(runtime.get, name, version)

@@ -19,6 +19,7 @@ from encoder_service.settings import EncoderSettings
 from services.metrics import install_metrics
 from services.protocols import ProtocolErrorMiddleware, oip_error, openai_error
 from services.admission import install_admission
+from services.memory import install_memory_return
 from services.auth import internal_credentials
 from services.web import install_problem_handlers
 
@@ -60,6 +61,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_problem_handlers(app)
     install_admission(app, settings, credentials=internal_credentials(settings))
+    install_memory_return(app)
     app.include_router(router)
     app.include_router(oip_router)
     app.include_router(openai_router)

@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 from encoder_service.settings import EncoderSettings
 from services.contracts import CANARY_TEXTS, EmbeddingSpace, TensorContract
 from services.errors import OutputUnavailable
+from services.memory import RETURNER
 
 log = logging.getLogger("seam.encoder")
 
@@ -134,6 +135,7 @@ class EncoderRuntime:
             raise ModelLoadError("ENCODER_BACKEND=onnxruntime computes in float32; set ENCODER_PRECISION=float32 or use torch")
         threads = settings.threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
+        RETURNER.fixed_mmap_threshold()
         log.info("loading %s from %s", self.model_id, folder)
         require_safetensors(folder)
         try:
@@ -259,6 +261,7 @@ class EncoderRuntime:
                     out["tokens"] = tokens[row, : lengths[row]]
                 if probs is not None and "probabilities" in want:
                     out["probabilities"] = probs[row]
+        RETURNER.maybe_trim()  # here, in the forward thread: never on the event loop
         return results
 
     def _micro_batches(self, order: list[int], items: list[TokenizedText]) -> list[list[int]]:

@@ -13,6 +13,7 @@ from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
 from gateway.upstreams import ClassifierClient, EncoderClient, build_http_client
 from services.admission import install_admission
+from services.memory import install_memory_return
 from services.metrics import install_metrics
 from services.web import install_problem_handlers
 
@@ -62,6 +63,7 @@ def create_app(
     app.state.settings = settings
     install_problem_handlers(app)
     install_admission(app, settings, credentials=api_key_credentials(settings), open_paths=PUBLIC_PATHS)
+    install_memory_return(app)
     app.include_router(router)
     install_metrics(app, "gateway")
     return app

@@ -250,6 +250,7 @@ class GatewayRuntime:
         self._outputs_lock = asyncio.Lock()
         self._latest: dict[str, tuple[float, ModelVersion]] = {}
         self._versions: dict[tuple[str, int], tuple[float, ModelVersion]] = {}
+        self._purge_at = 64  # the size of _versions at which expired records are dropped
         self._checks: dict[tuple[Any, ...], tuple[Mismatch, ...]] = {}
         self.checks_run = 0  # how often check() really ran (the cache makes it rare)
         self.coalescer: Coalescer[tuple[str, list[float], bool]] = Coalescer(
@@ -293,7 +294,13 @@ class GatewayRuntime:
     # -- classifier records --
 
     def _remember(self, record: ModelVersion, *, latest: bool) -> None:
-        expires = self._clock() + self.settings.pipeline_ttl_s
+        now = self._clock()
+        expires = now + self.settings.pipeline_ttl_s
+        if len(self._versions) >= self._purge_at:
+            # Expired records are read again anyway: drop them, so the cache holds the versions in use,
+            # not every version ever asked for (memory grew with each new version otherwise).
+            self._versions = {k: v for k, v in self._versions.items() if v[0] > now}
+            self._purge_at = 2 * len(self._versions) + 64
         self._versions[(record.name, record.version)] = (expires, record)
         if latest:
             self._latest[record.name] = (expires, record)

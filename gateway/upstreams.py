@@ -321,11 +321,10 @@ class ClassifierClient(Upstream):
             raise self.bad("list models", f"not a model list: {exc}") from exc
 
     async def latest(self, name: str) -> ModelVersion:
-        response = await self.request(f"read model {name}", "GET", f"/v1/models/{name}")
-        try:
-            return ModelVersion.model_validate(response.json()["latest"])
-        except (ValueError, KeyError, TypeError, ValidationError) as exc:
-            raise self.bad(f"read model {name}", f"not a model record: {exc}") from exc
+        # The latest record alone: the model's full listing grows with every version it has.
+        stage = f"read model {name}"
+        response = await self.request(stage, "GET", f"/v1/models/{name}/latest")
+        return self.parse(stage, response, ModelVersion)
 
     async def version(self, name: str, version: int) -> ModelVersion:
         stage = f"read model {name} v{version}"

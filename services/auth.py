@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -30,7 +30,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/
 class Credentials:
     """What a guard accepts: where the secret travels, the accepted values, and what to tell a caller."""
 
-    secrets: tuple[bytes, ...]
+    secrets: tuple[bytes, ...] = field(repr=False)  # never in a repr, a log or a traceback
     header: str = "authorization"  # lower-case, as ASGI gives header names
     bearer: bool = True  # the value is "Bearer <secret>"
     missing_hint: str = "Send 'Authorization: Bearer <API key>'."

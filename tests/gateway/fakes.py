@@ -156,7 +156,7 @@ class FakeClassifier(FakeUpstream):
         if path == "/v1/models" and request.method == "GET":
             models = [{"name": n, "latest": v[-1], "versions": [r["version"] for r in v]} for n, v in self.models.items()]
             return httpx.Response(200, json={"models": models})
-        m = re.fullmatch(r"/v1/models/([^/]+)(?:/(fit|predict|versions/(\d+)))?", path)
+        m = re.fullmatch(r"/v1/models/([^/]+)(?:/(fit|predict|latest|versions/(\d+)))?", path)
         if not m:
             return problem(404, f"no route {path}", "not-found")
         name, action, number = m.group(1), m.group(2), m.group(3)
@@ -176,6 +176,8 @@ class FakeClassifier(FakeUpstream):
             return problem(404, f"no model named {name}", "model-not-found")
         if action is None:
             return httpx.Response(200, json={"name": name, "latest": versions[-1], "versions": versions})
+        if action == "latest":
+            return httpx.Response(200, json=versions[-1])
         if number is not None:
             if int(number) > len(versions):
                 return problem(404, f"{name} has no version {number}", "model-not-found")

@@ -55,7 +55,7 @@ async def test_the_check_runs_once_per_pair_of_contracts_not_per_request(client,
         assert (await client.post("/v1/pipelines/intents/predict", json={"texts": ["hello"]})).status_code == 200
     assert runtime.checks_run == 1
     assert fake_encoder.calls["GET /v1/outputs"] == 1  # read at start, never again: the contract id did not change
-    assert fake_classifier.calls["GET /v1/models/intents"] == 0  # the fit's record is reused (pipeline_ttl_s)
+    assert fake_classifier.calls["GET /v1/models/intents/latest"] == 0  # the fit's record is reused (pipeline_ttl_s)
 
 
 async def test_tokens_travel_ragged(client, fake_encoder, fake_classifier):

@@ -15,8 +15,9 @@ from classifier_service.settings import ClassifierSettings
 from encoder_service.settings import EncoderSettings
 from gateway.settings import GatewaySettings
 from services.admission import ConcurrencyLimitMiddleware, MediaTypeMiddleware
+from services.codecs import to_json
 from services.web import install_problem_handlers
-from tests.classifier_service.synthetic import features_for, fit_body, to_json
+from tests.classifier_service.synthetic import features_for, fit_body
 from tests.reliability.world import world
 
 PROBLEM = "application/problem+json"
@@ -32,7 +33,7 @@ def test_every_service_has_safe_default_limits():
     assert ClassifierSettings().max_pending_fits <= 64
 
 
-async def _saturate(client: httpx.AsyncClient, path: str, body: dict, release: threading.Event, n: int):
+async def _saturate(client: httpx.AsyncClient, path: str, body: dict, n: int):
     """``n`` requests that hang until ``release``; returns their tasks once all are in."""
     tasks = [asyncio.create_task(client.post(path, json=body)) for _ in range(n)]
     await asyncio.sleep(0.3)
@@ -61,7 +62,7 @@ async def test_requests_beyond_max_in_flight_get_429_at_once(tiny_bert, tmp_path
         setattr(runtime, method, lambda *a: (release.wait(10), work(*a))[1])
         client = w.client(service)
         try:
-            held = await _saturate(client, path, body, release, 2)
+            held = await _saturate(client, path, body, 2)
             started = asyncio.get_running_loop().time()
             refused = await client.post(path, json=body)
             assert asyncio.get_running_loop().time() - started < 1.0  # answered at once, not queued

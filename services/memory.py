@@ -1,0 +1,87 @@
+"""Giving freed memory back to the operating system, in every service process.
+
+Forward passes and tensor frames allocate blocks of every batch size. glibc's malloc keeps what is
+freed in its heaps, and raises its mmap threshold after each large block it frees, so ever larger
+blocks come from the heaps too: a busy process's resident memory then climbs in steps for a long
+while (the soak measured +28 % in five minutes for the encoder). A fixed mmap threshold returns large
+blocks to the system when they are freed, and an occasional ``malloc_trim`` releases the free pages
+left inside the heaps. Both are no-ops where the C library is not glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import threading
+import time
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger("seam")
+
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+TRIM_INTERVAL_S = 10.0
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt  # noqa: B018 - present in glibc only
+        libc.malloc_trim  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+class MemoryReturner:
+    """``fixed_mmap_threshold()`` once per process; ``maybe_trim()`` after work, as often as convenient:
+    it trims at most once per ``interval_s``."""
+
+    def __init__(self, interval_s: float = TRIM_INTERVAL_S) -> None:
+        self._libc = _glibc()
+        self._interval_s = interval_s
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+        self._fixed = False
+
+    def fixed_mmap_threshold(self, nbytes: int = MMAP_THRESHOLD_BYTES) -> None:
+        if self._libc is None or self._fixed:
+            return
+        self._fixed = True
+        if not self._libc.mallopt(_M_MMAP_THRESHOLD, nbytes):
+            log.warning("mallopt(M_MMAP_THRESHOLD) refused: resident memory may creep up under load")
+
+    def maybe_trim(self) -> None:
+        if self._libc is None or time.monotonic() - self._last < self._interval_s:
+            return
+        with self._lock:
+            if time.monotonic() - self._last < self._interval_s:
+                return
+            self._last = time.monotonic()
+        self._libc.malloc_trim(0)
+
+
+RETURNER = MemoryReturner()  # one per process: malloc's settings are the process's
+
+
+class MemoryReturnMiddleware:
+    """Trims (at most every ``TRIM_INTERVAL_S``) when an HTTP request has been answered."""
+
+    def __init__(self, app: ASGIApp, returner: MemoryReturner = RETURNER) -> None:
+        self.app = app
+        self.returner = returner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                self.returner.maybe_trim()
+
+
+def install_memory_return(app: FastAPI) -> None:
+    RETURNER.fixed_mmap_threshold()
+    app.add_middleware(MemoryReturnMiddleware)
