@@ -22,7 +22,6 @@ import asyncio
 import json
 import random
 import secrets
-import socket
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from typing import Any
 import httpx
 
 from bench.workload import rss_mb, sentences, training_data
+from seam.stack import free_port
 
 PIPELINES = ("soak-intents", "soak-billing")
 ESTIMATORS = ("logistic_regression", "gaussian_nb")
@@ -41,12 +41,6 @@ PROBE = ["I was charged twice this month", "my parcel never arrived", "please re
          "the invoice shows the wrong address"]
 PROBABILITY_TOLERANCE = 1e-4
 RSS_GROWTH_LIMIT = 0.10
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

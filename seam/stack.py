@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,13 @@ SERVICES = (
     ("classifier_service", "CLASSIFIER_", 8002),
     ("gateway", "GATEWAY_", 8000),
 )
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def service_command(module: str) -> list[str]:
