@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -13,7 +14,8 @@ from encoder_service.runtime import EncoderRuntime
 from encoder_service.schemas import EncodeRequest, EncodeResponse, OutputsResponse
 from encoder_service.settings import EncoderSettings
 from services.codecs import BINARY_CONTENT_TYPE, Ragged, encode_binary
-from services.errors import NotReady, PayloadTooLarge, InvalidInput
+from services.errors import NotReady
+from services.inputs import check_texts
 
 router = APIRouter()
 
@@ -41,20 +43,8 @@ BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 
 
 def check_limits(texts: list[str], settings: EncoderSettings) -> None:
-    if len(texts) > settings.max_texts:
-        raise PayloadTooLarge(
-            f"{len(texts)} texts in one request; the limit is {settings.max_texts} (ENCODER_MAX_TEXTS): split the request",
-            limit=settings.max_texts,
-        )
-    for i, text in enumerate(texts):
-        if not text.strip():
-            raise InvalidInput(f"texts[{i}] is empty; every text needs at least one non-space character", index=i)
-        if len(text) > settings.max_chars:
-            raise PayloadTooLarge(
-                f"texts[{i}] has {len(text)} characters; the limit is {settings.max_chars} (ENCODER_MAX_CHARS)",
-                index=i,
-                limit=settings.max_chars,
-            )
+    check_texts(texts, max_texts=settings.max_texts, setting="ENCODER_MAX_TEXTS",
+                max_chars=settings.max_chars, chars_setting="ENCODER_MAX_CHARS")
 
 
 @router.get("/healthz", tags=["health"])
@@ -110,6 +100,4 @@ async def encode(body: EncodeRequest, request: Request, runtime: Runtime, batche
 
 
 def _stack(vectors, dim: int):
-    import numpy as np
-
     return np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)

@@ -47,11 +47,11 @@ from services.errors import (
     InvalidInput,
     NotReady,
     OutputUnavailable,
-    PayloadTooLarge,
     PipelineNotFound,
     SeamError,
     UpstreamUnavailable,
 )
+from services.inputs import check_texts
 
 log = logging.getLogger("seam.gateway")
 
@@ -497,18 +497,9 @@ class GatewayRuntime:
 
     # -- the public operations --
 
-    def _check_texts(self, texts: list[str], limit: int, setting: str) -> None:
-        if len(texts) > limit:
-            raise PayloadTooLarge(
-                f"{len(texts)} texts in one request; the limit is {limit} ({setting}): split the request", limit=limit
-            )
-        for i, text in enumerate(texts):
-            if not text.strip():
-                raise InvalidInput(f"texts[{i}] is empty; every text needs at least one non-space character", index=i)
-
     async def predict(self, name: str, texts: list[str], version: int | None = None) -> dict[str, Any]:
         check_name(name)
-        self._check_texts(texts, self.settings.max_texts, "GATEWAY_MAX_TEXTS")
+        check_texts(texts, max_texts=self.settings.max_texts, setting="GATEWAY_MAX_TEXTS")
         chain = await self.runnable_chain(name, version)
         try:
             # Requests for the same version arriving together share one encoder and one classifier call.
@@ -582,7 +573,7 @@ class GatewayRuntime:
         source = parse_feature(feature)
         if len(texts) != len(labels):
             raise InvalidInput(f"{len(texts)} texts but {len(labels)} labels: one label per text")
-        self._check_texts(texts, self.settings.max_train_texts, "GATEWAY_MAX_TRAIN_TEXTS")
+        check_texts(texts, max_texts=self.settings.max_train_texts, setting="GATEWAY_MAX_TRAIN_TEXTS")
         if isinstance(source, PipelineSource):
             if source.name == name:
                 raise InvalidInput(f"pipeline {name} cannot be fed by its own probabilities; name another pipeline")

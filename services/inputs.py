@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, StrictStr
 
+from services.errors import InvalidInput, PayloadTooLarge
+
 
 def encodable(value: str) -> str:
     """``value`` itself, or ValueError when it holds a lone surrogate (not valid Unicode text)."""
@@ -37,3 +39,22 @@ def encodable_json(value: Any) -> Any:
 
 Text = Annotated[StrictStr, AfterValidator(encodable)]
 """A caller's string (a text to encode, a label): strict, valid Unicode."""
+
+
+def check_texts(texts: list[str], *, max_texts: int, setting: str, max_chars: int | None = None,
+                chars_setting: str = "") -> None:
+    """The limits every service puts on a list of texts: how many (413), none blank (422), and, where
+    given, how long each may be (413). ``setting``/``chars_setting`` name the variables to raise."""
+    if len(texts) > max_texts:
+        raise PayloadTooLarge(
+            f"{len(texts)} texts in one request; the limit is {max_texts} ({setting}): split the request", limit=max_texts
+        )
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise InvalidInput(f"texts[{i}] is empty; every text needs at least one non-space character", index=i)
+        if max_chars is not None and len(text) > max_chars:
+            raise PayloadTooLarge(
+                f"texts[{i}] has {len(text)} characters; the limit is {max_chars} ({chars_setting})",
+                index=i,
+                limit=max_chars,
+            )
