@@ -13,12 +13,15 @@ import uvicorn  # noqa: E402
 
 from classifier_service.app import create_app  # noqa: E402
 from classifier_service.settings import ClassifierSettings  # noqa: E402
+from services.memory import freeze_heap  # noqa: E402
 
 
 def main() -> None:
     settings = ClassifierSettings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    app = create_app(settings)
+    freeze_heap()
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
         finally:
             app.state.loading.cancel()
             await app.state.batcher.stop()
+            await anyio.to_thread.run_sync(app.state.runtime.close)
 
     app = FastAPI(
         title="seam encoder",

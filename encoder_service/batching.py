@@ -1,9 +1,11 @@
 """Dynamic batching: requests from many clients share forward passes.
 
-Texts are tokenized by the request handlers (off the event loop, in parallel) and queued here.
-One worker takes queued texts up to a token budget, waiting ``max_wait_ms`` for company only when
-it was idle, and runs the forward pass on a single dedicated thread; the runtime length-sorts the
-batch so little padding is computed. A full queue refuses new work with 429 instead of growing.
+Requests come through ``encode``: their texts are tokenized (short ones at once, longer ones in a
+worker thread, in parallel, never behind a forward pass) and queued here. One worker takes queued
+texts up to a token budget and hands them to the runtime as one forward pass, which length-sorts
+them so little padding is computed. Waking from idle, the worker waits up to ``max_wait_ms`` for
+the texts of requests still being tokenized, and not at all when none are: a lone client pays no
+wait. A full queue refuses new work with 429 instead of growing.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import anyio
 import numpy as np
 
 from encoder_service.runtime import EncoderRuntime, TokenizedText
@@ -22,6 +24,10 @@ from encoder_service.settings import EncoderSettings
 from services.errors import NotReady, Overloaded
 
 log = logging.getLogger("seam.encoder.batching")
+
+# Requests with at most this many characters are tokenized on the event loop (tens of microseconds),
+# which is cheaper than the round trip to a worker thread; longer ones go to a thread.
+INLINE_TOKENIZE_CHARS = 512
 
 
 @dataclass
@@ -36,8 +42,8 @@ class Batcher:
         self.runtime = runtime
         self.settings = settings
         self._queue: deque[_Job] = deque()
-        self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder-forward")
+        self._wakeup = asyncio.Event()  # set when texts are queued or an arriving request gives up
+        self._arriving = 0  # requests being tokenized: their texts are about to be queued
         self._task: asyncio.Task | None = None
         self.batches_run = 0
         self.on_batch: Callable[[list[TokenizedText]], None] | None = None  # told each batch run (metrics)
@@ -57,7 +63,19 @@ class Batcher:
             if not job.future.done():
                 job.future.set_exception(NotReady("the encoder is shutting down; retry on another replica"))
         self._queue.clear()
-        self._executor.shutdown(wait=True)
+
+    async def encode(self, texts: list[str], output: str) -> tuple[list[TokenizedText], list[np.ndarray]]:
+        """Tokenize ``texts`` and queue them; their tokenization and one array per text, in order."""
+        self._arriving += 1
+        try:
+            if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+                items = self.runtime.tokenize(texts)
+            else:
+                items = await anyio.to_thread.run_sync(self.runtime.tokenize, texts)
+        finally:
+            self._arriving -= 1
+            self._wakeup.set()
+        return items, await self.submit(items, output)
 
     async def submit(self, items: list[TokenizedText], output: str) -> list[np.ndarray]:
         """Queue tokenized texts; resolves to one array per text, in order."""
@@ -92,23 +110,33 @@ class Batcher:
             tokens += job.item.n_tokens
         return batch
 
-    async def _run(self) -> None:
+    async def _gather(self) -> None:
+        """Idle until now: wait, at most ``max_wait_ms``, while requests being tokenized are about to
+        add texts to this pass (and it is not full already)."""
         loop = asyncio.get_running_loop()
-        wait = self.settings.max_wait_ms / 1000
+        deadline = loop.time() + self.settings.max_wait_ms / 1000
+        while self._arriving and sum(j.item.n_tokens for j in self._queue) < self.settings.max_batch_tokens:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if wait and sum(j.item.n_tokens for j in self._queue) < self.settings.max_batch_tokens:
-                await asyncio.sleep(wait)  # idle until now: give concurrent requests a moment to join
+            await self._gather()
             while self._queue:
                 batch = self._take()
                 if not batch:
                     break
                 wants = sorted({job.output for job in batch})
                 try:
-                    results = await loop.run_in_executor(
-                        self._executor, self.runtime.forward, [job.item for job in batch], wants
-                    )
+                    results = await asyncio.wrap_future(self.runtime.submit([job.item for job in batch], wants))
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                     log.exception("forward pass failed for a batch of %d texts", len(batch))
                     for job in batch:

@@ -172,8 +172,7 @@ async def _infer(
     texts = _texts(decoded)
     wanted = requested(decoded, list(OUTPUT_NAMES[name]))
     check_limits(texts, settings)
-    items = await anyio.to_thread.run_sync(runtime.tokenize, texts)
-    vectors = await batcher.submit(items, name)
+    items, vectors = await batcher.encode(texts, name)
     tensors = await anyio.to_thread.run_sync(_tensors, name, output, vectors, [item.truncated for item in items])
     outputs = [(tensors[n], binary) for n, binary in wanted]
     return await inference_response(name, VERSION, decoded, outputs, headers={"X-Seam-Contract": output.id})

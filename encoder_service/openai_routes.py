@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 from typing import Literal
 
-import anyio
 import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -115,8 +114,7 @@ async def embeddings(body: EmbeddingsRequest, runtime: Runtime, batcher: Batcher
         )
     texts = _texts(body)
     check_limits(texts, settings)
-    items = await anyio.to_thread.run_sync(runtime.tokenize, texts)
-    vectors = await batcher.submit(items, OUTPUT)
+    items, vectors = await batcher.encode(texts, OUTPUT)
     tokens = sum(item.n_tokens for item in items)
     data = [
         EmbeddingItem(index=i, embedding=_encode_item(v, body.encoding_format), truncated=item.truncated)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -78,8 +77,7 @@ async def encode(body: EncodeRequest, request: Request, runtime: Runtime, batche
     """Encode texts. Send `Accept: application/vnd.seam.tensor` for the binary frame."""
     check_limits(body.texts, settings)
     output = runtime.output(body.output)
-    items = await anyio.to_thread.run_sync(runtime.tokenize, body.texts)
-    vectors = await batcher.submit(items, body.output)
+    items, vectors = await batcher.encode(body.texts, body.output)
     truncated = [item.truncated for item in items]
     counts = [item.n_tokens for item in items]
     headers = {"X-Seam-Contract": output.id}

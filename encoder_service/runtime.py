@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from sentence_transformers.base.modules.normalize import Normalize
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from encoder_service.settings import EncoderSettings
+from encoder_service.streams import Streams
 from services.contracts import CANARY_TEXTS, EmbeddingSpace, TensorContract
 from services.errors import OutputUnavailable
 from services.memory import RETURNER
@@ -113,8 +116,8 @@ def bfloat16_supported() -> bool:
 
 
 class EncoderRuntime:
-    """A loaded model. ``load()`` once (slow), then ``tokenize()`` and ``forward()`` from any thread;
-    ``forward`` must only ever run on one thread at a time (the batcher's worker)."""
+    """A loaded model. ``load()`` once (slow), then ``tokenize()``, ``forward()`` and ``submit()`` from
+    any thread; forward passes run one at a time on the runtime's own threads (``Streams``)."""
 
     def __init__(self, settings: EncoderSettings) -> None:
         self.settings = settings
@@ -124,17 +127,26 @@ class EncoderRuntime:
         self._st: SentenceTransformer | None = None
         self._head: torch.nn.Module | None = None
         self._onnx = None  # OnnxEncoder when ENCODER_BACKEND=onnxruntime
+        self._streams: Streams | None = None
 
     # -- loading -----------------------------------------------------------------------------
     def load(self) -> None:
+        """Load the model and describe its outputs; slow, blocks. It runs on the lead thread, where
+        every forward pass runs, so torch's thread pool is the one the passes use."""
+        settings = self.settings
+        threads = settings.threads or os.cpu_count() or 1
+        # onnxruntime shares out its own thread pool: one stream feeds it.
+        streams = 1 if settings.backend == "onnxruntime" else settings.streams or threads
+        self._streams = Streams(streams, threads)
+        self._streams.alone(self._load, threads).result()
+
+    def _load(self, threads: int) -> None:
         settings = self.settings
         folder, self.model_id = resolve_model(settings)
         if settings.precision == "bfloat16" and not bfloat16_supported():
             raise ModelLoadError("ENCODER_PRECISION=bfloat16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use float32")
         if settings.precision == "bfloat16" and settings.backend == "onnxruntime":
             raise ModelLoadError("ENCODER_BACKEND=onnxruntime computes in float32; set ENCODER_PRECISION=float32 or use torch")
-        threads = settings.threads or os.cpu_count() or 1
-        torch.set_num_threads(threads)
         RETURNER.fixed_mmap_threshold()
         log.info("loading %s from %s", self.model_id, folder)
         require_safetensors(folder)
@@ -181,7 +193,7 @@ class EncoderRuntime:
 
     def _describe_outputs(self, sha: str, config) -> dict[str, Output]:
         assert self._st is not None
-        canaries = self.forward(self.tokenize(list(CANARY_TEXTS)), want=["embedding", "tokens"] + (["probabilities"] if self._head else []))
+        canaries = self._forward(self.tokenize(list(CANARY_TEXTS)), want=["embedding", "tokens"] + (["probabilities"] if self._head else []))
         pooling = getattr(self._st[1], "pooling_mode", None) if len(self._st) > 1 else None
         space = EmbeddingSpace(
             model_id=self.model_id,
@@ -238,34 +250,52 @@ class EncoderRuntime:
             for i in range(len(texts))
         ]
 
-    @torch.inference_mode()
+    def submit(self, items: list[TokenizedText], want: list[str]) -> Future[list[dict[str, np.ndarray]]]:
+        """Queue a forward pass on the runtime's lead thread (what the batcher awaits)."""
+        assert self._streams is not None, "load() first"
+        return self._streams.submit(self._forward, items, want)
+
     def forward(self, items: list[TokenizedText], want: list[str]) -> list[dict[str, np.ndarray]]:
-        """Run the model on already tokenized texts; per text, the outputs named in ``want``.
-        Texts are length-sorted and cut into micro-batches so little padding is computed."""
-        assert self._st is not None
+        """Run the model on already tokenized texts; per text, the outputs named in ``want``. Blocks."""
+        return self.submit(items, want).result()
+
+    @torch.inference_mode()
+    def _forward(self, items: list[TokenizedText], want: list[str]) -> list[dict[str, np.ndarray]]:
+        """Texts are length-sorted and cut into micro-batches so little padding is computed; the
+        micro-batches run side by side on the streams, largest first."""
+        assert self._st is not None and self._streams is not None
         results: list[dict[str, np.ndarray]] = [{} for _ in items]
         order = sorted(range(len(items)), key=lambda i: items[i].n_tokens)
-        for chunk in self._micro_batches(order, items):
-            batch = self._pad([items[i] for i in chunk])
-            features = self._encode_batch(batch)
-            mask = batch["attention_mask"]
-            lengths = mask.sum(dim=1).tolist()
-            pooled = features["sentence_embedding"].float().numpy()
-            tokens = features["token_embeddings"].float().numpy() if "tokens" in want else None
-            probs = features["probabilities"].float().numpy() if "probabilities" in features else None
-            for row, i in enumerate(chunk):
-                out = results[i]
-                if "embedding" in want:
-                    out["embedding"] = pooled[row]
-                if tokens is not None:
-                    out["tokens"] = tokens[row, : lengths[row]]
-                if probs is not None and "probabilities" in want:
-                    out["probabilities"] = probs[row]
-        RETURNER.maybe_trim()  # here, in the forward thread: never on the event loop
+        chunks = self._micro_batches(order, items)
+        chunks.sort(key=lambda chunk: len(chunk) * items[chunk[-1]].n_tokens, reverse=True)
+        self._streams.map(lambda chunk: self._run_chunk(chunk, items, want, results), chunks)
+        RETURNER.maybe_trim()  # here, on the lead thread: never on the event loop
         return results
 
+    def _run_chunk(self, chunk: list[int], items: list[TokenizedText], want: list[str],
+                   results: list[dict[str, np.ndarray]]) -> None:
+        batch = self._pad([items[i] for i in chunk])
+        features = self._encode_batch(batch)
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        pooled = features["sentence_embedding"].float().numpy()
+        tokens = features["token_embeddings"].float().numpy() if "tokens" in want else None
+        probs = features["probabilities"].float().numpy() if "probabilities" in features else None
+        for row, i in enumerate(chunk):
+            out = results[i]
+            if "embedding" in want:
+                out["embedding"] = pooled[row]
+            if tokens is not None:
+                out["tokens"] = tokens[row, : lengths[row]]
+            if probs is not None and "probabilities" in want:
+                out["probabilities"] = probs[row]
+
     def _micro_batches(self, order: list[int], items: list[TokenizedText]) -> list[list[int]]:
-        budget, limit = self.settings.max_batch_tokens, self.settings.max_batch_size
+        """Cut length-sorted texts into micro-batches of at most ``micro_batch_tokens`` padded tokens
+        (and ``max_batch_size`` texts), smaller still where that gives every stream some work."""
+        assert self._streams is not None
+        total = sum(items[i].n_tokens for i in order)
+        budget = min(self.settings.micro_batch_tokens, math.ceil(total / self._streams.streams))
+        limit = self.settings.max_batch_size
         batches: list[list[int]] = []
         current: list[int] = []
         for i in order:  # ascending length: the last one added sets the padded width
@@ -312,6 +342,11 @@ class EncoderRuntime:
         if logits is not None:
             features["probabilities"] = logits.float().softmax(dim=-1)
         return features
+
+    def close(self) -> None:
+        """Let the passes already queued finish, then stop the runtime's threads."""
+        if self._streams is not None:
+            self._streams.shutdown()
 
     def encode(self, texts: list[str], output: str = "embedding") -> list[np.ndarray]:
         """Tokenize and forward in the calling thread (tests, warm-up, benchmarks)."""

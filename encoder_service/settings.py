@@ -27,8 +27,15 @@ class EncoderSettings(ServiceSettings):
     cache_dir: Path = Field(Path("var/cache/encoder"), description="Where exported ONNX models are kept.")
     max_texts: int = Field(256, gt=0, description="Most texts in one request (413 above).")
     max_chars: int = Field(20_000, gt=0, description="Most characters in one text (413 above).")
-    max_batch_tokens: int = Field(8192, gt=0, description="Padded tokens in one forward pass.")
-    max_batch_size: int = Field(128, gt=0, description="Most texts in one forward pass.")
+    max_batch_tokens: int = Field(8192, gt=0, description="Tokens the batcher gathers into one forward pass.")
+    micro_batch_tokens: int = Field(
+        512, gt=0, description="Padded tokens in one micro-batch of a pass (about 16 short sentences: what CPU caches like)."
+    )
+    max_batch_size: int = Field(128, gt=0, description="Most texts in one micro-batch.")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits for more texts before running.")
     max_queue: int = Field(4096, gt=0, description="Texts waiting for the model; beyond it requests get 429.")
     threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: all cores.")
+    streams: int | None = Field(
+        None, gt=0,
+        description="Micro-batches computed side by side, each with threads/streams intra-op threads; default: one per thread (1: off).",
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import threading
 import time
@@ -65,6 +66,15 @@ class MemoryReturner:
 
 
 RETURNER = MemoryReturner()  # one per process: malloc's settings are the process's
+
+
+def freeze_heap() -> None:
+    """Hide what is alive now (the imported libraries: torch, transformers, scikit-learn...) from
+    Python's cyclic garbage collector; for a service's entry point, just before it serves. Each full
+    collection otherwise walks those ~450,000 objects: a 270 ms stall of the event loop, measured in
+    the encoder under load, every ten-odd seconds. They live as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 class MemoryReturnMiddleware:

@@ -41,9 +41,10 @@ async def _saturate(client: httpx.AsyncClient, path: str, body: dict, n: int):
     return tasks
 
 
-# Per service: which app's runtime method to hold (it runs in a worker thread), and the request.
+# Per service: which app's runtime method to hold (it runs in a worker thread: the encoder's pass on its
+# lead thread), and the request.
 HOLD = {
-    "encoder": ("encoder", "forward", "/v1/encode", {"texts": ["hello there"]}),
+    "encoder": ("encoder", "_forward", "/v1/encode", {"texts": ["hello there"]}),
     "classifier": ("classifier", "predict_sync", "/v1/models/m/predict", {"features": to_json(features_for("embedding")[0][:2])}),
     "gateway": ("classifier", "versions", "/v1/pipelines/m/predict", {"texts": ["hello there"]}),
 }

@@ -1,0 +1,116 @@
+"""Dynamic batching and compute streams: requests share passes, a lone one does not wait, and a
+pass shared out between streams computes exactly what one stream would."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from encoder_service.batching import INLINE_TOKENIZE_CHARS, Batcher
+from encoder_service.runtime import EncoderRuntime
+from encoder_service.settings import EncoderSettings
+from encoder_service.streams import Streams
+
+TEXTS = [f"sentence number {i} " + "word " * (i % 7) for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def runtimes(tiny_classifier):
+    """The same model with one stream and with three (three threads, one each)."""
+    made = {}
+    for streams in (1, 3):
+        runtime = EncoderRuntime(EncoderSettings(model=str(tiny_classifier), threads=3, streams=streams))
+        runtime.load()
+        made[streams] = runtime
+    yield made
+    for runtime in made.values():
+        runtime.close()
+
+
+def test_a_pass_shared_between_streams_equals_one_stream(runtimes):
+    items = runtimes[1].tokenize(TEXTS)
+    want = ["embedding", "tokens", "probabilities"]
+    one, three = runtimes[1].forward(items, want), runtimes[3].forward(items, want)
+    for a, b in zip(one, three):
+        for name in want:
+            np.testing.assert_allclose(a[name], b[name], atol=1e-6)
+
+
+def test_micro_batches_give_every_stream_work_within_the_token_budget(runtimes):
+    runtime = runtimes[3]
+    items = runtime.tokenize(TEXTS)
+    order = sorted(range(len(items)), key=lambda i: items[i].n_tokens)
+    chunks = runtime._micro_batches(order, items)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(items)))  # each text once
+    assert len(chunks) >= 3
+    for chunk in chunks:
+        width = max(items[i].n_tokens for i in chunk)
+        assert len(chunk) * width <= runtime.settings.micro_batch_tokens or len(chunk) == 1
+    lone = runtime.tokenize(["just one"])
+    assert runtime._micro_batches([0], lone) == [[0]]
+
+
+def test_streams_run_every_chunk_once_and_a_lone_chunk_on_the_lead_thread():
+    streams = Streams(3, 3)
+    seen, threads = [], set()
+
+    def work(chunk):
+        seen.append(chunk)
+        threads.add(threading.current_thread().name)
+        time.sleep(0.01)
+
+    streams.submit(streams.map, work, list(range(12))).result()
+    assert sorted(seen) == list(range(12))
+    assert len(threads) == 3
+    seen.clear(), threads.clear()
+    streams.submit(streams.map, work, [0]).result()
+    assert seen == [0] and threads == {"encoder-forward_0"}
+    streams.shutdown()
+
+
+def test_a_failing_chunk_fails_the_pass_once_every_stream_has_stopped():
+    streams = Streams(2, 2)
+    done = []
+
+    def work(chunk):
+        time.sleep(0.01)
+        if chunk == 0:
+            raise ValueError("bad chunk")
+        done.append(chunk)
+
+    with pytest.raises(ValueError, match="bad chunk"):
+        streams.submit(streams.map, work, list(range(10))).result()
+    settled = list(done)
+    time.sleep(0.05)
+    assert done == settled  # nothing still computing after the pass failed
+    assert len(done) < 9  # the remaining chunks were dropped
+    streams.shutdown()
+
+
+async def test_concurrent_requests_share_passes(runtimes):
+    runtime = runtimes[3]
+    batcher = Batcher(runtime, runtime.settings.model_copy(update={"max_wait_ms": 50}))
+    batcher.start()
+    try:
+        long = ["a longer text " * (INLINE_TOKENIZE_CHARS // 10)]  # tokenized in a worker thread
+        results = await asyncio.gather(*(batcher.encode(long if i % 2 else [TEXTS[i]], "embedding") for i in range(16)))
+    finally:
+        await batcher.stop()
+    assert all(len(vectors) == 1 for _, vectors in results)
+    assert batcher.batches_run < 16
+
+
+async def test_a_lone_request_does_not_wait_for_company(runtimes):
+    runtime = runtimes[1]
+    batcher = Batcher(runtime, runtime.settings.model_copy(update={"max_wait_ms": 60_000}))
+    batcher.start()
+    try:
+        # max_wait_ms is a minute: were the lone request made to wait for company, this would time out.
+        _, vectors = await asyncio.wait_for(batcher.encode(["alone"], "embedding"), timeout=20)
+    finally:
+        await batcher.stop()
+    assert len(vectors) == 1 and batcher.batches_run == 1
