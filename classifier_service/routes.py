@@ -93,7 +93,8 @@ async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Respon
 async def predict(name: ModelName, body: PredictBody, runtime: Runtime, binary: BinaryResponse, version: VersionQuery = None) -> Response:
     """Label and class probabilities per row. ``Accept: application/vnd.seam.tensor`` answers with a
     dense frame of probabilities in ``classes`` order instead of JSON."""
-    result = await runtime.predict(name, version, body)
-    return await anyio.to_thread.run_sync(
-        render_prediction, result.name, result.version, result.classes, result.probabilities, binary
-    )
+    def answer() -> Response:  # checks, prediction and rendering in one trip to a worker thread
+        result = runtime.predict_sync(name, version, body)
+        return render_prediction(result.name, result.version, result.classes, result.probabilities, binary)
+
+    return await anyio.to_thread.run_sync(answer)

@@ -19,11 +19,13 @@ from services.inputs import check_texts
 router = APIRouter()
 
 
-def get_settings(request: Request) -> EncoderSettings:
+# Dependencies are ``async def``: FastAPI runs a plain ``def`` one in a worker thread, a round trip
+# per request for what is an attribute lookup.
+async def get_settings(request: Request) -> EncoderSettings:
     return request.app.state.settings
 
 
-def get_runtime(request: Request) -> EncoderRuntime:
+async def get_runtime(request: Request) -> EncoderRuntime:
     runtime: EncoderRuntime = request.app.state.runtime
     if not runtime.ready:
         error = request.app.state.load_error
@@ -32,7 +34,7 @@ def get_runtime(request: Request) -> EncoderRuntime:
     return runtime
 
 
-def get_batcher(request: Request) -> Batcher:
+async def get_batcher(request: Request) -> Batcher:
     return request.app.state.batcher
 
 

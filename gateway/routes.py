@@ -13,7 +13,9 @@ from gateway.schemas import PipelineList, PipelineReport, PredictRequest, Predic
 router = APIRouter()
 
 
-def get_runtime(request: Request) -> GatewayRuntime:
+# Dependencies are ``async def``: FastAPI runs a plain ``def`` one in a worker thread, a round trip
+# per request for what is an attribute lookup.
+async def get_runtime(request: Request) -> GatewayRuntime:
     return request.app.state.runtime
 
 
