@@ -31,6 +31,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PORTS = {"GATEWAY_PORT": "18000", "ENCODER_PORT": "18001", "CLASSIFIER_PORT": "18002"}
 NAIVE_PORT = 18010
 PIPELINE = "bench"
+# seam as configured by default (torch) and, in float32, with ENCODER_BACKEND=onnxruntime ("-onnx" rows).
+BACKENDS = {"float32": ("torch", "onnxruntime"), "bfloat16": ("torch",)}
+SUFFIX = {"torch": "", "onnxruntime": "-onnx"}
+ONNX_CACHE = Path(__file__).resolve().parent / ".work" / "onnx"  # exported once, reused by later runs
 
 
 def in_process(precision: str) -> dict:
@@ -44,7 +48,7 @@ def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, 
     for per_request in (1, 16):
         key = "texts"
         bodies = [{key: work[i : i + per_request]} for i in range(0, len(work) - per_request, per_request)]
-        if target == "encoder":
+        if target.startswith("encoder"):
             bodies = [{**b, "output": "embedding"} for b in bodies]
         asyncio.run(run_load(url, bodies, concurrency=4, max_requests=40, max_seconds=5, texts_per_request=per_request))  # warm-up
         for concurrency in args.concurrency:
@@ -63,11 +67,37 @@ def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, 
     return rows
 
 
+def measure_seam(precision: str, backend: str, work: list[str], args, var: Path) -> tuple[list[dict], list[dict]]:
+    """seam's encoder and its gateway, on a stack of their own; the memory repeats for torch only."""
+    suffix = SUFFIX[backend]
+    stack = Stack(var=var, env={**PORTS, "ENCODER_PRECISION": precision, "ENCODER_BACKEND": backend,
+                                "ENCODER_CACHE_DIR": str(ONNX_CACHE)})
+    rows, repeats = [], []
+    try:
+        stack.start()
+        texts, labels = training_data()
+        r = httpx.post(stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/train", timeout=300,
+                       json={"texts": texts, "labels": labels, "estimator": "logistic_regression", "feature": "embedding"})
+        r.raise_for_status()
+        pids = {c.module: c.proc.pid for c in stack.children}
+        encode_url = stack.url("encoder_service") + "/v1/encode"
+        rows += measure("encoder" + suffix, encode_url, pids, work, args, precision)
+        rows += measure("gateway" + suffix, stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", pids, work, args, precision)
+        if backend == "torch":
+            # Memory flat across repeated runs: the same load three more times, RSS after each.
+            once = argparse.Namespace(**{**vars(args), "concurrency": [32]})
+            repeats = [measure("encoder", encode_url, pids, work, once, precision)[-1]["rss_mb"] for _ in range(args.repeats)]
+    finally:
+        stack.stop()
+    return rows, repeats
+
+
 def run_precision(precision: str, args) -> dict:
     work = sentences(2048)
     limit = in_process(precision)
     print(f"{precision:9} in-process: {limit['throughput']:.1f} texts/s, single p50 {limit['single_p50_ms']:.1f} ms", flush=True)
     rows: list[dict] = []
+    repeats: list[dict] = []
     with tempfile.TemporaryDirectory() as var:
         naive = subprocess.Popen([sys.executable, "-m", "bench.naive_app"],
                                  env={**os.environ, "NAIVE_PORT": str(NAIVE_PORT), "NAIVE_PRECISION": precision})
@@ -77,22 +107,10 @@ def run_precision(precision: str, args) -> dict:
         finally:
             naive.terminate()
             naive.wait()
-        stack = Stack(var=Path(var), env={**PORTS, "ENCODER_PRECISION": precision})
-        try:
-            stack.start()
-            texts, labels = training_data()
-            r = httpx.post(stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/train", timeout=300,
-                           json={"texts": texts, "labels": labels, "estimator": "logistic_regression", "feature": "embedding"})
-            r.raise_for_status()
-            pids = {c.module: c.proc.pid for c in stack.children}
-            rows += measure("encoder", stack.url("encoder_service") + "/v1/encode", pids, work, args, precision)
-            rows += measure("gateway", stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", pids, work, args, precision)
-            # Memory flat across repeated runs: the same load three more times, RSS after each.
-            repeats = [measure("encoder", stack.url("encoder_service") + "/v1/encode", pids, work,
-                               argparse.Namespace(**{**vars(args), "concurrency": [32]}), precision)[-1]["rss_mb"]
-                       for _ in range(args.repeats)]
-        finally:
-            stack.stop()
+        for backend in BACKENDS[precision]:
+            seam_rows, seam_repeats = measure_seam(precision, backend, work, args, Path(var) / backend)
+            rows += seam_rows
+            repeats = repeats or seam_repeats
     return {"limit": limit, "rows": rows, "repeat_rss_mb": repeats}
 
 
@@ -101,6 +119,25 @@ def ratio(rows, limit, target, per_request, concurrency):
     if row is None:  # a partial run (--concurrency) did not measure this cell
         return float("nan"), {"throughput": float("nan"), "p50_ms": float("nan")}
     return row["throughput"] / limit["throughput"], row
+
+
+def _seam_suffixes(rows) -> list[str]:
+    return [suffix for suffix in SUFFIX.values() if any(r["target"] == "encoder" + suffix for r in rows)]
+
+
+def _groups(rows) -> list[str]:
+    return ["naive"] + ["seam" + suffix for suffix in _seam_suffixes(rows)]
+
+
+def _peaks(rows, group: str) -> dict[str, float]:
+    """Peak RSS per process over a group's rows: ``naive``, ``seam`` (torch) or ``seam-onnx``."""
+    suffix = group[len("seam"):] if group.startswith("seam") else None
+    peaks: dict[str, float] = {}
+    for r in rows:
+        if (r["target"] == "naive") if suffix is None else r["target"] in ("encoder" + suffix, "gateway" + suffix):
+            for name, mb in r["peak_rss_mb"].items():
+                peaks[name] = max(peaks.get(name, 0), mb)
+    return peaks
 
 
 def report(results: dict) -> str:
@@ -119,26 +156,25 @@ def report(results: dict) -> str:
             lines.append(f"| {r['target']} | {r['texts_per_request']} | {r['concurrency']} | {r['throughput']:.0f} | "
                          f"{r['throughput'] / limit['throughput']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
                          f"{r['p99_ms']:.1f} | {r['errors']} | {r['loadgen_cpu_pct']:.0f} |")
-        peaks = {}
-        for r in rows:
-            for name, mb in r["peak_rss_mb"].items():
-                peaks[name] = max(peaks.get(name, 0), mb)
-        lines += ["", "Peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()),
-                  "Encoder RSS after repeated runs (MB): " + ", ".join(f"{r['encoder_service']:.0f}" for r in res["repeat_rss_mb"]), ""]
+        lines += ["", "Peak RSS (MB): " + "; ".join(
+            f"{group}: " + ", ".join(f"{k} {v:.0f}" for k, v in _peaks(rows, group).items()) for group in _groups(rows)),
+            "Encoder RSS after repeated runs (MB): " + ", ".join(f"{r['encoder_service']:.0f}" for r in res["repeat_rss_mb"]), ""]
         checks = []
-        for target, per, c, goal in (("encoder", 1, 32, 0.70), ("encoder", 16, 32, 0.90), ("gateway", 1, 32, 0.60), ("gateway", 16, 32, 0.85)):
-            value, _ = ratio(rows, limit, target, per, c)
-            checks.append(f"| {target} {c} x {per} text(s) / limit | ≥ {goal:.2f} | {value:.2f} | {'met' if value >= goal else 'NOT met'} |")
-        for target, extra in (("encoder", 2), ("gateway", 5)):
-            _, row = ratio(rows, limit, target, 1, 1)
-            bound = limit["single_p50_ms"] + extra
-            checks.append(f"| {target} single client p50 | ≤ {bound:.1f} ms | {row['p50_ms']:.1f} ms | {'met' if row['p50_ms'] <= bound else 'NOT met'} |")
-        naive_tp = ratio(rows, limit, "naive", 1, 32)[1]["throughput"]
-        enc_tp = ratio(rows, limit, "encoder", 1, 32)[1]["throughput"]
-        checks.append(f"| encoder vs naive at 32 x 1 | ≥ 3x | {enc_tp / naive_tp:.1f}x | {'met' if enc_tp >= 3 * naive_tp else 'NOT met'} |")
-        enc_peak = peaks.get("encoder_service", float("nan"))
-        checks.append(f"| encoder peak RSS | ≤ 700 MB | {enc_peak:.0f} MB | {'met' if enc_peak <= 700 else 'NOT met'} |")
-        lines += ["| target | goal | measured | |", "|---|---|---|---|", *checks, ""]
+        for suffix in _seam_suffixes(rows):
+            backend = "onnxruntime" if suffix else "torch, the default"
+            for target, per, c, goal in (("encoder", 1, 32, 0.70), ("encoder", 16, 32, 0.90), ("gateway", 1, 32, 0.60), ("gateway", 16, 32, 0.85)):
+                value, _ = ratio(rows, limit, target + suffix, per, c)
+                checks.append(f"| {backend} | {target} {c} x {per} text(s) / limit | ≥ {goal:.2f} | {value:.2f} | {'met' if value >= goal else 'NOT met'} |")
+            for target, extra in (("encoder", 2), ("gateway", 5)):
+                _, row = ratio(rows, limit, target + suffix, 1, 1)
+                bound = limit["single_p50_ms"] + extra
+                checks.append(f"| {backend} | {target} single client p50 | ≤ {bound:.1f} ms | {row['p50_ms']:.1f} ms | {'met' if row['p50_ms'] <= bound else 'NOT met'} |")
+            naive_tp = ratio(rows, limit, "naive", 1, 32)[1]["throughput"]
+            enc_tp = ratio(rows, limit, "encoder" + suffix, 1, 32)[1]["throughput"]
+            checks.append(f"| {backend} | encoder vs naive at 32 x 1 | ≥ 3x | {enc_tp / naive_tp:.1f}x | {'met' if enc_tp >= 3 * naive_tp else 'NOT met'} |")
+            enc_peak = _peaks(rows, "seam" + suffix).get("encoder_service", float("nan"))
+            checks.append(f"| {backend} | encoder peak RSS | ≤ 700 MB | {enc_peak:.0f} MB | {'met' if enc_peak <= 700 else 'NOT met'} |")
+        lines += ["| seam | target | goal | measured | |", "|---|---|---|---|---|", *checks, ""]
     lines += ["![throughput and p95 vs concurrency](throughput.png)", ""]
     return "\n".join(lines)
 
@@ -155,7 +191,7 @@ def plot(results: dict, path: Path) -> None:
         res = results["precisions"][precision]
         for s_index, per in enumerate((1, 16)):
             col = 2 * p_index + s_index
-            for target in ("naive", "encoder", "gateway"):
+            for target in ("naive", *(t + suffix for suffix in _seam_suffixes(res["rows"]) for t in ("encoder", "gateway"))):
                 rows = [r for r in res["rows"] if r["target"] == target and r["texts_per_request"] == per]
                 xs = [r["concurrency"] for r in rows]
                 axes[0][col].plot(xs, [r["throughput"] for r in rows], marker="o", label=target)
