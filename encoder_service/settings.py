@@ -32,7 +32,9 @@ class EncoderSettings(ServiceSettings):
         512, gt=0, description="Padded tokens in one micro-batch of a pass (about 16 short sentences: what CPU caches like)."
     )
     max_batch_size: int = Field(128, gt=0, description="Most texts in one micro-batch.")
-    max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits for more texts before running.")
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="Waking from idle, how long a pass waits for texts of requests still being tokenized (none: no wait)."
+    )
     max_queue: int = Field(4096, gt=0, description="Texts waiting for the model; beyond it requests get 429.")
     threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: all cores.")
     streams: int | None = Field(
