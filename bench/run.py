@@ -1,11 +1,13 @@
 """The side-by-side benchmark: `make bench` (or `python -m bench.run`).
 
 Rows, on the same generated sentences, in one run:
-  1. in-process   sentence-transformers encode (batch 32) + scikit-learn predict (the limit)
+  1. in-process   sentence-transformers encode (batch 32) + scikit-learn predict (the limit; run before
+                  and after the others, the better figures kept)
   2. naive        a FastAPI endpoint calling `encode` per request (bench/naive_app.py)
   3. encoder      seam's encoder, POST /v1/encode
   4. gateway      seam end to end, POST /v1/pipelines/{name}/predict
-at concurrency 1, 8, 32, 64 with 1 and 16 texts per request, in float32 and bfloat16.
+at concurrency 1, 8, 32, 64 with 1 and 16 texts per request, in float32 and bfloat16; in float32,
+rows 3 and 4 again with ENCODER_BACKEND=onnxruntime (``encoder-onnx``, ``gateway-onnx``).
 Writes bench/results/results.{json,md} and bench/results/throughput.png. Loopback only, bounded.
 """
 
@@ -94,8 +96,8 @@ def measure_seam(precision: str, backend: str, work: list[str], args, var: Path)
 
 def run_precision(precision: str, args) -> dict:
     work = sentences(2048)
-    limit = in_process(precision)
-    print(f"{precision:9} in-process: {limit['throughput']:.1f} texts/s, single p50 {limit['single_p50_ms']:.1f} ms", flush=True)
+    first = in_process(precision)
+    print(f"{precision:9} in-process: {first['throughput']:.1f} texts/s, single p50 {first['single_p50_ms']:.1f} ms", flush=True)
     rows: list[dict] = []
     repeats: list[dict] = []
     with tempfile.TemporaryDirectory() as var:
@@ -111,6 +113,14 @@ def run_precision(precision: str, args) -> dict:
             seam_rows, seam_repeats = measure_seam(precision, backend, work, args, Path(var) / backend)
             rows += seam_rows
             repeats = repeats or seam_repeats
+    # The limit is measured before and after seam, and the better of each figure kept: a slow moment
+    # of a shared machine must not flatter seam's ratios.
+    last = in_process(precision)
+    print(f"{precision:9} in-process: {last['throughput']:.1f} texts/s, single p50 {last['single_p50_ms']:.1f} ms", flush=True)
+    limit = {"throughput": max(first["throughput"], last["throughput"]),
+             "single_p50_ms": min(first["single_p50_ms"], last["single_p50_ms"]),
+             "single_p95_ms": min(first["single_p95_ms"], last["single_p95_ms"]),
+             "peak_rss_mb": max(first["peak_rss_mb"], last["peak_rss_mb"]), "runs": [first, last]}
     return {"limit": limit, "rows": rows, "repeat_rss_mb": repeats}
 
 
@@ -149,7 +159,9 @@ def report(results: dict) -> str:
         limit, rows = res["limit"], res["rows"]
         lines += [f"## {precision}", "",
                   f"In-process limit (row 1): **{limit['throughput']:.0f} texts/s** at batch 32; single text p50 "
-                  f"{limit['single_p50_ms']:.1f} ms; peak RSS {limit['peak_rss_mb']:.0f} MB.", "",
+                  f"{limit['single_p50_ms']:.1f} ms; peak RSS {limit['peak_rss_mb']:.0f} MB (the better of two runs, "
+                  "before and after seam's: " + ", ".join(f"{r['throughput']:.0f} texts/s and {r['single_p50_ms']:.1f} ms"
+                                                           for r in limit.get("runs", [])) + ").", "",
                   "| target | texts/req | concurrency | texts/s | ratio to limit | p50 ms | p95 ms | p99 ms | errors | loadgen CPU % |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
