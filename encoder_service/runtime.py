@@ -111,6 +111,14 @@ def contract_id(contract: TensorContract) -> str:
     return hashlib.sha256(json.dumps(contract.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a cpuset or ``taskset`` narrows them), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def bfloat16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
@@ -134,7 +142,7 @@ class EncoderRuntime:
         """Load the model and describe its outputs; slow, blocks. It runs on the lead thread, where
         every forward pass runs, so torch's thread pool is the one the passes use."""
         settings = self.settings
-        threads = settings.threads or os.cpu_count() or 1
+        threads = settings.threads or usable_cores()
         # onnxruntime shares out its own thread pool: one stream feeds it.
         streams = 1 if settings.backend == "onnxruntime" else settings.streams or threads
         self._streams = Streams(streams, threads)

@@ -36,7 +36,7 @@ class EncoderSettings(ServiceSettings):
         2.0, ge=0, description="Waking from idle, how long a pass waits for texts of requests still being tokenized (none: no wait)."
     )
     max_queue: int = Field(4096, gt=0, description="Texts waiting for the model; beyond it requests get 429.")
-    threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: all cores.")
+    threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: every core this process may use.")
     streams: int | None = Field(
         None, gt=0,
         description="Micro-batches computed side by side, each with threads/streams intra-op threads; default: one per thread (1: off).",

@@ -4,6 +4,7 @@ pass shared out between streams computes exactly what one stream would."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from encoder_service.batching import INLINE_TOKENIZE_CHARS, Batcher
-from encoder_service.runtime import EncoderRuntime
+from encoder_service.runtime import EncoderRuntime, usable_cores
 from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
 
@@ -114,3 +115,8 @@ async def test_a_lone_request_does_not_wait_for_company(runtimes):
     finally:
         await batcher.stop()
     assert len(vectors) == 1 and batcher.batches_run == 1
+
+
+def test_default_threads_are_the_cores_this_process_may_use(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)  # e.g. taskset -c 3
+    assert usable_cores() == 1
