@@ -4,8 +4,8 @@ Requests come through ``encode``: their texts are tokenized (short ones at once,
 worker thread, in parallel, never behind a forward pass) and queued here. One worker takes queued
 texts up to a token budget and hands them to the runtime as one forward pass, which length-sorts
 them so little padding is computed. Waking from idle, the worker waits up to ``max_wait_ms`` for
-the texts of requests still being tokenized, and not at all when none are: a lone client pays no
-wait. A full queue refuses new work with 429 instead of growing.
+company when there is some to be had (requests being tokenized, or concurrent clients), and not at
+all for a lone client. A full queue refuses new work with 429 instead of growing.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class _Job:
     item: TokenizedText
     output: str
     future: asyncio.Future
+    request: int  # which submit it came from
 
 
 class Batcher:
@@ -44,6 +45,8 @@ class Batcher:
         self._queue: deque[_Job] = deque()
         self._wakeup = asyncio.Event()  # set when texts are queued or an arriving request gives up
         self._arriving = 0  # requests being tokenized: their texts are about to be queued
+        self._submits = 0
+        self._company = False  # the last pass held texts of several requests: clients are concurrent
         self._task: asyncio.Task | None = None
         self.batches_run = 0
         self.on_batch: Callable[[list[TokenizedText]], None] | None = None  # told each batch run (metrics)
@@ -87,7 +90,8 @@ class Batcher:
                 queue_depth=len(self._queue),
             )
         loop = asyncio.get_running_loop()
-        jobs = [_Job(item, output, loop.create_future()) for item in items]
+        self._submits += 1
+        jobs = [_Job(item, output, loop.create_future(), self._submits) for item in items]
         self._queue.extend(jobs)
         self._wakeup.set()
         try:
@@ -111,11 +115,15 @@ class Batcher:
         return batch
 
     async def _gather(self) -> None:
-        """Idle until now: wait, at most ``max_wait_ms``, while requests being tokenized are about to
-        add texts to this pass (and it is not full already)."""
+        """Idle until now: wait, at most ``max_wait_ms``, for company, unless the pass is full already:
+        while requests being tokenized are about to add texts, or while clients are concurrent (the
+        last pass held texts of several requests; their next requests arrive spread over a few ms,
+        and a pass started at the first of them would be small). A lone client never waits.
+        Measured, bfloat16, 32 clients x 1 text: 297 and 346 texts/s against 231 and 301 without
+        the concurrent-clients wait (two pairs of runs)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.max_wait_ms / 1000
-        while self._arriving and sum(j.item.n_tokens for j in self._queue) < self.settings.max_batch_tokens:
+        while (self._arriving or self._company) and sum(j.item.n_tokens for j in self._queue) < self.settings.max_batch_tokens:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -135,6 +143,7 @@ class Batcher:
                 if not batch:
                     break
                 wants = sorted({job.output for job in batch})
+                self._company = len({job.request for job in batch}) > 1
                 try:
                     results = await asyncio.wrap_future(self.runtime.submit([job.item for job in batch], wants))
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting request

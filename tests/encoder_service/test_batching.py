@@ -117,6 +117,26 @@ async def test_a_lone_request_does_not_wait_for_company(runtimes):
     assert len(vectors) == 1 and batcher.batches_run == 1
 
 
+async def test_concurrent_clients_wait_for_company(runtimes):
+    """After a pass shared by several requests, the next pass waits (up to max_wait_ms) for the
+    other clients' next requests instead of running the first one alone."""
+    runtime = runtimes[1]
+    batcher = Batcher(runtime, runtime.settings.model_copy(update={"max_wait_ms": 2_000}))
+    batcher.start()
+    try:
+        await asyncio.gather(*(batcher.submit(runtime.tokenize([t]), "embedding") for t in TEXTS[:2]))
+        assert batcher.batches_run == 1  # two requests, one pass: the clients are concurrent
+
+        async def late():
+            await asyncio.sleep(0.2)
+            return await batcher.encode([TEXTS[3]], "embedding")
+
+        await asyncio.gather(batcher.encode([TEXTS[2]], "embedding"), late())
+    finally:
+        await batcher.stop()
+    assert batcher.batches_run == 2  # the late request joined the first one's pass
+
+
 def test_default_threads_are_the_cores_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)  # e.g. taskset -c 3
     assert usable_cores() == 1
