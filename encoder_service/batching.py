@@ -28,6 +28,8 @@ log = logging.getLogger("seam.encoder.batching")
 # Requests with at most this many characters are tokenized on the event loop (tens of microseconds),
 # which is cheaper than the round trip to a worker thread; longer ones go to a thread.
 INLINE_TOKENIZE_CHARS = 512
+# Clients count as concurrent for this long after a pass that several requests shared.
+COMPANY_HORIZON_S = 1.0
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Batcher:
         self._arriving = 0  # requests being tokenized: their texts are about to be queued
         self._submits = 0
         self._company = False  # the last pass held texts of several requests: clients are concurrent
+        self._last_pass_end = 0.0  # loop time
         self._task: asyncio.Task | None = None
         self.batches_run = 0
         self.on_batch: Callable[[list[TokenizedText]], None] | None = None  # told each batch run (metrics)
@@ -117,13 +120,15 @@ class Batcher:
     async def _gather(self) -> None:
         """Idle until now: wait, at most ``max_wait_ms``, for company, unless the pass is full already:
         while requests being tokenized are about to add texts, or while clients are concurrent (the
-        last pass held texts of several requests; their next requests arrive spread over a few ms,
-        and a pass started at the first of them would be small). A lone client never waits.
+        last pass, ended under a second ago, held texts of several requests: their next requests
+        arrive spread over a few ms, and a pass started at the first of them would be small). A lone
+        client never waits.
         Measured, bfloat16, 32 clients x 1 text: 297 and 346 texts/s against 231 and 301 without
         the concurrent-clients wait (two pairs of runs)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.max_wait_ms / 1000
-        while (self._arriving or self._company) and sum(j.item.n_tokens for j in self._queue) < self.settings.max_batch_tokens:
+        company = self._company and loop.time() - self._last_pass_end < COMPANY_HORIZON_S
+        while (self._arriving or company) and sum(j.item.n_tokens for j in self._queue) < self.settings.max_batch_tokens:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -153,6 +158,7 @@ class Batcher:
                             job.future.set_exception(exc)
                     continue
                 self.batches_run += 1
+                self._last_pass_end = asyncio.get_running_loop().time()
                 if self.on_batch is not None:
                     self.on_batch([job.item for job in batch])
                 for job, result in zip(batch, results):

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from encoder_service.batching import INLINE_TOKENIZE_CHARS, Batcher
+from encoder_service.batching import COMPANY_HORIZON_S, INLINE_TOKENIZE_CHARS, Batcher
 from encoder_service.runtime import EncoderRuntime, usable_cores
 from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
@@ -140,3 +140,16 @@ async def test_concurrent_clients_wait_for_company(runtimes):
 def test_default_threads_are_the_cores_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)  # e.g. taskset -c 3
     assert usable_cores() == 1
+
+
+async def test_a_lone_request_after_a_busy_spell_does_not_wait(runtimes):
+    runtime = runtimes[1]
+    batcher = Batcher(runtime, runtime.settings.model_copy(update={"max_wait_ms": 60_000}))
+    batcher.start()
+    try:
+        await asyncio.gather(*(batcher.submit(runtime.tokenize([t]), "embedding") for t in TEXTS[:2]))
+        await asyncio.sleep(COMPANY_HORIZON_S + 0.1)  # the concurrent clients are gone
+        _, vectors = await asyncio.wait_for(batcher.encode(["alone again"], "embedding"), timeout=20)
+    finally:
+        await batcher.stop()
+    assert len(vectors) == 1 and batcher.batches_run == 2
