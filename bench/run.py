@@ -42,7 +42,9 @@ ONNX_CACHE = Path(__file__).resolve().parent / ".work" / "onnx"  # exported once
 def in_process(precision: str) -> dict:
     out = subprocess.run([sys.executable, "-m", "bench.inprocess", "--precision", precision],
                          capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    limit = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{precision:9} in-process: {limit['throughput']:.1f} texts/s, single p50 {limit['single_p50_ms']:.1f} ms", flush=True)
+    return limit
 
 
 def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, precision: str) -> list[dict]:
@@ -97,7 +99,6 @@ def measure_seam(precision: str, backend: str, work: list[str], args, var: Path)
 def run_precision(precision: str, args) -> dict:
     work = sentences(2048)
     first = in_process(precision)
-    print(f"{precision:9} in-process: {first['throughput']:.1f} texts/s, single p50 {first['single_p50_ms']:.1f} ms", flush=True)
     rows: list[dict] = []
     repeats: list[dict] = []
     with tempfile.TemporaryDirectory() as var:
@@ -116,7 +117,6 @@ def run_precision(precision: str, args) -> dict:
     # The limit is measured before and after seam, and the better of each figure kept: a slow moment
     # of a shared machine must not flatter seam's ratios.
     last = in_process(precision)
-    print(f"{precision:9} in-process: {last['throughput']:.1f} texts/s, single p50 {last['single_p50_ms']:.1f} ms", flush=True)
     limit = {"throughput": max(first["throughput"], last["throughput"]),
              "single_p50_ms": min(first["single_p50_ms"], last["single_p50_ms"]),
              "single_p95_ms": min(first["single_p95_ms"], last["single_p95_ms"]),

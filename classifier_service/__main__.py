@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
-# As in the encoder: OpenMP threads sleep rather than spin while waiting, so torch heads do not
-# stall when other processes share the cores. Must be set before torch starts OpenMP.
+# OpenMP threads sleep rather than spin while waiting, so torch heads (one thread by default,
+# CLASSIFIER_TORCH_THREADS) never spin on cores the encoder needs. Set before torch starts OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import uvicorn  # noqa: E402
