@@ -22,6 +22,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules.normalize import Normalize
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
+from encoder_service import prepack
 from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
 from services.contracts import CANARY_TEXTS, EmbeddingSpace, TensorContract
@@ -168,7 +169,8 @@ class EncoderRuntime:
                     folder, local_files_only=True, use_safetensors=True
                 ).eval()
                 # The head's encoder is the same network: share it rather than hold the weights twice.
-                self._st[0].auto_model = self._head.base_model
+                # (``auto_model`` is a read-only view of ``model``; assigning it would add a copy.)
+                self._st[0].model = self._head.base_model
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load a transformer from {folder}: {exc}") from exc
         self._st.eval()
@@ -179,9 +181,31 @@ class EncoderRuntime:
         sha = weights_sha256(folder)
         if settings.backend == "onnxruntime":
             self._onnx = self._load_onnx(sha, threads)
+        elif settings.precision == "float32" and settings.prepack and prepack.available():
+            self._prepack()
         self.outputs = self._describe_outputs(sha, config)
         self.ready = True
         log.info("ready: %s outputs %s", self.model_id, sorted(self.outputs))
+
+    def _prepack(self) -> None:
+        """Swap the float32 Linear layers for oneDNN-packed ones, and check on the canaries that the
+        model still gives what it gave before."""
+        assert self._st is not None
+        want = ["embedding", "tokens"] + (["probabilities"] if self._head else [])
+        canaries = self.tokenize(list(CANARY_TEXTS))
+        before = self._forward(canaries, want)
+        packed = prepack.pack_linears(self._st) + (prepack.pack_linears(self._head) if self._head is not None else 0)
+        after = self._forward(canaries, want)
+        for was, now in zip(before, after):
+            for name in want:
+                scale = max(1.0, float(np.abs(was[name]).max()))
+                drift = float(np.abs(was[name] - now[name]).max())
+                if drift > 1e-4 * scale:
+                    raise ModelLoadError(
+                        f"oneDNN-packed weights change the {name} output by {drift:.2e} on the canaries; "
+                        "set ENCODER_PREPACK=false to serve the weights as loaded"
+                    )
+        log.info("packed %d Linear layers for oneDNN", packed)
 
     @property
     def max_tokens(self) -> int:
