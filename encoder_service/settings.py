@@ -36,7 +36,8 @@ class EncoderSettings(ServiceSettings):
     )
     max_batch_size: int = Field(128, gt=0, description="Most texts in one micro-batch.")
     max_wait_ms: float = Field(
-        2.0, ge=0, description="Waking from idle, how long a pass waits for more texts when clients are concurrent (a lone client: no wait)."
+        2.0, ge=0,
+        description="How long a pass may wait for texts about to arrive; with concurrent clients, up to 30% of the last pass if longer (a lone client: no wait).",
     )
     max_queue: int = Field(4096, gt=0, description="Texts waiting for the model; beyond it requests get 429.")
     threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: every core this process may use.")

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from encoder_service.batching import COMPANY_HORIZON_S, INLINE_TOKENIZE_CHARS, Batcher
+from encoder_service.batching import COMPANY_HORIZON_S, FOLLOW_FRACTION, INLINE_TOKENIZE_CHARS, Batcher
 from encoder_service.runtime import EncoderRuntime, usable_cores
 from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
@@ -135,6 +135,61 @@ async def test_concurrent_clients_wait_for_company(runtimes):
     finally:
         await batcher.stop()
     assert batcher.batches_run == 2  # the late request joined the first one's pass
+
+
+def _slow_passes(runtime: EncoderRuntime, monkeypatch, seconds: float) -> None:
+    def slow(items, want):
+        time.sleep(seconds)
+        return runtime._forward(items, want)
+
+    monkeypatch.setattr(runtime, "submit", lambda items, want: runtime._streams.submit(slow, items, want))
+
+
+async def test_a_pass_waits_for_the_clients_the_last_one_answered(runtimes, monkeypatch):
+    """Two clients share a pass; a third arrives while it runs. The next pass waits for the two to
+    come back rather than run the third alone (which would split the clients into halves that take
+    turns), though max_wait_ms is 0."""
+    runtime = runtimes[1]
+    _slow_passes(runtime, monkeypatch, 0.2)
+    batcher = Batcher(runtime, runtime.settings.model_copy(update={"max_wait_ms": 0}))
+    sizes = []
+    batcher.on_batch = lambda items: sizes.append(len(items))
+    batcher.start()
+
+    async def client(text: str, rounds: int, delay: float = 0.0):
+        await asyncio.sleep(delay)
+        for _ in range(rounds):
+            await batcher.encode([text], "embedding")
+
+    try:
+        await asyncio.gather(client(TEXTS[0], 2), client(TEXTS[1], 2), client(TEXTS[2], 1, delay=0.05))
+    finally:
+        await batcher.stop()
+    assert sizes == [2, 3]
+
+
+async def test_clients_that_do_not_come_back_are_not_waited_for_long(runtimes, monkeypatch):
+    runtime = runtimes[1]
+    _slow_passes(runtime, monkeypatch, 0.2)
+    batcher = Batcher(runtime, runtime.settings.model_copy(update={"max_wait_ms": 0}))
+    batcher.start()
+
+    async def third():
+        await asyncio.sleep(0.05)  # queued while the first pass runs
+        started = time.perf_counter()
+        await batcher.encode([TEXTS[2]], "embedding")
+        return time.perf_counter() - started
+
+    try:
+        *_, waited = await asyncio.wait_for(
+            asyncio.gather(batcher.encode([TEXTS[0]], "embedding"), batcher.encode([TEXTS[1]], "embedding"), third()),
+            timeout=20,
+        )
+    finally:
+        await batcher.stop()
+    # the rest of the first pass, at most FOLLOW_FRACTION of it waiting for the two, then its own pass
+    assert waited < 0.15 + FOLLOW_FRACTION * 0.2 + 0.2 + 1.0
+    assert batcher.batches_run == 2
 
 
 def test_default_threads_are_the_cores_this_process_may_use(monkeypatch):
