@@ -7,6 +7,11 @@ uses a second core at a handful of rows. The reordered (blocked) layout streams 
 sentence's pass drops from about 10 to 7 ms, and batches of 32 run a few per cent faster.
 bfloat16 already takes oneDNN's path and gains nothing, so only float32 is packed.
 
+It costs memory, so it is opt-in (``ENCODER_PREPACK=true``): with MiniLM the encoder's peak resident
+memory under load went from 626 to 748 MB. The plain weights' pages of the memory-mapped
+safetensors file stay resident (the embeddings keep the mapping alive), and oneDNN keeps state for
+every input shape it has seen, which a trim does not return.
+
 ``torch.ops.mkldnn._linear_pointwise`` is the op inductor emits; torch is pinned, and the runtime
 checks the packed model against the plain one on the canaries before it serves it.
 """

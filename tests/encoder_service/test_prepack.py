@@ -34,7 +34,7 @@ def _plain_layers(runtime: EncoderRuntime) -> list[torch.nn.Module]:
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_classifier"])
 def test_packed_model_gives_what_the_plain_one_gives(fixture, request):
     model = request.getfixturevalue(fixture)
-    packed, plain = _runtime(model), _runtime(model, prepack=False)
+    packed, plain = _runtime(model, prepack=True), _runtime(model)
     assert _packed_layers(packed) and not _plain_layers(packed)
     assert _plain_layers(plain) and not _packed_layers(plain)
     for output in plain.outputs:
@@ -46,12 +46,12 @@ def test_packed_model_gives_what_the_plain_one_gives(fixture, request):
 
 
 def test_bfloat16_is_not_packed(tiny_bert):
-    runtime = _runtime(tiny_bert, precision="bfloat16")
+    runtime = _runtime(tiny_bert, precision="bfloat16", prepack=True)
     assert not _packed_layers(runtime)
 
 
 def test_a_head_model_holds_its_encoder_once(tiny_classifier):
-    runtime = _runtime(tiny_classifier, prepack=False)
+    runtime = _runtime(tiny_classifier)
     assert runtime._st[0].auto_model is runtime._head.base_model
     weights = {id(p) for p in runtime._st.parameters()} | {id(p) for p in runtime._head.parameters()}
     assert len(weights) == len({id(p) for p in runtime._head.parameters()})
@@ -61,4 +61,4 @@ def test_packing_that_changes_the_outputs_is_refused(tiny_bert, monkeypatch):
     real = prepack.PackedLinear.forward
     monkeypatch.setattr(prepack.PackedLinear, "forward", lambda self, x: real(self, x) * 1.01)
     with pytest.raises(ModelLoadError, match="ENCODER_PREPACK=false"):
-        _runtime(tiny_bert)
+        _runtime(tiny_bert, prepack=True)
