@@ -322,11 +322,24 @@ class EncoderRuntime:
                 out["probabilities"] = probs[row]
 
     def _micro_batches(self, order: list[int], items: list[TokenizedText]) -> list[list[int]]:
-        """Cut length-sorted texts into micro-batches of at most ``micro_batch_tokens`` padded tokens
-        (and ``max_batch_size`` texts), smaller still where that gives every stream some work."""
+        """Cut length-sorted texts into micro-batches of about ``micro_batch_tokens`` padded tokens (and
+        at most ``max_batch_size`` texts), in whole rounds of the streams: 3 micro-batches on 2 streams
+        would leave one stream idle while the other computes the third (a pass of 64 sentences was 15 %
+        slower than one of 32 for that)."""
         assert self._streams is not None
+        streams = self._streams.streams
         total = sum(items[i].n_tokens for i in order)
-        budget = min(self.settings.micro_batch_tokens, math.ceil(total / self._streams.streams))
+        target = streams * math.ceil(total / (streams * self.settings.micro_batch_tokens))
+        budget = math.ceil(total / target)
+        batches = self._cut(order, items, budget)
+        for _ in range(16):  # padding makes the cut overshoot: widen the budget until it fits the rounds
+            if len(batches) <= target:
+                break
+            budget = math.ceil(budget * 1.1)
+            batches = self._cut(order, items, budget)
+        return batches
+
+    def _cut(self, order: list[int], items: list[TokenizedText], budget: int) -> list[list[int]]:
         limit = self.settings.max_batch_size
         batches: list[list[int]] = []
         current: list[int] = []

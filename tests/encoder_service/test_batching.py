@@ -41,16 +41,20 @@ def test_a_pass_shared_between_streams_equals_one_stream(runtimes):
             np.testing.assert_allclose(a[name], b[name], atol=1e-6)
 
 
-def test_micro_batches_give_every_stream_work_within_the_token_budget(runtimes):
+def test_micro_batches_come_in_whole_rounds_of_the_streams(runtimes):
+    """Every text once, about micro_batch_tokens each, and never a last micro-batch that one stream
+    computes while the others idle: a whole number of rounds, each stream with work."""
     runtime = runtimes[3]
-    items = runtime.tokenize(TEXTS)
-    order = sorted(range(len(items)), key=lambda i: items[i].n_tokens)
-    chunks = runtime._micro_batches(order, items)
-    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(items)))  # each text once
-    assert len(chunks) >= 3
-    for chunk in chunks:
-        width = max(items[i].n_tokens for i in chunk)
-        assert len(chunk) * width <= runtime.settings.micro_batch_tokens or len(chunk) == 1
+    many = TEXTS * 8
+    for n in (3, 7, 16, 40, 100, 320):
+        items = runtime.tokenize(many[:n])
+        order = sorted(range(len(items)), key=lambda i: items[i].n_tokens)
+        chunks = runtime._micro_batches(order, items)
+        assert sorted(i for chunk in chunks for i in chunk) == list(range(n))  # each text once
+        assert len(chunks) % 3 == 0, (n, [len(c) for c in chunks])
+        for chunk in chunks:
+            width = max(items[i].n_tokens for i in chunk)
+            assert len(chunk) * width <= 1.5 * runtime.settings.micro_batch_tokens or len(chunk) == 1
     lone = runtime.tokenize(["just one"])
     assert runtime._micro_batches([0], lone) == [[0]]
 
