@@ -181,8 +181,11 @@ class EncoderRuntime:
         sha = weights_sha256(folder)
         if settings.backend == "onnxruntime":
             self._onnx = self._load_onnx(sha, threads)
-        elif settings.precision == "float32" and settings.prepack and prepack.available():
-            self._prepack()
+        elif settings.prepack and settings.precision == "float32":
+            if prepack.available():
+                self._prepack()
+            else:
+                log.warning("ENCODER_PREPACK=true, but this torch build has no oneDNN linear: serving the weights as loaded")
         self.outputs = self._describe_outputs(sha, config)
         self.ready = True
         log.info("ready: %s outputs %s", self.model_id, sorted(self.outputs))
