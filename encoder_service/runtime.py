@@ -194,13 +194,11 @@ class EncoderRuntime:
         """Swap the float32 Linear layers for oneDNN-packed ones, and check on the canaries that the
         model still gives what it gave before."""
         assert self._st is not None
-        want = ["embedding", "tokens"] + (["probabilities"] if self._head else [])
-        canaries = self.tokenize(list(CANARY_TEXTS))
-        before = self._forward(canaries, want)
+        before = self._canaries()
         packed = prepack.pack_linears(self._st) + (prepack.pack_linears(self._head) if self._head is not None else 0)
-        after = self._forward(canaries, want)
+        after = self._canaries()
         for was, now in zip(before, after):
-            for name in want:
+            for name in was:
                 scale = max(1.0, float(np.abs(was[name]).max()))
                 drift = float(np.abs(was[name] - now[name]).max())
                 if drift > 1e-4 * scale:
@@ -226,9 +224,13 @@ class EncoderRuntime:
             export(model, head=self._head is not None, example=example, target=target)
         return OnnxEncoder(target, threads)
 
+    def _canaries(self) -> list[dict[str, np.ndarray]]:
+        """Every output the model has, for the canary texts."""
+        return self._forward(self.tokenize(list(CANARY_TEXTS)), ["embedding", "tokens"] + (["probabilities"] if self._head else []))
+
     def _describe_outputs(self, sha: str, config) -> dict[str, Output]:
         assert self._st is not None
-        canaries = self._forward(self.tokenize(list(CANARY_TEXTS)), want=["embedding", "tokens"] + (["probabilities"] if self._head else []))
+        canaries = self._canaries()
         pooling = getattr(self._st[1], "pooling_mode", None) if len(self._st) > 1 else None
         space = EmbeddingSpace(
             model_id=self.model_id,
