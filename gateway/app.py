@@ -11,7 +11,7 @@ from gateway.auth import PUBLIC_PATHS, api_key_credentials
 from gateway.routes import router
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
-from gateway.upstreams import ClassifierClient, EncoderClient, build_http_client
+from gateway.upstreams import ClassifierClient, EncoderClient, build_wire
 from services.admission import install_admission
 from services.memory import install_memory_return
 from services.metrics import install_metrics
@@ -24,31 +24,26 @@ def create_app(
     encoder_transport: httpx.AsyncBaseTransport | None = None,
     classifier_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """The transports are for tests: ``httpx.ASGITransport(encoder_app)`` wires a service in-process."""
+    """The transports are for tests: ``httpx.ASGITransport(encoder_app)`` wires a service in-process.
+    Without them, the gateway reaches its upstreams over the network with aiohttp."""
     settings = settings or GatewaySettings()
     token = settings.internal_token.get_secret_value() if settings.internal_token else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async with AsyncExitStack() as stack:
-            clients = {}
+            wires = {}
             for role, url, transport in (
                 ("encoder", settings.encoder_url, encoder_transport),
                 ("classifier", settings.classifier_url, classifier_transport),
             ):
-                # One pooled client per upstream for the app's lifetime.
-                clients[role] = await stack.enter_async_context(
-                    build_http_client(
-                        url,
-                        timeout_s=settings.timeout_s,
-                        connect_timeout_s=settings.connect_timeout_s,
-                        max_connections=settings.max_connections,
-                        transport=transport,
-                    )
-                )
-            limits = {"timeout_s": settings.timeout_s, "connect_timeout_s": settings.connect_timeout_s, "token": token}
-            encoder = EncoderClient(settings.encoder_url, clients["encoder"], **limits)
-            classifier = ClassifierClient(settings.classifier_url, clients["classifier"], **limits)
+                # One pooled wire per upstream for the app's lifetime.
+                wires[role] = build_wire(url, connect_timeout_s=settings.connect_timeout_s,
+                                         max_connections=settings.max_connections, transport=transport)
+                stack.push_async_callback(wires[role].aclose)
+            limits = {"timeout_s": settings.timeout_s, "token": token}
+            encoder = EncoderClient(settings.encoder_url, wires["encoder"], **limits)
+            classifier = ClassifierClient(settings.classifier_url, wires["classifier"], **limits)
             app.state.runtime = GatewayRuntime(settings, encoder, classifier)
             await app.state.runtime.warm()
             yield

@@ -1,7 +1,8 @@
 """Typed HTTP clients for the gateway's two upstreams, the encoder and the classifier.
 
-Each client owns no connection of its own: it borrows one pooled ``httpx.AsyncClient`` (built in the
-app's lifespan) and turns whatever goes wrong on the wire into the one error hierarchy:
+Each client owns no connection of its own: it borrows one pooled ``Wire`` (built in the app's
+lifespan; aiohttp over the network, httpx where a test wires a service in-process) and turns
+whatever goes wrong on the wire into the one error hierarchy:
 
 - the upstream cannot be reached (refused, reset, not ready)   -> ``UpstreamUnavailable`` (503)
 - it does not answer in time                                   -> ``UpstreamTimeout`` (504)
@@ -14,9 +15,12 @@ Every error names the upstream (role and URL) and the stage that failed.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import aiohttp
 import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,7 +40,11 @@ TOKEN_HEADER = "X-Seam-Internal-Token"
 _PROBLEM_FIELDS = ("type", "title", "status", "detail", "instance")
 # A connection the upstream closed while it sat in the pool fails like this on first use; one retry
 # on a fresh connection is safe for the idempotent calls (never for fit).
-_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_STALE_HTTPX = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_STALE_AIOHTTP = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
+# Under the keep-alive timeout of uvicorn (5 s), so the gateway drops an idle connection before the
+# upstream does.
+KEEPALIVE_S = 4.0
 
 
 class UpstreamRejected(SeamError):
@@ -114,29 +122,107 @@ class Predicted:
 # --- plumbing ------------------------------------------------------------------------------------------
 
 
-def build_http_client(
-    base_url: str,
-    *,
-    timeout_s: float,
-    connect_timeout_s: float,
-    max_connections: int,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> httpx.AsyncClient:
-    """One pooled client per upstream, kept for the app's lifetime."""
-    if transport is None:
-        # retries=1: a connect that fails at once (upstream restarting) is tried once more.
-        transport = httpx.AsyncHTTPTransport(
-            retries=1,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+@dataclass(frozen=True)
+class WireResponse:
+    """An upstream's answer, read in full."""
+
+    status_code: int
+    reason_phrase: str
+    headers: Mapping[str, str]  # case-insensitive
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+class WireError(Exception):
+    """No answer came back. ``stale``: a pooled connection turned out closed by the upstream, so an
+    idempotent request may go once more on a fresh one."""
+
+    def __init__(self, message: str, *, stale: bool) -> None:
+        super().__init__(message)
+        self.stale = stale
+
+
+class Wire(Protocol):
+    """One pooled connection to one upstream: sends a request, reads the whole answer. Raises
+    ``WireError`` when no answer comes back (timeouts are the caller's: ``Upstream.request``)."""
+
+    async def send(self, method: str, path: str, *, headers: dict[str, str], params: dict[str, Any] | None = None,
+                   content: bytes | None = None, json: Any = None) -> WireResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpWire:
+    """The wire over the network: aiohttp, whose client costs a fraction of httpx's per request.
+    Measured on 2 cores, a lone gateway predict (two hops) p50 20.5-20.6 ms against 22.4-22.9 with
+    httpx, the encoder alone 15.6-15.9 (one stack, alternating rounds of 20 requests, 450 of each)."""
+
+    def __init__(self, base_url: str, *, connect_timeout_s: float, max_connections: int) -> None:
+        self.base_url = base_url.rstrip("/")  # a path prefix (behind a proxy) stays: base + "/v1/..."
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_S),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s),
         )
-    return httpx.AsyncClient(
-        base_url=base_url,
-        transport=transport,
-        timeout=httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s)),
-    )
+
+    async def send(self, method: str, path: str, *, headers: dict[str, str], params: dict[str, Any] | None = None,
+                   content: bytes | None = None, json: Any = None) -> WireResponse:
+        for attempt in range(2):
+            try:
+                async with self._session.request(method, self.base_url + path, headers=headers, params=params,
+                                                 data=content, json=json) as response:
+                    body = await response.read()
+                    return WireResponse(response.status, response.reason or "", response.headers, body)
+            except aiohttp.ClientConnectorError as exc:
+                if attempt == 0:  # refused at once (the upstream restarting): nothing was sent, try once more
+                    continue
+                raise WireError(f"{type(exc).__name__}: {exc}", stale=False) from exc
+            except aiohttp.ClientError as exc:
+                raise WireError(f"{type(exc).__name__}: {exc or 'connection failed'}",
+                                stale=isinstance(exc, _STALE_AIOHTTP)) from exc
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._session.close()
 
 
-def _problem_of(response: httpx.Response) -> dict[str, Any]:
+class HttpxWire:
+    """The wire through an httpx transport: what tests use to wire a service in-process
+    (``httpx.ASGITransport(app)``) or to fake one (``httpx.MockTransport``)."""
+
+    def __init__(self, base_url: str, transport: httpx.AsyncBaseTransport) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url, transport=transport)
+
+    async def send(self, method: str, path: str, *, headers: dict[str, str], params: dict[str, Any] | None = None,
+                   content: bytes | None = None, json: Any = None) -> WireResponse:
+        try:
+            response = await self._client.request(method, path, headers=headers, params=params, content=content,
+                                                  json=json, timeout=None)
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(str(exc)) from exc
+        except httpx.TransportError as exc:
+            raise WireError(f"{type(exc).__name__}: {exc or 'connection failed'}",
+                            stale=isinstance(exc, _STALE_HTTPX)) from exc
+        return WireResponse(response.status_code, response.reason_phrase, response.headers, response.content)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def build_wire(base_url: str, *, connect_timeout_s: float, max_connections: int,
+               transport: httpx.AsyncBaseTransport | None = None) -> Wire:
+    """One pooled wire per upstream, kept for the app's lifetime (close it with ``aclose``)."""
+    if transport is not None:
+        return HttpxWire(base_url, transport)
+    return AiohttpWire(base_url, connect_timeout_s=connect_timeout_s, max_connections=max_connections)
+
+
+def _problem_of(response: WireResponse) -> dict[str, Any]:
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
@@ -155,16 +241,14 @@ class Upstream:
     def __init__(
         self,
         url: str,
-        http: httpx.AsyncClient,
+        wire: Wire,
         *,
         timeout_s: float,
-        connect_timeout_s: float = 2.0,
         token: str | None = None,
     ) -> None:
         self.url = url
-        self.http = http
+        self.wire = wire
         self.timeout_s = timeout_s
-        self.connect_timeout_s = connect_timeout_s
         self.headers = {TOKEN_HEADER: token} if token else {}
 
     @property
@@ -180,36 +264,33 @@ class Upstream:
         retry: bool = True,
         timeout_s: float | None = None,
         timeout_setting: str = "GATEWAY_TIMEOUT_S",
+        headers: dict[str, str] | None = None,
         **kwargs: Any,
-    ) -> httpx.Response:
-        headers = {**self.headers, **kwargs.pop("headers", {})}
+    ) -> WireResponse:
+        headers = {**self.headers, **(headers or {})}
         limit = timeout_s or self.timeout_s
-        if timeout_s is not None:
-            kwargs["timeout"] = httpx.Timeout(limit, connect=min(self.connect_timeout_s, limit))
         attempts = 2 if retry else 1
         for attempt in range(attempts):
             try:
-                # A total deadline: httpx's own timeouts are per read and do not apply to in-process transports.
-                async with asyncio.timeout(limit):
-                    response = await self.http.request(method, path, headers=headers, **kwargs)
+                async with asyncio.timeout(limit):  # one deadline for the whole call, connect to last byte
+                    response = await self.wire.send(method, path, headers=headers, **kwargs)
                 break
-            except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+            except TimeoutError as exc:
                 raise UpstreamTimeout(
                     f"{self.name} did not answer within {limit:g}s ({stage}); raise {timeout_setting} if it is merely slow",
                     upstream=self.name, stage=stage,
                 ) from exc
-            except httpx.TransportError as exc:
-                if attempt + 1 < attempts and isinstance(exc, _STALE_CONNECTION):
+            except WireError as exc:
+                if attempt + 1 < attempts and exc.stale:
                     continue
                 raise UpstreamUnavailable(
-                    f"{self.name} is unreachable ({stage}): {type(exc).__name__}: {exc or 'connection failed'}",
-                    upstream=self.name, stage=stage,
+                    f"{self.name} is unreachable ({stage}): {exc}", upstream=self.name, stage=stage,
                 ) from exc
         if response.status_code >= 400:
             raise self._refusal(stage, response)
         return response
 
-    def _refusal(self, stage: str, response: httpx.Response) -> SeamError:
+    def _refusal(self, stage: str, response: WireResponse) -> SeamError:
         status = response.status_code
         problem = _problem_of(response)
         detail = problem.get("detail") or response.reason_phrase
@@ -237,13 +318,13 @@ class Upstream:
     def bad(self, stage: str, what: str) -> BadUpstreamResponse:
         return BadUpstreamResponse(f"{self.name} gave a bad answer at {stage}: {what}", upstream=self.name, stage=stage)
 
-    def parse(self, stage: str, response: httpx.Response, model: type[BaseModel]) -> Any:
+    def parse(self, stage: str, response: WireResponse, model: type[BaseModel]) -> Any:
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
             raise self.bad(stage, f"not a valid {model.__name__}: {exc.errors()[0].get('msg', exc)}") from exc
 
-    def frame(self, stage: str, response: httpx.Response) -> Frame:
+    def frame(self, stage: str, response: WireResponse) -> Frame:
         content_type = response.headers.get("content-type", "")
         if not content_type.startswith(BINARY_CONTENT_TYPE):
             raise self.bad(stage, f"expected a {BINARY_CONTENT_TYPE} frame, got {content_type or 'no content type'}")
