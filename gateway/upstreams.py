@@ -172,20 +172,22 @@ class AiohttpWire:
 
     async def send(self, method: str, path: str, *, headers: dict[str, str], params: dict[str, Any] | None = None,
                    content: bytes | None = None, json: Any = None) -> WireResponse:
-        for attempt in range(2):
+        exchange = (method, self.base_url + path, headers, params, content, json)
+        try:
             try:
-                async with self._session.request(method, self.base_url + path, headers=headers, params=params,
-                                                 data=content, json=json) as response:
-                    body = await response.read()
-                    return WireResponse(response.status, response.reason or "", response.headers, body)
-            except aiohttp.ClientConnectorError as exc:
-                if attempt == 0:  # refused at once (the upstream restarting): nothing was sent, try once more
-                    continue
-                raise WireError(f"{type(exc).__name__}: {exc}", stale=False) from exc
-            except aiohttp.ClientError as exc:
-                raise WireError(f"{type(exc).__name__}: {exc or 'connection failed'}",
-                                stale=isinstance(exc, _STALE_AIOHTTP)) from exc
-        raise AssertionError("unreachable")
+                return await self._exchange(*exchange)
+            except aiohttp.ClientConnectorError:  # refused at once (the upstream restarting): nothing was sent
+                return await self._exchange(*exchange)
+        except aiohttp.ClientConnectorError as exc:  # (a ClientOSError, but never stale)
+            raise WireError(f"{type(exc).__name__}: {exc}", stale=False) from exc
+        except aiohttp.ClientError as exc:
+            raise WireError(f"{type(exc).__name__}: {exc or 'connection failed'}",
+                            stale=isinstance(exc, _STALE_AIOHTTP)) from exc
+
+    async def _exchange(self, method: str, url: str, headers: dict[str, str], params: dict[str, Any] | None,
+                        content: bytes | None, json: Any) -> WireResponse:
+        async with self._session.request(method, url, headers=headers, params=params, data=content, json=json) as response:
+            return WireResponse(response.status, response.reason or "", response.headers, await response.read())
 
     async def aclose(self) -> None:
         await self._session.close()
