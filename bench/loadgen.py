@@ -105,7 +105,7 @@ async def run_load(url: str, bodies: list[dict], *, concurrency: int, max_reques
 
 
 async def run_paired(url: str, bodies: list[dict], *, reference: Callable[[int], list[float]], max_requests: int,
-                     max_seconds: float, texts_per_request: int, round_size: int = 20) -> tuple[LoadResult, list[float]]:
+                     max_seconds: float, texts_per_request: int, round_size: int) -> tuple[LoadResult, list[float]]:
     """A single client, in turns with a reference measured in the same moments: ``round_size``
     requests back to back, then ``reference(n)`` times as many of its own (the in-process limit
     encoding lone texts, say), and again, until ``max_requests`` or ``max_seconds``. On a

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from bench.loadgen import run_load, run_paired
+from tests.rawhttp import read_request
 
 
 @pytest.fixture
@@ -17,15 +18,9 @@ async def server():
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while request_line := await reader.readline():
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
+            while request := await read_request(reader):
                 log.append("request")
-                status = b"503 Service Unavailable" if request_line.split()[1].endswith(b"/busy") else b"200 OK"
+                status = b"503 Service Unavailable" if request[1].endswith("/busy") else b"200 OK"
                 writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n\r\nok")
                 await writer.drain()
         finally:

@@ -12,6 +12,7 @@ import pytest
 from gateway.upstreams import AiohttpWire, EncoderClient
 from services.errors import UpstreamTimeout, UpstreamUnavailable
 from tests.processes import free_port
+from tests.rawhttp import read_request
 
 OUTPUTS = json.dumps({"model": "m", "outputs": {}}).encode()
 
@@ -32,13 +33,8 @@ class Upstream:
         self.connections += 1
         answered = 0
         try:
-            while request_line := await reader.readline():
-                headers = {}
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.decode().partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                await reader.readexactly(int(headers.get("content-length", 0)))
-                self.paths.append(request_line.split()[1].decode())
+            while request := await read_request(reader):
+                self.paths.append(request[1])
                 if self.silent:
                     await asyncio.sleep(3600)
                 if self.answers_per_connection is not None and answered >= self.answers_per_connection:
