@@ -23,6 +23,7 @@ import numpy as np
 from encoder_service.runtime import EncoderRuntime, TokenizedText
 from encoder_service.settings import EncoderSettings
 from services.errors import NotReady, Overloaded
+from services.waiting import wait_until
 
 log = logging.getLogger("seam.encoder.batching")
 
@@ -141,20 +142,15 @@ class Batcher:
         wait_s = self.settings.max_wait_ms / 1000
         if company:
             wait_s = max(wait_s, FOLLOW_FRACTION * self._last_pass_s)
-        deadline = loop.time() + wait_s
-        while self._arriving or company:
+
+        def enough() -> bool:
+            if not (self._arriving or company):
+                return True
             if sum(job.item.n_tokens for job in self._queue) >= self.settings.max_batch_tokens:
-                return
-            if company and len({job.request for job in self._queue}) >= self._clients:
-                return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+                return True
+            return company and len({job.request for job in self._queue}) >= self._clients
+
+        await wait_until(enough, self._wakeup, wait_s)
 
     async def _run(self) -> None:
         while True:

@@ -1,6 +1,16 @@
 """Request coalescing: predict requests for the same pipeline version that arrive while earlier ones
 are in flight are merged, so the internal hops (one encoder call, one classifier call per link) are
-paid per batch, not per text. A lone request runs at once: no added wait at low load."""
+paid per batch, not per text. A lone request runs at once: no added wait at low load.
+
+After a run that merged several requests, the next one waits for the clients it answered to come
+back, as the encoder's batcher does: until the queue holds a request from each of them or
+``GATHER_TEXTS`` texts, for at most ``FOLLOW_FRACTION`` of that run's duration. Otherwise concurrent
+clients settle into two halves taking turns, each encoder pass half as large, and a pass of 16
+sentences computes 10-25 % slower per sentence than one of 32. Measured here, this gateway and one
+without the wait on one stack, 3 s cells of 1-text requests in alternating order (6 rounds): 32
+clients 217 against 196 texts/s (p50 142 against 163 ms), 8 clients 183 against 138; 64 clients, 4
+rounds, 220 against 219.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +20,15 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from services.waiting import wait_until
+
 Row = TypeVar("Row")
+
+# Past this many texts a run waits for no one: a pass of 32 sentences computes at the encoder's full
+# rate already (the in-process limit's batch size), and waiting for more would only idle the cores.
+GATHER_TEXTS = 32
+# The longest wait for the clients a run answered, as a share of that run's duration.
+FOLLOW_FRACTION = 0.3
 
 
 @dataclass
@@ -38,11 +56,13 @@ class Coalescer(Generic[Row]):
         self._queues: dict[Hashable, deque[_Pending]] = {}
         self._in_flight: dict[Hashable, int] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._arrived = asyncio.Event()  # set by every submit, for the runs gathering company
         self.runs = 0  # how many merged runs happened (requests >= runs)
 
     async def submit(self, key: Hashable, context: Any, texts: list[str]) -> tuple[Any, list[Row]]:
         future = asyncio.get_running_loop().create_future()
         self._queues.setdefault(key, deque()).append(_Pending(list(texts), context, future))
+        self._arrived.set()
         if self._in_flight.get(key, 0) < self.max_in_flight:
             self._start(key)
         return await future
@@ -66,6 +86,8 @@ class Coalescer(Generic[Row]):
         task.add_done_callback(self._tasks.discard)
 
     async def _flush(self, key: Hashable, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             self.runs += 1
             shared, rows = await self._run(batch[-1].context, [t for p in batch for t in p.texts])
@@ -75,6 +97,9 @@ class Coalescer(Generic[Row]):
                 if not pending.future.done():
                     pending.future.set_result((shared, rows[start:end]))
                 start = end
+            if len(batch) > 1:  # concurrent clients: still in flight while they come back
+                await self._gather(key, len(batch) + len(self._queues.get(key, ())),
+                                   FOLLOW_FRACTION * (loop.time() - started))
         except Exception as exc:  # the same pipeline failed for all of them: each request gets the error
             for pending in batch:
                 if not pending.future.done():
@@ -85,3 +110,12 @@ class Coalescer(Generic[Row]):
                 del self._in_flight[key]
             if key in self._queues:
                 self._start(key)
+
+    async def _gather(self, key: Hashable, requests: int, wait_s: float) -> None:
+        """Wait until ``key``'s queue holds ``requests`` requests or ``GATHER_TEXTS`` texts, at most ``wait_s``."""
+
+        def enough() -> bool:
+            queue = self._queues.get(key, ())
+            return len(queue) >= requests or sum(len(p.texts) for p in queue) >= GATHER_TEXTS
+
+        await wait_until(enough, self._arrived, wait_s)

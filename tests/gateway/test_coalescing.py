@@ -79,3 +79,46 @@ async def test_a_cancelled_request_is_dropped_from_its_batch():
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert seen == [["a"], ["kept"]]
+
+
+async def _closed_loop(coalescer: Coalescer, clients: int, rounds: int) -> None:
+    """``clients`` clients, each sending its next request shortly after its last answer, as a load test does."""
+
+    async def client(name: int) -> None:
+        for i in range(rounds):
+            await coalescer.submit("k", None, [f"{name}-{i}"])
+            await asyncio.sleep(0.002)
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+
+
+async def test_after_a_merged_run_the_next_waits_for_the_clients_it_answered():
+    sizes = []
+
+    async def run(context, texts):
+        sizes.append(len(texts))
+        await asyncio.sleep(0.03)
+        return None, texts
+
+    await _closed_loop(Coalescer(run, max_texts=64, max_in_flight=1), clients=4, rounds=6)
+    # The first client runs alone, the three others merged; then the four go together every time,
+    # instead of settling into two groups taking turns (1 and 3, 1 and 3...).
+    assert sizes[:2] == [1, 3]
+    assert sizes[2:] == [4] * (len(sizes) - 2)
+
+
+async def test_the_wait_for_company_is_bounded_by_a_share_of_the_last_run():
+    async def run(context, texts):
+        await asyncio.sleep(0.1)
+        return None, texts
+
+    coalescer = Coalescer(run, max_texts=64, max_in_flight=1)
+    first = asyncio.create_task(coalescer.submit("k", None, ["a"]))
+    await asyncio.sleep(0)
+    await asyncio.gather(coalescer.submit("k", None, ["b"]), coalescer.submit("k", None, ["c"]), first)
+    # b and c were merged and answered; neither comes back. A newcomer waits for them at most
+    # FOLLOW_FRACTION of that run (30 ms here), then runs.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await coalescer.submit("k", None, ["d"])
+    assert loop.time() - started < 0.1 + 0.03 + 0.05
