@@ -1,9 +1,11 @@
 """Row 1, the limit: sentence-transformers encode (batch 32) + scikit-learn predict, in one process.
 Run as a subprocess by bench.run so its peak RSS is its own. Prints one JSON line.
 
-With ``--serve`` it measures nothing by itself: it reads a count per line on stdin, times that many
-lone texts (encode + predict, one after the other) and answers with their latencies in ms as one
-JSON line; bench.run takes turns with it for the single-client cells (``loadgen.run_paired``)."""
+With ``--serve`` it measures nothing by itself: it reads requests on stdin, one per line, and answers
+each with one JSON line. ``lone N``: N lone texts (encode + predict, one after the other), answered
+with their latencies in ms; bench.run takes turns with it in the single-client cells
+(``loadgen.run_paired``). ``batch N``: N texts at batch 32 (after one untimed batch), answered with ``{"throughput": texts/s}``;
+bench.run asks for it just before and just after each cell with a throughput target."""
 
 from __future__ import annotations
 
@@ -44,15 +46,24 @@ def main() -> None:
         clf.predict_proba(model.encode([text]))
         return (time.perf_counter() - t) * 1000
 
+    def rate(texts: list[str]) -> float:
+        start = time.perf_counter()
+        clf.predict_proba(model.encode(texts, batch_size=32))
+        return len(texts) / (time.perf_counter() - start)
+
     if args.serve:
         print(json.dumps({"ready": True}), file=answers, flush=True)
-        lone = itertools.cycle(work)
+        lone, batched = itertools.cycle(work), itertools.cycle(work)
         for line in sys.stdin:
-            print(json.dumps([single(next(lone)) for _ in range(int(line))]), file=answers, flush=True)
+            what, count = line.split()
+            if what == "lone":
+                answer = [single(next(lone)) for _ in range(int(count))]
+            else:  # one batch first, untimed: the cores and caches come back from seam's cell
+                model.encode(list(itertools.islice(batched, 32)), batch_size=32)
+                answer = {"throughput": rate(list(itertools.islice(batched, int(count))))}
+            print(json.dumps(answer), file=answers, flush=True)
         return
-    start = time.perf_counter()
-    clf.predict_proba(model.encode(work, batch_size=32))
-    throughput = len(work) / (time.perf_counter() - start)
+    throughput = rate(work)
     singles = [single(text) for text in work[:200]]
     print(json.dumps({"throughput": throughput, "single_p50_ms": float(np.percentile(singles, 50)),
                       "single_p95_ms": float(np.percentile(singles, 95)), "peak_rss_mb": peak_rss_mb()}))
