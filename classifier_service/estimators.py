@@ -58,6 +58,9 @@ class Estimator:
     name: str
     kinds: tuple[str, ...]
     description: str
+    # A prediction of a few rows takes less time than the round trip to a worker thread: it may run on
+    # the event loop (scikit-learn models; not the torch head).
+    light = False
 
     def accepted_params(self) -> list[str]:
         raise NotImplementedError
@@ -110,6 +113,7 @@ class Estimator:
 class SklearnEstimator(Estimator):
     """A scikit-learn classifier, persisted with skops."""
 
+    light = True
     cls: type[BaseEstimator] = LogisticRegression
     defaults: Mapping[str, Any] = field(default_factory=dict)
     skops_types: frozenset[str] = frozenset()

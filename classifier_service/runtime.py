@@ -34,6 +34,12 @@ from services.errors import InvalidInput, ModelNotFound, Overloaded, PayloadTooL
 log = logging.getLogger("seam.classifier")
 
 MAX_CV_FOLDS = 5
+# A light model (scikit-learn) predicts this many rows in less time than the round trip to a worker
+# thread and back costs: such predictions run on the event loop. Measured here: the 1-row predict
+# route in-process, 0.52-0.65 ms inline against 0.90-1.02 ms through the thread; a lone text through
+# the gateway, four runs of alternating rounds against a classifier without it, -0.9, -0.1, +0.3 and
+# -0.8 ms at p50 (about 450 requests each way per run).
+INLINE_PREDICT_ROWS = 64
 _CV_SEED = 0
 
 
@@ -227,7 +233,24 @@ class ClassifierRuntime:
         probabilities = loaded.predict_proba(tensor)
         return PredictionResult(name, record.version, record.classes, probabilities)
 
+    def predicts_inline(self, name: str, version: int | None, request: PredictInput) -> bool:
+        """Whether ``predict_sync`` may run on the event loop: a light version already in memory and at
+        most ``INLINE_PREDICT_ROWS`` rows. The torch head, a version still to be read from disk and
+        larger batches go to a worker thread. On the loop, ``get`` still lists the model's directory
+        (tens of microseconds), and reads a version another process has just added, once."""
+        versions = self._models.get(name)
+        if not versions:
+            return False
+        loaded = versions.get(max(versions) if version is None else version)
+        try:
+            rows = len(request.features)
+        except TypeError:  # not rows at all: predict_sync refuses it, in the thread
+            return False
+        return loaded is not None and loaded.estimator.light and rows <= INLINE_PREDICT_ROWS
+
     async def predict(self, name: str, version: int | None, request: PredictInput) -> PredictionResult:
+        if self.predicts_inline(name, version, request):
+            return self.predict_sync(name, version, request)
         return await anyio.to_thread.run_sync(self.predict_sync, name, version, request)
 
     # -- fitting ---------------------------------------------------------------------------------

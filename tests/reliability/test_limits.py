@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from classifier_service.runtime import INLINE_PREDICT_ROWS
 from classifier_service.settings import ClassifierSettings
 from encoder_service.settings import EncoderSettings
 from gateway.settings import GatewaySettings
@@ -42,10 +43,11 @@ async def _saturate(client: httpx.AsyncClient, path: str, body: dict, n: int):
 
 
 # Per service: which app's runtime method to hold (it runs in a worker thread: the encoder's pass on its
-# lead thread), and the request.
+# lead thread; a classifier predict of more rows than run on the event loop), and the request.
+_THREADED_ROWS = features_for("embedding", per_class=INLINE_PREDICT_ROWS // 3 + 1)[0]
 HOLD = {
     "encoder": ("encoder", "_forward", "/v1/encode", {"texts": ["hello there"]}),
-    "classifier": ("classifier", "predict_sync", "/v1/models/m/predict", {"features": to_json(features_for("embedding")[0][:2])}),
+    "classifier": ("classifier", "predict_sync", "/v1/models/m/predict", {"features": to_json(_THREADED_ROWS)}),
     "gateway": ("classifier", "versions", "/v1/pipelines/m/predict", {"texts": ["hello there"]}),
 }
 
