@@ -41,7 +41,8 @@ BACKENDS = {"float32": ("torch", "onnxruntime"), "bfloat16": ("torch",)}
 SUFFIX = {"torch": "", "onnxruntime": "-onnx"}
 PAIRED_ROUND = 10  # requests per turn in the single-client cells, then as many lone texts in-process
 # Cells with a throughput target (texts per request, clients): the limit's rate is taken just before
-# and after each, BESIDE_TEXTS texts each time (about a second), and the target checked against it.
+# and after each, BESIDE_TEXTS texts each time (about a second), and the target checked against the
+# better of the two: a slow moment of the limit must not flatter seam's ratio.
 TARGET_CELLS = {(1, 32), (16, 32)}
 BESIDE_TEXTS = 256
 ONNX_CACHE = Path(__file__).resolve().parent / ".work" / "onnx"  # exported once, reused by later runs
@@ -123,7 +124,7 @@ def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, 
                 row["paired_limit_p50_ms"] = float(np.percentile(paired_ms, 50))
             if beside_tps:
                 row["limit_beside_runs"] = beside_tps
-                row["limit_beside_tps"] = float(np.mean(beside_tps))
+                row["limit_beside_tps"] = float(max(beside_tps))
             rows.append(row)
             note = f" (limit in turns: p50 {row['paired_limit_p50_ms']:.1f} ms)" if paired_ms else ""
             if beside_tps:
@@ -237,7 +238,7 @@ def report(results: dict) -> str:
                   f"- single-client cells (1 text, concurrency 1) run in turns with the in-process limit, {PAIRED_ROUND} "
                   "lone texts each way; their targets are against the limit's p50 in those turns (last column);",
                   f"- cells with a throughput target (32 clients) have the limit's batch-32 rate taken just before and "
-                  f"just after them, {BESIDE_TEXTS} texts each time; their targets are against the mean of the two "
+                  f"just after them, {BESIDE_TEXTS} texts each time; their targets are against the better of the two "
                   "(\"limit beside\"). \"ratio to limit\" is against the better run above, for comparison.", "",
                   "| target | texts/req | concurrency | texts/s | ratio to limit | limit beside texts/s | ratio to it | p50 ms | p95 ms | p99 ms | errors | loadgen CPU % | limit p50 in turns |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -24,7 +24,7 @@ def _verdict(text: str, target: str) -> str:
 
 def test_throughput_targets_are_checked_against_the_limit_beside_their_cell():
     text = report(_results([
-        # 210 texts/s: 0.70 of the better run (300) would miss, but the limit beside the cell made 250.
+        # 210 texts/s: 0.70 of the better run (300) would miss, but the limit beside the cell made 250 at best.
         _row("encoder", 1, 32, 210.0, limit_beside_tps=250.0, limit_beside_runs=[240.0, 260.0]),
         _row("encoder", 16, 32, 240.0, limit_beside_tps=300.0, limit_beside_runs=[300.0, 300.0]),
     ]))
