@@ -2,10 +2,11 @@
 Run as a subprocess by bench.run so its peak RSS is its own. Prints one JSON line.
 
 With ``--serve`` it measures nothing by itself: it reads requests on stdin, one per line, and answers
-each with one JSON line. ``lone N``: N lone texts (encode + predict, one after the other), answered
-with their latencies in ms; bench.run takes turns with it in the single-client cells
-(``loadgen.run_paired``). ``batch N``: N texts at batch 32 (after one untimed batch), answered with ``{"throughput": texts/s}``;
-bench.run asks for it just before and just after each cell with a throughput target."""
+each with one JSON line.
+- ``lone N``: N lone texts (encode + predict, one after the other), answered with their latencies in
+  ms; bench.run takes turns with it in the single-client cells (``loadgen.run_paired``).
+- ``batch N``: N texts at batch 32 (after one untimed batch), answered with ``{"throughput": texts/s}``;
+  bench.run asks for it just before and just after each cell with a throughput target."""
 
 from __future__ import annotations
 

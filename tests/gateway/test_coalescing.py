@@ -87,7 +87,7 @@ async def _closed_loop(coalescer: Coalescer, clients: int, rounds: int) -> None:
     async def client(name: int) -> None:
         for i in range(rounds):
             await coalescer.submit("k", None, [f"{name}-{i}"])
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.001)
 
     await asyncio.gather(*(client(n) for n in range(clients)))
 
@@ -97,7 +97,7 @@ async def test_after_a_merged_run_the_next_waits_for_the_clients_it_answered():
 
     async def run(context, texts):
         sizes.append(len(texts))
-        await asyncio.sleep(0.03)
+        await asyncio.sleep(0.06)  # the clients it answers have 18 ms (30 %) to come back
         return None, texts
 
     await _closed_loop(Coalescer(run, max_texts=64, max_in_flight=1), clients=4, rounds=6)
