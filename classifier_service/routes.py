@@ -93,10 +93,8 @@ async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Respon
 async def predict(name: ModelName, body: PredictBody, runtime: Runtime, binary: BinaryResponse, version: VersionQuery = None) -> Response:
     """Label and class probabilities per row. ``Accept: application/vnd.seam.tensor`` answers with a
     dense frame of probabilities in ``classes`` order instead of JSON."""
-    def answer() -> Response:  # checks, prediction and rendering in one go
+    def answer() -> Response:  # checks, prediction and rendering in one go (one trip to a worker thread, if any)
         result = runtime.predict_sync(name, version, body)
         return render_prediction(result.name, result.version, result.classes, result.probabilities, binary)
 
-    if runtime.predicts_inline(name, version, body):
-        return answer()
-    return await anyio.to_thread.run_sync(answer)  # in one trip to a worker thread
+    return await runtime.run_predict(name, version, body, answer)

@@ -13,7 +13,8 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
@@ -32,6 +33,8 @@ from services.contracts import TensorContract
 from services.errors import InvalidInput, ModelNotFound, Overloaded, PayloadTooLarge
 
 log = logging.getLogger("seam.classifier")
+
+T = TypeVar("T")
 
 MAX_CV_FOLDS = 5
 # A light model (scikit-learn) predicts this many rows in less time than the round trip to a worker
@@ -248,10 +251,15 @@ class ClassifierRuntime:
             return False
         return loaded is not None and loaded.estimator.light and rows <= INLINE_PREDICT_ROWS
 
-    async def predict(self, name: str, version: int | None, request: PredictInput) -> PredictionResult:
+    async def run_predict(self, name: str, version: int | None, request: PredictInput, job: Callable[[], T]) -> T:
+        """``job`` (predicting ``request``, and whatever goes with it) on the event loop where
+        ``predicts_inline`` allows, in a worker thread otherwise."""
         if self.predicts_inline(name, version, request):
-            return self.predict_sync(name, version, request)
-        return await anyio.to_thread.run_sync(self.predict_sync, name, version, request)
+            return job()
+        return await anyio.to_thread.run_sync(job)
+
+    async def predict(self, name: str, version: int | None, request: PredictInput) -> PredictionResult:
+        return await self.run_predict(name, version, request, lambda: self.predict_sync(name, version, request))
 
     # -- fitting ---------------------------------------------------------------------------------
 
