@@ -1,14 +1,23 @@
-"""ENCODER_PREPACK: float32 Linear weights reordered once for oneDNN give what the plain layers give."""
+"""ENCODER_PREPACK (on by default): float32 Linear weights reordered once for oneDNN give what the plain
+layers give, leave no second copy resident, and come with bounded oneDNN caches."""
 
 from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from encoder_service import prepack
+from encoder_service.__main__ import PACKED_CACHE_ENTRIES, library_env
 from encoder_service.runtime import EncoderRuntime, ModelLoadError
 from encoder_service.settings import EncoderSettings
+from tests.processes import ROOT
+from tests.services.test_memory import needs_pageout
 
 TEXTS = ["Where is my parcel? It should have arrived yesterday.", "hi", "refund " * 300, "a b c d e f"]
 
@@ -34,7 +43,7 @@ def _plain_layers(runtime: EncoderRuntime) -> list[torch.nn.Module]:
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_classifier"])
 def test_packed_model_gives_what_the_plain_one_gives(fixture, request):
     model = request.getfixturevalue(fixture)
-    packed, plain = _runtime(model, prepack=True), _runtime(model)
+    packed, plain = _runtime(model, prepack=True), _runtime(model, prepack=False)
     assert _packed_layers(packed) and not _plain_layers(packed)
     assert _plain_layers(plain) and not _packed_layers(plain)
     for output in plain.outputs:
@@ -62,3 +71,39 @@ def test_packing_that_changes_the_outputs_is_refused(tiny_bert, monkeypatch):
     monkeypatch.setattr(prepack.PackedLinear, "forward", lambda self, x: real(self, x) * 1.01)
     with pytest.raises(ModelLoadError, match="ENCODER_PREPACK=false"):
         _runtime(tiny_bert, prepack=True)
+
+
+_RESIDENT_AFTER_PACKING = """
+import json, sys
+from encoder_service.runtime import EncoderRuntime
+from encoder_service.settings import EncoderSettings
+from tests.services.test_memory import mapping_rss
+runtime = EncoderRuntime(EncoderSettings(model=sys.argv[1], prepack=True))
+runtime.load()
+runtime.encode(["Where is my parcel?", "hi"])
+embeddings = runtime._st[0].auto_model.embeddings.word_embeddings.weight
+packed = [m for m in runtime._st.modules() if type(m).__name__ == "PackedLinear"]
+print(json.dumps({"resident": mapping_rss(embeddings.data_ptr()),
+                  "packed": sum(m.in_features * m.out_features * 4 for m in packed)}))
+"""
+
+
+@needs_pageout
+def test_the_plain_weights_packing_replaced_are_not_left_resident(minilm_path, tmp_path):
+    """MiniLM's weights are a memory-mapped safetensors file; its Linear weights (~42 MB) are read once
+    to pack them, then handed back: only the embedding rows and norms in use stay resident. The kernel
+    keeps pages another process also maps (this one, with an earlier test's model), so a fresh process
+    loads its own copy of the model."""
+    model = shutil.copytree(minilm_path, tmp_path / "minilm")
+    done = subprocess.run([sys.executable, "-c", _RESIDENT_AFTER_PACKING, str(model)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["packed"] > 40 * 2**20
+    assert figures["resident"] < figures["packed"] / 4
+
+def test_the_entry_point_bounds_onednn_caches_only_where_weights_are_packed():
+    bounded = {"LRU_CACHE_CAPACITY": PACKED_CACHE_ENTRIES, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": PACKED_CACHE_ENTRIES}
+    assert EncoderSettings().packs_weights and library_env(EncoderSettings()) == bounded
+    for unpacked in (EncoderSettings(prepack=False), EncoderSettings(precision="bfloat16"), EncoderSettings(backend="onnxruntime")):
+        assert not unpacked.packs_weights and library_env(unpacked) == {}

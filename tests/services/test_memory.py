@@ -1,11 +1,19 @@
-"""services.memory: freed memory goes back to the OS, at most once per interval, never failing a request."""
+"""services.memory: freed memory goes back to the OS, at most once per interval, never failing a request;
+``page_out`` hands back pages nothing reads, and never loses data."""
 
 from __future__ import annotations
 
+import mmap
+import os
+import re
+import sys
+
 import httpx
+import numpy as np
+import pytest
 from fastapi import FastAPI
 
-from services.memory import MemoryReturner, MemoryReturnMiddleware
+from services.memory import MemoryReturner, MemoryReturnMiddleware, page_out
 
 
 class CountingLibc:
@@ -59,3 +67,63 @@ async def test_the_middleware_trims_after_requests_even_failed_ones():
         assert (await client.get("/ok")).status_code == 200
         assert (await client.get("/boom")).status_code == 500
     assert libc.trims == 2
+
+
+def mapping_rss(address: int) -> int:
+    """Resident bytes of the mapping that holds ``address`` (from /proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(maxsplit=1)[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(x, 16) for x in head.split("-"))
+                inside = low <= address < high
+            elif inside and head == "Rss:":
+                return int(line.split()[1]) * 1024
+    raise LookupError(f"no mapping holds {address:#x}")
+
+
+def _kernel_pages_out() -> bool:
+    if sys.platform != "linux":
+        return False
+    major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    return (major, minor) >= (5, 4)
+
+
+needs_pageout = pytest.mark.skipif(not _kernel_pages_out(), reason="MADV_PAGEOUT needs Linux 5.4 or later")
+
+
+@needs_pageout
+def test_page_out_drops_a_file_mappings_pages_and_the_data_reads_back_the_same(tmp_path):
+    pages = 64
+    data = np.random.default_rng(0).integers(0, 256, pages * mmap.PAGESIZE, dtype=np.uint8)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data.tobytes())
+    with open(path, "r+b") as f:
+        mapped = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE)  # as safetensors maps weights
+    view = np.frombuffer(mapped, dtype=np.uint8)
+    address = view.ctypes.data
+    assert view.sum() == data.sum()  # every page read: resident
+    assert mapping_rss(address) == pages * mmap.PAGESIZE
+    assert page_out(address, view.nbytes) == pages * mmap.PAGESIZE
+    assert mapping_rss(address) < pages * mmap.PAGESIZE // 4
+    assert np.array_equal(view, data)
+    del view
+    mapped.close()
+
+
+@needs_pageout
+def test_page_out_never_loses_written_memory():
+    array = np.arange(256 * 1024, dtype=np.int64)  # 2 MB, written: anonymous pages, no file behind
+    assert page_out(array.ctypes.data, array.nbytes) > 0
+    assert np.array_equal(array, np.arange(256 * 1024, dtype=np.int64))
+
+
+def test_page_out_advises_only_the_whole_pages_inside_the_range():
+    mapped = mmap.mmap(-1, 4 * mmap.PAGESIZE)
+    address = np.frombuffer(mapped, dtype=np.uint8).ctypes.data  # page-aligned
+    inside = page_out(address + 1, 3 * mmap.PAGESIZE)  # pages 1 and 2 only
+    assert inside in (0, 2 * mmap.PAGESIZE)  # 0 where the system cannot page out
+    if _kernel_pages_out():
+        assert inside == 2 * mmap.PAGESIZE
+    assert page_out(address + 1, mmap.PAGESIZE - 2) == 0
