@@ -7,6 +7,7 @@ import mmap
 import os
 import re
 import sys
+import time
 
 import httpx
 import numpy as np
@@ -98,7 +99,10 @@ def test_page_out_drops_a_file_mappings_pages_and_the_data_reads_back_the_same(t
     pages = 64
     data = np.random.default_rng(0).integers(0, 256, pages * mmap.PAGESIZE, dtype=np.uint8)
     path = tmp_path / "weights.bin"
-    path.write_bytes(data.tobytes())
+    with open(path, "wb") as f:
+        f.write(data.tobytes())
+        f.flush()
+        os.fsync(f.fileno())  # written back: clean pages, as a model file's are
     with open(path, "r+b") as f:
         mapped = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE)  # as safetensors maps weights
     view = np.frombuffer(mapped, dtype=np.uint8)
@@ -106,6 +110,13 @@ def test_page_out_drops_a_file_mappings_pages_and_the_data_reads_back_the_same(t
     assert view.sum() == data.sum()  # every page read: resident
     assert mapping_rss(address) == pages * mmap.PAGESIZE
     assert page_out(address, view.nbytes) == pages * mmap.PAGESIZE
+    # The kernel skips a page it cannot take off its lists at that moment (seen once, in a full suite
+    # run on a fresh clone: every page stayed); a few more tries settle it.
+    for _ in range(3):
+        if mapping_rss(address) < pages * mmap.PAGESIZE // 4:
+            break
+        time.sleep(0.05)
+        page_out(address, view.nbytes)
     assert mapping_rss(address) < pages * mmap.PAGESIZE // 4
     assert np.array_equal(view, data)
     del view
