@@ -77,8 +77,9 @@ def page_out(address: int, nbytes: int) -> int:
     bytes advised (0 where the system cannot: not Linux, a kernel before 5.4).
 
     ``MADV_PAGEOUT`` never loses data: pages of a file mapping that were never written are dropped
-    (read again from the file if ever touched), anything else is swapped out or left as it is. So it
-    is safe on any range; it frees memory only where nothing reads the range any more."""
+    (read again from the file if ever touched), anything else is swapped out or left as it is, and so
+    are pages another process maps too. So it is safe on any range; it frees memory only where nothing
+    reads the range any more."""
     libc = RETURNER._libc
     start = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
     end = (address + nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
