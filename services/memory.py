@@ -41,12 +41,15 @@ def _glibc():
     return libc
 
 
+_LIBC = _glibc()  # loaded once per process; None where the C library is not glibc
+
+
 class MemoryReturner:
     """``fixed_mmap_threshold()`` once per process; ``maybe_trim()`` after work, as often as convenient:
     it trims at most once per ``interval_s``."""
 
     def __init__(self, interval_s: float = TRIM_INTERVAL_S) -> None:
-        self._libc = _glibc()
+        self._libc = _LIBC
         self._interval_s = interval_s
         self._last = time.monotonic()
         self._lock = threading.Lock()
@@ -80,12 +83,11 @@ def page_out(address: int, nbytes: int) -> int:
     (read again from the file if ever touched), anything else is swapped out or left as it is, and so
     are pages another process maps too. So it is safe on any range; it frees memory only where nothing
     reads the range any more."""
-    libc = RETURNER._libc
     start = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
     end = (address + nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
-    if libc is None or end <= start:
+    if _LIBC is None or end <= start:
         return 0
-    if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_PAGEOUT) != 0:
+    if _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_PAGEOUT) != 0:
         return 0
     return end - start
 

@@ -102,6 +102,7 @@ def test_the_plain_weights_packing_replaced_are_not_left_resident(minilm_path, t
     assert figures["packed"] > 40 * 2**20
     assert figures["resident"] < figures["packed"] / 4
 
+
 def test_the_entry_point_bounds_onednn_caches_only_where_weights_are_packed():
     bounded = {"LRU_CACHE_CAPACITY": PACKED_CACHE_ENTRIES, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": PACKED_CACHE_ENTRIES}
     assert EncoderSettings().packs_weights and library_env(EncoderSettings()) == bounded
