@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from gateway.coalescing import Coalescer
+from gateway.deadlines import Progress, out_of_time, tracked
 from gateway.settings import GatewaySettings
 from gateway.upstreams import (
     ClassifierClient,
@@ -500,14 +501,15 @@ class GatewayRuntime:
     async def predict(self, name: str, texts: list[str], version: int | None = None) -> dict[str, Any]:
         check_name(name)
         check_texts(texts, max_texts=self.settings.max_texts, setting="GATEWAY_MAX_TEXTS")
-        chain = await self.runnable_chain(name, version)
+        # One deadline from arrival to answer, however long the request waits behind others (gateway.deadlines).
+        progress = Progress()
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout_s
         try:
-            # Requests for the same version arriving together share one encoder and one classifier call.
-            (chain, classes), rows = await self.coalescer.submit(chain.head.identity, chain, texts)
-        except UpstreamRejected as exc:
-            if exc.status == 404:  # deleted since it was resolved
-                self._forget(name)
-            raise
+            with tracked(progress):
+                async with asyncio.timeout_at(deadline):
+                    chain, classes, rows = await self._predict(name, texts, version, deadline, progress)
+        except TimeoutError as exc:
+            raise out_of_time(getattr(exc, "progress", progress), self.settings.timeout_s) from None
         return {
             "name": chain.head.name,
             "version": chain.head.version,
@@ -516,6 +518,32 @@ class GatewayRuntime:
                 for label, row, cut in rows
             ],
         }
+
+    async def _predict(
+        self, name: str, texts: list[str], version: int | None, deadline: float, progress: Progress
+    ) -> tuple[Chain, list[str], list[tuple[str, list[float], bool]]]:
+        chain = await self.runnable_chain(name, version)
+        for attempt in range(2):
+            key = chain.head.identity
+            try:
+                # Requests for the same version arriving together share one encoder and one classifier call.
+                (chain, classes), rows = await self.coalescer.submit(key, chain, texts, deadline=deadline)
+                return chain, classes, rows
+            except asyncio.CancelledError:  # out of time: name what the run serving it waits on
+                run = self.coalescer.progress(key)
+                if run is not None and run.stage:
+                    progress.upstream, progress.stage = run.upstream, run.stage
+                raise
+            except UpstreamRejected as exc:
+                if exc.status != 404 or attempt:
+                    raise
+                # A cached record is gone (deleted since it was resolved): the answer must be the one for
+                # the store as it is, not for the cache, so resolve again from the classifier: 404 for
+                # a deleted pipeline, 409 for one whose base is gone, or the new state, run once more.
+                for link in chain.links:
+                    self._forget(link.model.name)
+                chain = await self.runnable_chain(name, version, fresh=True)
+        raise AssertionError("unreachable")
 
     async def _encoder_features(self, output: str, texts: list[str]) -> tuple[TensorContract, Tensor, int]:
         """Encode a training set in chunks, all under one contract (the one the fit records)."""

@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.deadlines import note
 from services.codecs import BINARY_CONTENT_TYPE, CodecError, Frame, Ragged, Tensor, decode_binary, encode_binary
 from services.contracts import TensorContract
 from services.errors import (
@@ -269,6 +270,7 @@ class Upstream:
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> WireResponse:
+        note(self.name, stage)  # what a request out of time was waiting for
         headers = {**self.headers, **(headers or {})}
         limit = timeout_s or self.timeout_s
         attempts = 2 if retry else 1
