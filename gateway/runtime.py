@@ -412,7 +412,8 @@ class GatewayRuntime:
             try:
                 base = await self.version(source.name, source.version, fresh=fresh)
             except PipelineNotFound:
-                why = f"pipeline {source.name} v{source.version}, its source, no longer exists"
+                why = (f"pipeline {source.name} v{source.version}, its source, no longer exists (deleted): "
+                       f"train {record.name} again on a pipeline that exists")
                 links.append(self._broken(record, source, producer, why, None))
                 break
             consumer = self._consumer(record)
@@ -431,6 +432,9 @@ class GatewayRuntime:
         have come back with the fitted model under the same id, so its contracts are read again first
         (at most every ``recheck_interval_s``)."""
         chain = await self.chain(name, version, fresh=fresh)
+        if not chain.compatible and not fresh:
+            # Never refuse on cached records: one deleted meanwhile answers 404, not this chain's 409.
+            chain = await self.chain(name, version, fresh=True)
         if not chain.compatible and self._clock() - self._outputs_read_at >= self.settings.recheck_interval_s:
             await self.encoder_outputs(refresh=True)
             chain = await self.chain_from(chain.head)
