@@ -586,6 +586,13 @@ class GatewayRuntime:
 
     async def _pipeline_features(self, base: str, texts: list[str]) -> tuple[TensorContract, Tensor, int, ModelVersion]:
         chain = await self.runnable_chain(base, fresh=True)
+        if len(chain.links) >= self.settings.max_chain_depth:  # refused now, not on every predict after a 201
+            raise InvalidInput(
+                f"pipeline {base} is already a chain of {len(chain.links)} links: one more would exceed the "
+                f"maximum depth of {self.settings.max_chain_depth} (GATEWAY_MAX_CHAIN_DEPTH); build on a shorter "
+                "pipeline or raise GATEWAY_MAX_CHAIN_DEPTH",
+                pipeline=base, max_chain_depth=self.settings.max_chain_depth,
+            )
         chunks = _chunks(texts, self.settings.train_chunk_size)
         runs = await self._gather([lambda c=c: self._run(chain, c) for c in chunks])
         features = np.concatenate([predicted.probabilities for _, predicted, _ in runs], axis=0)

@@ -21,7 +21,8 @@ from tests.reliability.world import world
 LIMITS = {
     "encoder": {"max_texts": 8, "max_chars": 200, "max_body_bytes": 64_000},
     "classifier": {"max_fit_rows": 100, "max_predict_rows": 16, "max_body_bytes": 400_000},
-    "gateway": {"max_texts": 8, "max_train_texts": 64, "max_body_bytes": 64_000, "train_chunk_size": 8},
+    "gateway": {"max_texts": 8, "max_train_texts": 64, "max_body_bytes": 64_000, "train_chunk_size": 8,
+                "max_chain_depth": 1},
 }
 TEXTS = ["where is my parcel", "my parcel is late", "the package was lost", "delivery arrived late",
          "i was charged twice", "refund my payment", "the invoice is wrong", "cancel my subscription",
@@ -155,6 +156,8 @@ CASES = [
     Case("gw-estimator-wrong-type", "gateway", G_TRAIN, js(train_json(estimator=5)), 422, "estimator"),
     Case("gw-train-huge-string", "gateway", G_TRAIN, js(train_json(texts=TEXTS[:-1] + ["x" * 201])), 413,
          "201 characters"),
+    Case("gw-chain-too-deep", "gateway", "/v1/pipelines/deeper/train", js(train_json(feature="pipeline:intents")), 422,
+         "maximum depth of 1 (GATEWAY_MAX_CHAIN_DEPTH)"),
     Case("gw-too-many-train-texts", "gateway", G_TRAIN, js(train_json(texts=["hi"] * 65, labels=["a"] * 65)), 413,
          "GATEWAY_MAX_TRAIN_TEXTS"),
 ]

@@ -69,3 +69,17 @@ async def test_a_middle_link_deleted_under_a_warm_cache_is_409_for_its_dependant
         status, detail = await predict(services.gateway, "top")
         assert status == 409 and "pipeline dep v1, its source, no longer exists" in detail, detail
         assert await predict(services.gateway, "base") == (200, "")
+
+
+async def test_a_chain_deeper_than_the_maximum_is_refused_at_train_time_not_on_every_predict(services):
+    depth = services.apps["gateway"].state.settings.max_chain_depth
+    below = "top"
+    for level in range(len(CHAIN) + 1, depth + 1):  # up to the maximum: trains and predicts
+        assert (await train(services.gateway, f"level{level}", f"pipeline:{below}")).status_code == 201
+        below = f"level{level}"
+    assert await predict(services.gateway, below) == (200, "")
+    response = await train(services.gateway, "too-deep", f"pipeline:{below}")
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+    assert f"a chain of {depth} links" in response.json()["detail"]
+    assert f"maximum depth of {depth} (GATEWAY_MAX_CHAIN_DEPTH)" in response.json()["detail"]
+    assert (await predict(services.gateway, "too-deep"))[0] == 404  # nothing was fitted
