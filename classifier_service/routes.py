@@ -20,6 +20,7 @@ from classifier_service.schemas import (
     VersionRecord,
     render_prediction,
 )
+from services.auth import shows_details
 from services.errors import NotReady
 
 router = APIRouter()
@@ -34,12 +35,15 @@ async def healthz() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/readyz", tags=["health"])
+@router.get("/readyz", tags=["health"], response_model_exclude_none=True)
 async def readyz(request: Request) -> Readiness:
-    """200 once the store is loaded; lists the entries it skipped. Memory only: probes never touch the disk."""
+    """200 once the store is loaded; lists the entries it skipped. Memory only: probes never touch the disk.
+    The counts and entries only for callers with the internal token (when one is set): a probe needs none."""
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None or not runtime.ready:
         raise NotReady("The model store is still loading.")
+    if not shows_details(request.scope):
+        return Readiness(status="ready")
     return Readiness(status="ready", models=runtime.model_count, skipped=_skipped(runtime))
 
 

@@ -171,8 +171,9 @@ class PredictResponse(BaseModel):
 
 class Readiness(BaseModel):
     status: str
-    models: int
-    skipped: list[SkippedEntry]
+    models: int | None = Field(None, description="Models loaded (with the internal token only, when one is set).")
+    skipped: list[SkippedEntry] | None = Field(
+        None, description="Store entries not loaded, and why (with the internal token only, when one is set).")
 
 
 def render_prediction(name: str, version: int, classes: list[str], probabilities: np.ndarray, binary: bool) -> Response:

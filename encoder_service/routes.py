@@ -13,6 +13,7 @@ from encoder_service.batching import Batcher
 from encoder_service.runtime import EncoderRuntime
 from encoder_service.schemas import EncodeRequest, EncodeResponse, OutputsResponse
 from encoder_service.settings import EncoderSettings
+from services.auth import shows_details
 from services.codecs import BINARY_CONTENT_TYPE, Ragged, encode_binary
 from services.errors import NotReady
 from services.inputs import check_texts
@@ -56,8 +57,11 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"])
-async def readyz(runtime: Runtime) -> dict[str, object]:
-    """The model is loaded and warmed up: 200; before that, 503."""
+async def readyz(runtime: Runtime, request: Request) -> dict[str, object]:
+    """The model is loaded and warmed up: 200; before that, 503. The model and its outputs only for
+    callers with the internal token (when one is set): a probe needs none."""
+    if not shows_details(request.scope):
+        return {"status": "ready"}
     return {"status": "ready", "model": runtime.model_id, "outputs": sorted(runtime.outputs)}
 
 

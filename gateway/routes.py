@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 
 from gateway.runtime import GatewayRuntime
 from gateway.schemas import PipelineList, PipelineReport, PredictRequest, PredictResponse, TrainRequest, TrainResponse
+from services.auth import shows_details
+from services.errors import NotReady
 
 router = APIRouter()
 
@@ -34,9 +36,21 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"])
-async def readyz(runtime: Runtime) -> dict[str, Any]:
-    """Both upstreams ready and the encoder's contracts loaded: 200; else 503 naming who fails."""
-    return await runtime.readiness()
+async def readyz(runtime: Runtime, request: Request) -> dict[str, Any]:
+    """Both upstreams ready and the encoder's contracts loaded: 200; else 503 naming who fails. Upstream
+    URLs, models and causes only for callers with an API key (when keys are set): a probe needs none."""
+    if shows_details(request.scope):
+        return await runtime.readiness()
+    try:
+        await runtime.readiness()
+    except NotReady as exc:
+        upstreams = exc.extra.get("upstreams", {})
+        failing = [role for role, state in upstreams.items() if state != "ready"] or ["an upstream"]
+        raise NotReady(
+            f"not ready: {', '.join(failing)} not ready (send an API key to see why)", headers=exc.headers,
+            upstreams={role: "ready" if state == "ready" else "not ready" for role, state in upstreams.items()},
+        ) from None
+    return {"status": "ready"}
 
 
 @router.post("/v1/pipelines/{name}/train", status_code=201, response_model=TrainResponse, tags=["pipelines"])

@@ -6,7 +6,9 @@
 
 Missing credentials get 401 (with ``WWW-Authenticate: Bearer``), wrong ones 403. The given value is
 compared in constant time against every accepted one, and never logged nor echoed. Probes
-(``/healthz``, ``/readyz``, ``/metrics``, ``/v2/health/*``) stay open, so orchestrators need no secret.
+(``/healthz``, ``/readyz``, ``/metrics``, ``/v2/health/*``) stay open, so orchestrators need no secret;
+what they tell beyond ready or not (models, upstream URLs) is for callers with credentials only:
+:func:`shows_details`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from services.web import problem_response
 INTERNAL_TOKEN_HEADER = "X-Seam-Internal-Token"
 # Probes: liveness, readiness (also the Open Inference Protocol's), and metrics scrapes.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+# Set by the guard on the scope of an open path: whether the caller sent accepted credentials.
+_CREDENTIALED = "seam.credentialed"
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,14 @@ class TokenGuardMiddleware:
         self.open_paths = frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         given = self.credentials.given(scope)
+        if scope["path"] in self.open_paths:
+            credentialed = given is not None and self.credentials.accepts(given)
+            await self.app({**scope, _CREDENTIALED: credentialed}, receive, send)
+            return
         error: SeamError | None = None
         if given is None:
             error = Unauthorized(self.credentials.missing_hint)
@@ -95,3 +103,9 @@ class TokenGuardMiddleware:
             await self.app(scope, receive, send)
             return
         await problem_response(error.to_problem(scope.get("path")), error.headers)(scope, receive, send)
+
+
+def shows_details(scope: Scope) -> bool:
+    """Whether a probe may tell this caller more than ready or not (model names, upstream URLs): it sent
+    accepted credentials, or the service requires none (it is open anyway)."""
+    return bool(scope.get(_CREDENTIALED, True))

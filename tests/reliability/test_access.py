@@ -14,6 +14,7 @@ import pytest
 
 from encoder_service.runtime import EncoderRuntime, ModelLoadError
 from encoder_service.settings import EncoderSettings
+from gateway.app import create_app as create_gateway
 from gateway.auth import ApiKeysError
 from gateway.settings import GatewaySettings
 from tests.classifier_service.synthetic import classifier_client, fit
@@ -103,6 +104,48 @@ def test_api_keys_from_the_environment(monkeypatch):
 
 async def test_no_keys_means_an_open_gateway():
     assert (await call(gateway_app(), "GET", "/v1/pipelines")).status_code == 200
+
+
+async def test_the_gateway_readyz_tells_ready_or_not_to_anyone_and_the_details_to_key_holders():
+    encoder = FakeEncoder()
+    app = create_gateway(GatewaySettings(encoder_url="http://encoder.internal:8001", classifier_url="http://c",
+                                         api_keys=",".join(KEYS)),
+                         encoder_transport=encoder.transport(), classifier_transport=FakeClassifier().transport())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            anonymous = await client.get("/readyz")
+            assert anonymous.status_code == 200 and anonymous.json() == {"status": "ready"}
+            detailed = (await client.get("/readyz", headers={"Authorization": f"Bearer {KEYS[0]}"})).json()
+            assert detailed["encoder"]["url"] == "http://encoder.internal:8001"
+            assert (await client.get("/readyz", headers={"Authorization": "Bearer nope"})).json() == {"status": "ready"}
+
+            encoder.fault = lambda request: httpx.Response(503, json={"detail": "model still loading"})
+            body = assert_problem(await client.get("/readyz"), 503, "encoder not ready")
+            assert "encoder.internal" not in json.dumps(body) and "loading" not in json.dumps(body)
+            assert body["upstreams"] == {"encoder": "not ready", "classifier": "ready"}
+            detailed = await client.get("/readyz", headers={"Authorization": f"Bearer {KEYS[1]}"})
+            assert_problem(detailed, 503, "encoder http://encoder.internal:8001")
+
+
+async def test_the_classifier_readyz_names_no_model_without_the_internal_token(tmp_path):
+    async with classifier_client(tmp_path / "models", internal_token="s3cret-token") as client:
+        client.headers["X-Seam-Internal-Token"] = "s3cret-token"
+        assert (await fit(client, "secret-project")).status_code == 201
+        assert (await client.get("/readyz")).json()["models"] == 1
+        del client.headers["X-Seam-Internal-Token"]
+        anonymous = await client.get("/readyz")
+        assert anonymous.status_code == 200 and anonymous.json() == {"status": "ready"}
+        client.headers["X-Seam-Internal-Token"] = "wrong"
+        assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_the_encoder_readyz_names_no_model_without_the_internal_token(tiny_bert):
+    from tests.encoder_service.conftest import encoder_client
+
+    async with encoder_client(model=str(tiny_bert), internal_token="s3cret-token") as client:
+        assert (await client.get("/readyz")).json() == {"status": "ready"}
+        detailed = (await client.get("/readyz", headers={"X-Seam-Internal-Token": "s3cret-token"})).json()
+        assert detailed["status"] == "ready" and "embedding" in detailed["outputs"]
 
 
 # --- the internal token ----------------------------------------------------------------------------------
