@@ -8,7 +8,15 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from gateway.runtime import GatewayRuntime
-from gateway.schemas import PipelineList, PipelineReport, PredictRequest, PredictResponse, TrainRequest, TrainResponse
+from gateway.schemas import (
+    PipelineList,
+    PipelineReport,
+    PredictRequest,
+    PredictResponse,
+    TrainRequest,
+    TrainResponse,
+    Version,
+)
 from services.auth import shows_details
 from services.errors import NotReady
 
@@ -65,7 +73,7 @@ async def predict(
     name: PipelineName,
     body: PredictRequest,
     runtime: Runtime,
-    version: Annotated[int | None, Query(gt=0, description="A fixed version; default: the latest.")] = None,
+    version: Annotated[Version | None, Query(gt=0, description="A fixed version; default: the latest.")] = None,
 ) -> JSONResponse:
     """Resolve the pipeline's chain, check every link, encode and predict."""
     return JSONResponse(await runtime.predict(name, body.texts, version))

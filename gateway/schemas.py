@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, model_validator
 
 from services.compatibility import Mismatch
 from services.contracts import TensorContract
 from services.inputs import Text
+
+
+def _digits(value: Any) -> Any:
+    """A query's whole number as digits only: ``1.0``, ``true``, `` 1`` or ``1e3`` are refused, not read as 1."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]+", value):
+        raise ValueError(f"{value!r} is not a whole number: write the version in digits (1, 2, ...)")
+    return value
+
+
+Version = Annotated[int, BeforeValidator(_digits)]
+"""A version number in a query: strict (digits only), the range is the route's."""
 
 
 class TrainRequest(BaseModel):
@@ -43,6 +55,9 @@ class TrainRequest(BaseModel):
     def _one_label_per_text(self) -> TrainRequest:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels: one label per text")
+        for i, label in enumerate(self.labels):
+            if not label.strip():  # " " and "  " would become two classes no one can tell apart
+                raise ValueError(f"labels[{i}] is blank; every label needs at least one non-space character")
         return self
 
 
