@@ -42,6 +42,7 @@ class _Pending:
     context: Any
     future: asyncio.Future
     deadline: float | None  # loop time; None: no deadline
+    progress: Progress | None  # the caller's, made to follow the run that serves it
 
 
 class Coalescer(Generic[Row]):
@@ -67,12 +68,15 @@ class Coalescer(Generic[Row]):
         self.runs = 0  # how many merged runs happened (requests >= runs)
 
     async def submit(
-        self, key: Hashable, context: Any, texts: list[str], *, deadline: float | None = None
+        self, key: Hashable, context: Any, texts: list[str], *, deadline: float | None = None,
+        progress: Progress | None = None,
     ) -> tuple[Any, list[Row]]:
         """``deadline`` (loop time) bounds the run that serves this request; the caller bounds its own wait
-        (a cancelled wait leaves the queue)."""
+        (a cancelled wait leaves the queue). ``progress`` follows the run it waits behind, then its own."""
         future = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(key, deque()).append(_Pending(list(texts), context, future, deadline))
+        if progress is not None:
+            progress.follows = self._progress.get(key)
+        self._queues.setdefault(key, deque()).append(_Pending(list(texts), context, future, deadline, progress))
         self._arrived.set()
         if self._in_flight.get(key, 0) < self.max_in_flight:
             self._start(key)
@@ -92,8 +96,11 @@ class Coalescer(Generic[Row]):
         if not batch:
             return
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
-        self._progress[key] = Progress()
-        task = asyncio.create_task(self._flush(key, batch, self._progress[key]))
+        self._progress[key] = progress = Progress()
+        for pending in batch:
+            if pending.progress is not None:
+                pending.progress.follows = progress
+        task = asyncio.create_task(self._flush(key, batch, progress))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -24,10 +24,16 @@ from services.errors import UpstreamTimeout
 
 @dataclass
 class Progress:
-    """The upstream call a task waits on (or waited on last)."""
+    """The upstream call a task waits on (or waited on last). A request handed to a merged run
+    ``follows`` that run's progress (or, while queued, the progress of the run it waits behind)."""
 
     upstream: str | None = None
     stage: str | None = None
+    follows: Progress | None = None
+
+    def current(self) -> Progress:
+        """Where the request waits now: the run it follows, once that run has called an upstream."""
+        return self.follows if self.follows is not None and self.follows.stage else self
 
 
 _CURRENT: ContextVar[Progress | None] = ContextVar("seam_gateway_progress", default=None)
@@ -60,6 +66,7 @@ class RunOutOfTime(TimeoutError):
 
 def out_of_time(progress: Progress, limit_s: float) -> UpstreamTimeout:
     """The 504 of a request whose deadline passed, naming the upstream and stage it waited on."""
+    progress = progress.current()
     upstream = progress.upstream or "an upstream"
     stage = progress.stage or "before any upstream call"
     return UpstreamTimeout(

@@ -512,8 +512,8 @@ class GatewayRuntime:
             with tracked(progress):
                 async with asyncio.timeout_at(deadline):
                     chain, classes, rows = await self._predict(name, texts, version, deadline, progress)
-        except TimeoutError as exc:
-            raise out_of_time(getattr(exc, "progress", progress), self.settings.timeout_s) from None
+        except TimeoutError:
+            raise out_of_time(progress, self.settings.timeout_s) from None
         return {
             "name": chain.head.name,
             "version": chain.head.version,
@@ -528,17 +528,14 @@ class GatewayRuntime:
     ) -> tuple[Chain, list[str], list[tuple[str, list[float], bool]]]:
         chain = await self.runnable_chain(name, version)
         for attempt in range(2):
-            key = chain.head.identity
             try:
                 # Requests for the same version arriving together share one encoder and one classifier call.
-                (chain, classes), rows = await self.coalescer.submit(key, chain, texts, deadline=deadline)
+                (chain, classes), rows = await self.coalescer.submit(
+                    chain.head.identity, chain, texts, deadline=deadline, progress=progress
+                )
                 return chain, classes, rows
-            except asyncio.CancelledError:  # out of time: name what the run serving it waits on
-                run = self.coalescer.progress(key)
-                if run is not None and run.stage:
-                    progress.upstream, progress.stage = run.upstream, run.stage
-                raise
             except UpstreamRejected as exc:
+                progress.follows = None
                 if exc.status != 404 or attempt:
                     raise
                 # A cached record is gone (deleted since it was resolved): the answer must be the one for

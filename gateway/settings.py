@@ -31,7 +31,11 @@ class GatewaySettings(ServiceSettings):
     api_keys_file: Path | None = Field(
         None, description="A file of API keys, one per line ('#' comments and blank lines ignored); read at start."
     )
-    timeout_s: float = Field(30.0, gt=0, description="Longest wait for one upstream call (504 after).")
+    timeout_s: float = Field(
+        30.0, gt=0,
+        description="Longest wait for one upstream call, and for a predict from its arrival to its answer, queued "
+        "or not (504 after).",
+    )
     fit_timeout_s: float = Field(600.0, gt=0, description="Longest wait for the classifier to fit a model (504 after).")
     connect_timeout_s: float = Field(2.0, gt=0, description="Longest wait to open a connection (503 after).")
     max_connections: int = Field(64, gt=0, description="Pooled connections per upstream.")
