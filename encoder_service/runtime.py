@@ -26,7 +26,7 @@ from encoder_service import prepack
 from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
 from services.contracts import CANARY_TEXTS, EmbeddingSpace, TensorContract
-from services.errors import OutputUnavailable
+from services.errors import InvalidInput, OutputUnavailable
 from services.memory import RETURNER
 
 log = logging.getLogger("seam.encoder")
@@ -272,6 +272,7 @@ class EncoderRuntime:
         enc = tokenizer(
             texts, truncation=True, max_length=self.max_tokens, return_overflowing_tokens=True, stride=0
         )
+        self._refuse_empty(texts, enc["input_ids"], enc["overflow_to_sample_mapping"], tokenizer)
         mapping = enc["overflow_to_sample_mapping"]
         type_ids = enc.get("token_type_ids")
         first: dict[int, int] = {}
@@ -287,6 +288,22 @@ class EncoderRuntime:
             )
             for i in range(len(texts))
         ]
+
+    @staticmethod
+    def _refuse_empty(texts: list[str], ids: list[list[int]], mapping: list[int], tokenizer) -> None:
+        """A text whose tokens are all special ([CLS], [SEP], padding) gives the model nothing to read:
+        refused like a blank text (an unknown token, [UNK], still stands for something)."""
+        special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+        seen = set()
+        for row, sample in enumerate(mapping):
+            if sample not in seen:
+                seen.add(sample)
+                if all(token in special for token in ids[row]):
+                    raise InvalidInput(
+                        f"texts[{sample}] is empty to the model: it tokenizes to special tokens only (its characters "
+                        "are ones the tokenizer drops); every text needs a letter, number, symbol or punctuation",
+                        index=sample,
+                    )
 
     def submit(self, items: list[TokenizedText], want: list[str]) -> Future[list[dict[str, np.ndarray]]]:
         """Queue a forward pass on the runtime's lead thread (what the batcher awaits)."""
