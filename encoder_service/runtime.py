@@ -37,6 +37,10 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
+# Characters handed to the tokenizer at once (see EncoderRuntime.tokenize): bounds its memory.
+TOKENIZE_GROUP_CHARS = 100_000
+
+
 class ModelLoadError(RuntimeError):
     """The configured model cannot be loaded; the message says which setting to change."""
 
@@ -266,7 +270,26 @@ class EncoderRuntime:
 
     # -- inference ---------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[TokenizedText]:
-        """Token ids per text, truncated to the model window; ``truncated`` says where that happened."""
+        """Token ids per text, truncated to the model window; ``truncated`` says where that happened.
+        Texts go to the tokenizer in groups of at most :data:`TOKENIZE_GROUP_CHARS` characters: it
+        tokenizes each text whole before cutting it, so 256 texts of 20,000 characters at once held
+        ~300 MB of pieces the model never reads; a group's pieces are dropped before the next."""
+        items: list[TokenizedText] = []
+        start = 0
+        while start < len(texts):
+            end, chars = start + 1, len(texts[start])
+            while end < len(texts) and chars + len(texts[end]) <= TOKENIZE_GROUP_CHARS:
+                chars += len(texts[end])
+                end += 1
+            try:
+                items += self._tokenize_group(texts[start:end])
+            except InvalidInput as exc:
+                index = exc.extra["index"] + start
+                raise InvalidInput(exc.detail.replace(f"texts[{exc.extra['index']}]", f"texts[{index}]", 1), index=index) from None
+            start = end
+        return items
+
+    def _tokenize_group(self, texts: list[str]) -> list[TokenizedText]:
         assert self._st is not None
         tokenizer = self._st[0].tokenizer
         enc = tokenizer(

@@ -101,3 +101,14 @@ def check_texts(texts: list[str], *, max_texts: int, setting: str, max_chars: in
                 "invisible format characters, or combining marks); every text needs at least one",
                 index=i,
             )
+
+
+def check_labels(labels: list[str], max_chars: int, setting: str = "GATEWAY_MAX_LABEL_CHARS") -> None:
+    """Training labels: each at most ``max_chars`` long (413), since every prediction repeats the label of
+    every class (256 texts x 20 classes x 100,000 characters took the gateway past 1 GB)."""
+    for i, label in enumerate(labels):
+        if len(label) > max_chars:
+            raise PayloadTooLarge(
+                f"labels[{i}] has {len(label)} characters; the limit is {max_chars} ({setting}): use short class names",
+                index=i, limit=max_chars,
+            )

@@ -19,7 +19,7 @@ from tests.classifier_service.synthetic import DIM, features_for, fit_body
 from tests.reliability.world import world
 
 LIMITS = {
-    "encoder": {"max_texts": 8, "max_chars": 200, "max_body_bytes": 64_000},
+    "encoder": {"max_texts": 8, "max_chars": 200, "max_body_bytes": 64_000, "max_json_values": 32 * 40},
     "classifier": {"max_fit_rows": 100, "max_predict_rows": 16, "max_body_bytes": 400_000},
     "gateway": {"max_texts": 8, "max_train_texts": 64, "max_body_bytes": 64_000, "train_chunk_size": 8},
 }
@@ -213,6 +213,12 @@ EDGE_CASES = [
     Case("edge-gw-control-text", "gateway", G_PREDICT, js({"texts": ["\x00"]}), 422, "texts[0] is empty"),
     Case("edge-gw-train-combining", "gateway", G_TRAIN, js(train_json(texts=TEXTS[:-1] + ["\u0300"])), 422,
          "texts[11] is empty"),
+    Case("edge-gw-long-label", "gateway", G_TRAIN, js(train_json(labels=LABELS[:-1] + ["x" * 201])), 413,
+         "labels[11] has 201 characters; the limit is 200 (GATEWAY_MAX_LABEL_CHARS)"),
+    Case("enc-tokens-json-too-large", "encoder", ENCODE, js({"texts": ["word " * 40] * 8, "output": "tokens"}), 413,
+         "ENCODER_MAX_JSON_VALUES): ask for the binary frame"),
+    Case("enc-v2-tokens-json-too-large", "encoder", "/v2/models/tokens/infer", v2_text("word " * 40), 413,
+         "ENCODER_MAX_JSON_VALUES"),
     Case("edge-gw-trailing-slash", "gateway", G_PREDICT + "/", {**js({"texts": ["ok"]}), "headers": FOREIGN_HOST}, 404,
          "Not Found"),
 ]
