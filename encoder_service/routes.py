@@ -92,11 +92,16 @@ async def encode(body: EncodeRequest, request: Request, runtime: Runtime, batche
     """Encode texts. Send `Accept: application/vnd.seam.tensor` for the binary frame."""
     check_limits(body.texts, settings)
     output = runtime.output(body.output)
-    items, vectors = await batcher.encode(body.texts, body.output)
+    binary = BINARY_CONTENT_TYPE in request.headers.get("accept", "")
+    # Refused after tokenizing, before the forward pass: a tokens answer holds a vector per token.
+    per_token = body.output == "tokens" and not binary
+    check = (lambda items: check_json_size(sum(i.n_tokens for i in items) * output.contract.dim, settings, "tokens")
+             ) if per_token else None
+    items, vectors = await batcher.encode(body.texts, body.output, check)
     truncated = [item.truncated for item in items]
     counts = [item.n_tokens for item in items]
     headers = {"X-Seam-Contract": output.id}
-    if BINARY_CONTENT_TYPE in request.headers.get("accept", ""):
+    if binary:
         tensor = Ragged.from_rows(vectors, dim=output.contract.dim) if body.output == "tokens" else _stack(vectors, output.contract.dim)
         meta = {"model": runtime.model_id, "output": body.output, "contract_id": output.id,
                 "truncated": truncated, "token_counts": counts}
