@@ -96,3 +96,26 @@ def test_the_largest_encoder_request_stays_inside_its_memory_limit(minilm_path, 
     limit = manifest_limit("encoder")
     print(f"encoder peak RSS {peak / MIB:.0f} MiB, limit {limit / MIB:.0f} MiB")
     assert peak < limit, f"peak RSS {peak / MIB:.0f} MiB over the manifest's {limit / MIB:.0f} MiB"
+
+
+def test_the_largest_gateway_predict_stays_inside_its_memory_limit(tiny_bert, tmp_path):
+    """20 classes with labels of GATEWAY_MAX_LABEL_CHARS each, 256 texts (GATEWAY_MAX_TEXTS) of 20,000
+    characters (ENCODER_MAX_CHARS): every prediction repeats every label."""
+    with running("encoder_service", {"ENCODER_MODEL": str(tiny_bert), "ENCODER_THREADS": "1"}) as encoder, \
+            running("classifier_service", {"CLASSIFIER_STORE": str(tmp_path / "models"),
+                                           "CLASSIFIER_TORCH_THREADS": "1"}) as classifier, \
+            running("gateway", {"GATEWAY_ENCODER_URL": encoder.url, "GATEWAY_CLASSIFIER_URL": classifier.url}) as gateway:
+        with httpx.Client(base_url=gateway.url, timeout=300) as http:
+            labels = [f"{c:02d}" + "x" * 198 for c in range(20)]  # 200 characters, the default limit
+            texts = long_texts(60, 200)
+            trained = http.post("/v1/pipelines/wide/train", json={"texts": texts, "labels": [labels[i % 20] for i in range(60)]})
+            assert trained.status_code == 201, trained.text
+            answer = http.post("/v1/pipelines/wide/predict", json={"texts": long_texts(256, 20_000, seed=1)})
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["predictions"][0]["probabilities"]) == 20
+            refused = http.post("/v1/pipelines/wider/train", json={"texts": texts[:2], "labels": ["a", "b" * 201]})
+            assert refused.status_code == 413 and "GATEWAY_MAX_LABEL_CHARS" in refused.text
+        peak = peak_rss(gateway.proc.pid)
+    limit = manifest_limit("gateway")
+    print(f"gateway peak RSS {peak / MIB:.0f} MiB, limit {limit / MIB:.0f} MiB")
+    assert peak < limit, f"peak RSS {peak / MIB:.0f} MiB over the manifest's {limit / MIB:.0f} MiB"
