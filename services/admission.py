@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.auth import OPEN_PATHS, Credentials, TokenGuardMiddleware
 from services.codecs import BINARY_CONTENT_TYPE
 from services.errors import Overloaded, UnsupportedMediaType
+from services.inputs import has_content
 from services.settings import ServiceSettings
 from services.web import BodyLimitMiddleware, problem_response
 
@@ -100,6 +101,7 @@ def install_admission(
 ) -> None:
     """Installs the chain described above. ``credentials``: who may call (None: anyone)."""
     prefix = settings.model_config.get("env_prefix", "")
+    has_content("")  # builds the content check's character class once per process (~0.2 s), not on a request
     # add_middleware puts each new one outside the previous: add them innermost first.
     app.add_middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight,
                        setting=f"{prefix}MAX_IN_FLIGHT")
