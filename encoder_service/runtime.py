@@ -26,7 +26,7 @@ from encoder_service import prepack
 from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
 from services.contracts import CANARY_TEXTS, EmbeddingSpace, TensorContract
-from services.errors import OutputUnavailable
+from services.errors import InvalidInput, OutputUnavailable
 from services.memory import RETURNER
 
 log = logging.getLogger("seam.encoder")
@@ -35,6 +35,10 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 # Weight formats that torch reads by unpickling: never loaded, whatever their origin.
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+# Characters handed to the tokenizer at once (see EncoderRuntime.tokenize): bounds its memory.
+TOKENIZE_GROUP_CHARS = 100_000
 
 
 class ModelLoadError(RuntimeError):
@@ -266,12 +270,32 @@ class EncoderRuntime:
 
     # -- inference ---------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[TokenizedText]:
-        """Token ids per text, truncated to the model window; ``truncated`` says where that happened."""
+        """Token ids per text, truncated to the model window; ``truncated`` says where that happened.
+        Texts go to the tokenizer in groups of at most :data:`TOKENIZE_GROUP_CHARS` characters: it
+        tokenizes each text whole before cutting it, so 256 texts of 20,000 characters at once held
+        ~300 MB of pieces the model never reads; a group's pieces are dropped before the next."""
+        items: list[TokenizedText] = []
+        start = 0
+        while start < len(texts):
+            end, chars = start + 1, len(texts[start])
+            while end < len(texts) and chars + len(texts[end]) <= TOKENIZE_GROUP_CHARS:
+                chars += len(texts[end])
+                end += 1
+            try:
+                items += self._tokenize_group(texts[start:end])
+            except InvalidInput as exc:
+                index = exc.extra["index"] + start
+                raise InvalidInput(exc.detail.replace(f"texts[{exc.extra['index']}]", f"texts[{index}]", 1), index=index) from None
+            start = end
+        return items
+
+    def _tokenize_group(self, texts: list[str]) -> list[TokenizedText]:
         assert self._st is not None
         tokenizer = self._st[0].tokenizer
         enc = tokenizer(
             texts, truncation=True, max_length=self.max_tokens, return_overflowing_tokens=True, stride=0
         )
+        self._refuse_empty(texts, enc["input_ids"], enc["overflow_to_sample_mapping"], tokenizer)
         mapping = enc["overflow_to_sample_mapping"]
         type_ids = enc.get("token_type_ids")
         first: dict[int, int] = {}
@@ -287,6 +311,22 @@ class EncoderRuntime:
             )
             for i in range(len(texts))
         ]
+
+    @staticmethod
+    def _refuse_empty(texts: list[str], ids: list[list[int]], mapping: list[int], tokenizer) -> None:
+        """A text whose tokens are all special ([CLS], [SEP], padding) gives the model nothing to read:
+        refused like a blank text (an unknown token, [UNK], still stands for something)."""
+        special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+        seen = set()
+        for row, sample in enumerate(mapping):
+            if sample not in seen:
+                seen.add(sample)
+                if all(token in special for token in ids[row]):
+                    raise InvalidInput(
+                        f"texts[{sample}] is empty to the model: it tokenizes to special tokens only (its characters "
+                        "are ones the tokenizer drops); every text needs a letter, number, symbol or punctuation",
+                        index=sample,
+                    )
 
     def submit(self, items: list[TokenizedText], want: list[str]) -> Future[list[dict[str, np.ndarray]]]:
         """Queue a forward pass on the runtime's lead thread (what the batcher awaits)."""

@@ -31,6 +31,10 @@ class EncoderSettings(ServiceSettings):
     cache_dir: Path = Field(Path("var/cache/encoder"), description="Where exported ONNX models are kept.")
     max_texts: int = Field(256, gt=0, description="Most texts in one request (413 above).")
     max_chars: int = Field(20_000, gt=0, description="Most characters in one text (413 above).")
+    max_json_values: int = Field(
+        2 * 1024 * 1024, gt=0,
+        description="Most numbers in one JSON answer (413 above; the binary tensor frame has no such limit): bounds the memory of a tokens answer.",
+    )
     max_batch_tokens: int = Field(8192, gt=0, description="Tokens the batcher gathers into one forward pass.")
     micro_batch_tokens: int = Field(
         512, gt=0, description="Padded tokens in one micro-batch of a pass (about 16 short sentences: what CPU caches like)."

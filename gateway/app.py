@@ -54,6 +54,7 @@ def create_app(
         description="Pipelines of an encoder output (or another pipeline's probabilities) feeding a classifier, "
         "every seam checked before a request flows.",
         lifespan=lifespan,
+        redirect_slashes=False,  # a trailing slash is a 404, never a redirect to the Host the caller named
     )
     app.state.settings = settings
     install_problem_handlers(app)

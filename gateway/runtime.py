@@ -52,7 +52,7 @@ from services.errors import (
     SeamError,
     UpstreamUnavailable,
 )
-from services.inputs import check_texts
+from services.inputs import check_labels, check_texts
 
 log = logging.getLogger("seam.gateway")
 
@@ -610,6 +610,7 @@ class GatewayRuntime:
         if len(texts) != len(labels):
             raise InvalidInput(f"{len(texts)} texts but {len(labels)} labels: one label per text")
         check_texts(texts, max_texts=self.settings.max_train_texts, setting="GATEWAY_MAX_TRAIN_TEXTS")
+        check_labels(labels, self.settings.max_label_chars)
         if isinstance(source, PipelineSource):
             if source.name == name:
                 raise InvalidInput(f"pipeline {name} cannot be fed by its own probabilities; name another pipeline")

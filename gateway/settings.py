@@ -41,6 +41,10 @@ class GatewaySettings(ServiceSettings):
     max_connections: int = Field(64, gt=0, description="Pooled connections per upstream.")
     max_texts: int = Field(256, gt=0, description="Most texts in one predict request (413 above).")
     max_train_texts: int = Field(100_000, gt=0, description="Most texts in one train request (413 above).")
+    max_label_chars: int = Field(
+        200, gt=0,
+        description="Most characters in one training label (413 above): every prediction repeats each class's label.",
+    )
     train_chunk_size: int = Field(128, gt=0, description="Texts per encoder call when encoding a training set.")
     train_concurrency: int = Field(2, gt=0, description="Encoder calls in flight at once when training.")
     pipeline_ttl_s: float = Field(

@@ -51,6 +51,10 @@ class PayloadTooLarge(SeamError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 
+class RequestTimeout(SeamError):
+    status, title, slug = 408, "Request timeout", "request-timeout"
+
+
 class NotFound(SeamError):
     status, title, slug = 404, "Not found", "not-found"
 

@@ -19,7 +19,7 @@ from tests.classifier_service.synthetic import DIM, features_for, fit_body
 from tests.reliability.world import world
 
 LIMITS = {
-    "encoder": {"max_texts": 8, "max_chars": 200, "max_body_bytes": 64_000},
+    "encoder": {"max_texts": 8, "max_chars": 200, "max_body_bytes": 64_000, "max_json_values": 32 * 40},
     "classifier": {"max_fit_rows": 100, "max_predict_rows": 16, "max_body_bytes": 400_000},
     "gateway": {"max_texts": 8, "max_train_texts": 64, "max_body_bytes": 64_000, "train_chunk_size": 8,
                 "max_chain_depth": 1},
@@ -170,6 +170,71 @@ CASES = [
     Case("gw-too-many-train-texts", "gateway", G_TRAIN, js(train_json(texts=["hi"] * 65, labels=["a"] * 65)), 413,
          "GATEWAY_MAX_TRAIN_TEXTS"),
 ]
+
+# -- issue 15, the HTTP edge: no-content texts, deep JSON, lone surrogates, trailing slashes ---------
+V2_INFER = "/v2/models/embedding/infer"
+DEEP = b"[" * 3000 + b"]" * 3000
+
+
+def deep(prefix: bytes, suffix: bytes = b"}") -> dict[str, Any]:
+    return raw(prefix + DEEP + suffix)
+
+
+def v2_text(text_json: str) -> dict[str, Any]:
+    body = '{"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["%s"]}]}' % text_json
+    return raw(body.encode())
+
+
+def frame_with_deep_header() -> bytes:
+    head = b'{"layout": "dense", "shape": [1, 8], "meta": ' + DEEP + b"}"
+    return b"SEAM" + len(head).to_bytes(4, "little") + head + np.ones(8, np.float32).tobytes()
+
+
+FOREIGN_HOST = {"host": "attacker.example"}
+EDGE_CASES = [
+    Case("enc-zero-width-text", "encoder", ENCODE, js({"texts": ["ok", "\u200b\u200b\u200c"]}), 422, "texts[1] is empty"),
+    Case("enc-control-text", "encoder", ENCODE, js({"texts": ["\x00\x01\x7f\x9f"]}), 422, "texts[0] is empty"),
+    Case("enc-combining-only", "encoder", ENCODE, js({"texts": ["\u0301\u0308\u20dd"]}), 422, "texts[0] is empty"),
+    Case("enc-format-only", "encoder", ENCODE, js({"texts": ["ok", "ok", "\u202e\ufeff\u2060\U000e0001"]}), 422,
+         "texts[2] is empty"),
+    Case("enc-special-tokens-only", "encoder", ENCODE, js({"texts": ["ok", "\ufffd"]}), 422,
+         "texts[1] is empty to the model: it tokenizes to special tokens only"),
+    Case("enc-deep-json", "encoder", ENCODE, deep(b'{"texts": '), 400, "nests JSON 3001 levels deep; the limit is 64 (ENCODER_MAX_JSON_DEPTH)"),
+    Case("enc-v2-deep-json", "encoder", V2_INFER, deep(b'{"inputs": '), 400, "ENCODER_MAX_JSON_DEPTH"),
+    Case("enc-openai-deep-json", "encoder", "/v1/embeddings", deep(b'{"model": "m", "input": '), 400,
+         "ENCODER_MAX_JSON_DEPTH"),
+    Case("enc-v2-lone-surrogate", "encoder", V2_INFER, v2_text("a \\ud800 b"), 422,
+         "element 0 is not valid Unicode: it holds a lone surrogate"),
+    Case("enc-v2-zero-width", "encoder", V2_INFER, v2_text("\\u200b"), 422, "texts[0] is empty"),
+    Case("enc-openai-lone-surrogate", "encoder", "/v1/embeddings", raw(b'{"model": "tiny-bert0", "input": ["ok", "a \\udc00"]}'),
+         422, "lone surrogate"),
+    Case("enc-openai-zero-width", "encoder", "/v1/embeddings", js({"model": "tiny-bert0", "input": "\u200b"}), 422, "is empty"),
+    Case("enc-trailing-slash", "encoder", ENCODE + "/", {**js({"texts": ["ok"]}), "headers": FOREIGN_HOST}, 404, "Not Found"),
+    Case("edge-clf-deep-fit", "classifier", FIT, deep(b'{"features": '), 400, "CLASSIFIER_MAX_JSON_DEPTH"),
+    Case("edge-clf-deep-predict", "classifier", PREDICT, deep(b'{"features": '), 400, "CLASSIFIER_MAX_JSON_DEPTH"),
+    Case("edge-clf-deep-frame-header", "classifier", PREDICT, raw(frame_with_deep_header(), BINARY_CONTENT_TYPE), 400,
+         "nests JSON 3001 levels deep"),
+    Case("edge-clf-v2-deep", "classifier", "/v2/models/m/infer", deep(b'{"inputs": '), 400, "CLASSIFIER_MAX_JSON_DEPTH"),
+    Case("edge-clf-trailing-slash", "classifier", PREDICT + "/", {**js({"features": [[1.0] * DIM]}), "headers": FOREIGN_HOST},
+         404, "Not Found"),
+    Case("edge-gw-deep-json", "gateway", G_PREDICT, deep(b'{"texts": '), 400, "GATEWAY_MAX_JSON_DEPTH"),
+    Case("edge-gw-deep-train", "gateway", G_TRAIN, deep(b'{"texts": ["a"], "labels": ["b"], "params": {"x": ', b"}}"),
+         400, "GATEWAY_MAX_JSON_DEPTH"),
+    Case("edge-gw-zero-width-text", "gateway", G_PREDICT, js({"texts": ["ok", "\u200b\u00ad\u2063"]}), 422,
+         "texts[1] is empty"),
+    Case("edge-gw-control-text", "gateway", G_PREDICT, js({"texts": ["\x00"]}), 422, "texts[0] is empty"),
+    Case("edge-gw-train-combining", "gateway", G_TRAIN, js(train_json(texts=TEXTS[:-1] + ["\u0300"])), 422,
+         "texts[11] is empty"),
+    Case("edge-gw-long-label", "gateway", G_TRAIN, js(train_json(labels=LABELS[:-1] + ["x" * 201])), 413,
+         "labels[11] has 201 characters; the limit is 200 (GATEWAY_MAX_LABEL_CHARS)"),
+    Case("enc-tokens-json-too-large", "encoder", ENCODE, js({"texts": ["word " * 40] * 8, "output": "tokens"}), 413,
+         "ENCODER_MAX_JSON_VALUES): ask for the binary frame"),
+    Case("enc-v2-tokens-json-too-large", "encoder", "/v2/models/tokens/infer", v2_text("word " * 40), 413,
+         "ENCODER_MAX_JSON_VALUES"),
+    Case("edge-gw-trailing-slash", "gateway", G_PREDICT + "/", {**js({"texts": ["ok"]}), "headers": FOREIGN_HOST}, 404,
+         "Not Found"),
+]
+CASES += EDGE_CASES
 
 GOOD = {
     "encoder": (ENCODE, {"texts": ["still serving"]}),
