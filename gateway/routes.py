@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from gateway.runtime import GatewayRuntime
-from gateway.schemas import PipelineList, PipelineReport, PredictRequest, PredictResponse, TrainRequest, TrainResponse
+from gateway.schemas import EncoderList, PipelineList, PipelineReport, PredictRequest, PredictResponse, TrainRequest, TrainResponse
 
 router = APIRouter()
 
@@ -35,14 +35,22 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"])
 async def readyz(runtime: Runtime) -> dict[str, Any]:
-    """Both upstreams ready and the encoder's contracts loaded: 200; else 503 naming who fails."""
+    """The classifier and at least one encoder ready (its contracts loaded): 200, each encoder reported;
+    else 503 naming who fails."""
     return await runtime.readiness()
+
+
+@router.get("/v1/encoders", response_model=EncoderList, tags=["encoders"])
+async def list_encoders(runtime: Runtime) -> JSONResponse:
+    """Every registered encoder: name, URL, readiness, model, and its outputs with their contract ids."""
+    return JSONResponse(await runtime.encoders_report())
 
 
 @router.post("/v1/pipelines/{name}/train", status_code=201, response_model=TrainResponse, tags=["pipelines"])
 async def train(name: NewPipelineName, body: TrainRequest, runtime: Runtime) -> JSONResponse:
     """Encode the texts with the requested feature and fit a new version of the pipeline's model."""
-    result = await runtime.train(name, body.texts, body.labels, body.estimator, body.feature, body.params)
+    result = await runtime.train(name, body.texts, body.labels, body.estimator, body.feature, body.params,
+                                 encoder=body.encoder, retain_texts=body.retain_texts)
     return JSONResponse(result, status_code=201)
 
 

@@ -8,9 +8,11 @@ producer's output contract with a consumer's input contract and carries the mism
 
 Nothing but caches lives here, so several gateways can run side by side:
 
-- the encoder's output contracts, re-read when an encode answer carries another contract id
-  (``X-Seam-Contract``: the encoder restarted with another model or other settings), when a report
-  is asked for, and by /readyz;
+- each registered encoder's output contracts (``gateway.encoders``), re-read when an encode answer
+  carries another contract id (``X-Seam-Contract``: the encoder restarted with another model or other
+  settings), when a report is asked for, and by /readyz;
+- which encoder serves each version's encoder-fed link (``gateway.routing``), and the measurements that
+  accepted an encoder computing the same space differently (``gateway.acceptance``);
 - classifier version records, reused for ``pipeline_ttl_s`` (a version trained through another
   gateway is seen after at most that long);
 - check results, keyed by the identity of both contracts: ``check`` runs again only when one side
@@ -28,8 +30,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from gateway.acceptance import AcceptanceMeter
 from gateway.coalescing import Coalescer
-from gateway.settings import GatewaySettings
+from gateway.encoders import EncoderRegistry
+from gateway.routing import Route, Router
+from gateway.settings import DEFAULT_ENCODER, GatewaySettings
 from gateway.upstreams import (
     ClassifierClient,
     Encoded,
@@ -65,12 +70,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class EncoderSource:
-    """Features straight from one of the encoder's outputs."""
+    """Features straight from an encoder's output; ``encoder``: the registered name it was fitted through
+    (None in records that predate several encoders, and for a gateway's one unnamed encoder)."""
 
     output: str
+    encoder: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"type": "encoder", "output": self.output}
+        found = {"type": "encoder", "output": self.output}
+        return found if self.encoder is None else {**found, "encoder": self.encoder}
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,8 @@ def parse_source(raw: Any) -> Source:
         raise ValueError("no source was recorded when it was fitted (fit it through the gateway)")
     kind = raw.get("type")
     if kind == "encoder" and raw.get("output") in KINDS:
-        return EncoderSource(raw["output"])
+        encoder = raw.get("encoder")
+        return EncoderSource(raw["output"], encoder if isinstance(encoder, str) and is_valid_model_name(encoder) else None)
     if kind == "pipeline" and isinstance(raw.get("name"), str) and is_valid_model_name(raw["name"]):
         version = raw.get("version")
         if isinstance(version, int) and not isinstance(version, bool) and version > 0:
@@ -142,19 +151,34 @@ class Link:
     produced: TensorContract | None
     producer_id: str | None  # the encoder's contract id, for an encoder link
     mismatches: tuple[Mismatch, ...]
+    route: Route | None = None  # for an encoder link: the encoder chosen, and every one weighed
 
     @property
     def compatible(self) -> bool:
         return not self.mismatches
 
+    @property
+    def encoder(self) -> str | None:
+        """The registered name of the encoder serving this link."""
+        return self.route.chosen.encoder if self.route and self.route.chosen else None
+
     def report(self) -> dict[str, Any]:
-        return {
+        report = {
             "source": self.source.as_dict() if self.source else self.model.source,
             "producer": self.producer,
             "consumer": {"model": self.model.name, "version": self.model.version, "estimator": self.model.estimator},
             "compatible": self.compatible,
             "mismatches": [m.model_dump(mode="json") for m in self.mismatches],
         }
+        if self.route is not None:
+            chosen = self.route.chosen
+            report["encoder"] = chosen.encoder if chosen else None
+            report["acceptance"] = chosen.acceptance if chosen else None
+            if chosen is None:
+                report["encoders"] = [c.report() for c in self.route.candidates]
+        else:
+            report["acceptance"] = {"accepted": "exact"} if self.compatible else None
+        return report
 
 
 @dataclass(frozen=True)
@@ -236,18 +260,19 @@ class GatewayRuntime:
     def __init__(
         self,
         settings: GatewaySettings,
-        encoder: EncoderClient,
+        encoders: EncoderRegistry | EncoderClient,
         classifier: ClassifierClient,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.encoder = encoder
+        if isinstance(encoders, EncoderClient):  # one encoder: the default
+            encoders = EncoderRegistry({DEFAULT_ENCODER: encoders}, retry_s=settings.recheck_interval_s, clock=clock)
+        self.encoders = encoders
         self.classifier = classifier
         self._clock = clock
-        self._outputs: EncoderOutputs | None = None
-        self._outputs_read_at = float("-inf")
-        self._outputs_lock = asyncio.Lock()
+        self.meter = AcceptanceMeter(settings, classifier)
+        self.router = Router(encoders, self.meter, self._checked)
         self._latest: dict[str, tuple[float, ModelVersion]] = {}
         self._versions: dict[tuple[str, int], tuple[float, ModelVersion]] = {}
         self._purge_at = 64  # the size of _versions at which expired records are dropped
@@ -256,40 +281,15 @@ class GatewayRuntime:
         self.coalescer: Coalescer[tuple[str, list[float], bool]] = Coalescer(
             self._run_rows, max_texts=settings.max_texts, max_in_flight=settings.coalesce_max_in_flight
         )
-        self.outputs_reads = 0  # how often /v1/outputs was read
 
-    # -- encoder contracts --
-
-    async def encoder_outputs(self, *, refresh: bool = False) -> EncoderOutputs:
-        if self._outputs is None or refresh:
-            async with self._outputs_lock:
-                if self._outputs is None or refresh:
-                    await self._read_outputs()
-        assert self._outputs is not None
-        return self._outputs
-
-    async def _read_outputs(self) -> None:
-        self._outputs = await self.encoder.outputs()
-        self._outputs_read_at = self._clock()
-        self.outputs_reads += 1
-
-    async def _reread_outputs(self, seen_id: str) -> EncoderOutputs:
-        """An encode answer carried ``seen_id``, unknown to the cache: the encoder changed; read it again
-        (once, however many requests noticed at the same time)."""
-        async with self._outputs_lock:
-            current = self._outputs
-            if current is None or all(o.id != seen_id for o in current.outputs.values()):
-                log.info("%s changed its contract (now %s): re-reading its outputs", self.encoder.name, seen_id[:12])
-                await self._read_outputs()
-            assert self._outputs is not None
-            return self._outputs
+    @property
+    def encoder(self) -> EncoderClient:
+        """The default encoder (the first registered): the one training uses unless told otherwise."""
+        return self.encoders.client(self.encoders.default)
 
     async def warm(self) -> None:
         """At start, best effort: the contracts are read on first use anyway."""
-        try:
-            await self.encoder_outputs(refresh=True)
-        except SeamError as exc:
-            log.warning("encoder contracts not loaded at start: %s", exc.detail)
+        await self.encoders.warm()
 
     # -- classifier records --
 
@@ -376,15 +376,14 @@ class GatewayRuntime:
         return Link(record, source, producer, consumer, None, None, (mismatch,))
 
     async def _encoder_link(self, record: ModelVersion, source: EncoderSource) -> Link:
-        outputs = await self.encoder_outputs()
-        producer = f"{self.encoder.name} model {outputs.model} output {source.output}"
-        offered = outputs.outputs.get(source.output)
-        if offered is None:
-            why = f"the encoder serves no {source.output} output (model {outputs.model} offers {', '.join(sorted(outputs.outputs))})"
-            return self._broken(record, source, producer, why, sorted(outputs.outputs))
+        """Routed to a registered encoder that fits (``gateway.routing``), or refused with every one's reasons."""
         consumer = self._consumer(record)
-        found = self._checked(("encoder", source.output, offered.id), offered.contract, producer, record, consumer)
-        return Link(record, source, producer, consumer, offered.contract, offered.id, found)
+        route = await self.router.route(record, source.output, source.encoder, consumer)
+        chosen = route.chosen
+        if chosen is not None and chosen.offered is not None:
+            return Link(record, source, chosen.producer, consumer, chosen.offered.contract, chosen.offered.id, (), route)
+        producer = route.candidates[0].producer if len(route.candidates) == 1 else "any registered encoder"
+        return Link(record, source, producer, consumer, None, None, route.mismatches(), route)
 
     async def chain_from(self, head: ModelVersion, *, fresh: bool = False) -> Chain:
         """Walk the sources from ``head`` down to the encoder; every link checked (or taken from the cache).
@@ -430,9 +429,10 @@ class GatewayRuntime:
         have come back with the fitted model under the same id, so its contracts are read again first
         (at most every ``recheck_interval_s``)."""
         chain = await self.chain(name, version, fresh=fresh)
-        if not chain.compatible and self._clock() - self._outputs_read_at >= self.settings.recheck_interval_s:
-            await self.encoder_outputs(refresh=True)
+        if not chain.compatible and self._clock() - self.encoders.checked_at >= self.settings.recheck_interval_s:
+            await self.encoders.refresh_all()
             chain = await self.chain_from(chain.head)
+        refuse_if_unreachable(chain)
         chain.refuse_if_incompatible()
         return chain
 
@@ -442,23 +442,25 @@ class GatewayRuntime:
         """Encode for the chain's root. An answer under another contract id means the encoder changed:
         re-read its contracts, re-check the chain, and refuse if it no longer fits."""
         root = chain.root
-        assert isinstance(root.source, EncoderSource) and root.producer_id is not None
-        encoded = await self.encoder.encode(list(texts), root.source.output)
+        assert isinstance(root.source, EncoderSource) and root.producer_id is not None and root.encoder is not None
+        encoder = self.encoders.client(root.encoder)
+        encoded = await encoder.encode(list(texts), root.source.output)
         if encoded.contract_id != root.producer_id:
-            await self._reread_outputs(encoded.contract_id)
+            await self.encoders.reread(root.encoder, encoded.contract_id)
             chain = await self.chain_from(chain.head)
+            refuse_if_unreachable(chain)
             chain.refuse_if_incompatible()
             root = chain.root
-            if encoded.contract_id != root.producer_id:
+            if encoded.contract_id != root.producer_id:  # (or routed to another encoder meanwhile)
                 raise UpstreamUnavailable(
-                    f"{self.encoder.name} answered under contract {encoded.contract_id[:12]} but lists "
+                    f"{encoder.name} answered under contract {encoded.contract_id[:12]} but lists "
                     f"{(root.producer_id or '?')[:12]} for {root.source.output}: is it restarting? retry",
-                    upstream=self.encoder.name, stage=f"encode {root.source.output}",
+                    upstream=encoder.name, stage=f"encode {root.source.output}",
                 )
         assert root.produced is not None
         width = _width(encoded.tensor)
         if width != root.produced.dim:
-            raise self.encoder.bad(
+            raise encoder.bad(
                 f"encode {root.source.output}", f"{width}-wide vectors where its contract says {root.produced.dim}"
             )
         return chain, encoded
@@ -517,36 +519,37 @@ class GatewayRuntime:
             ],
         }
 
-    async def _encoder_features(self, output: str, texts: list[str]) -> tuple[TensorContract, Tensor, int]:
-        """Encode a training set in chunks, all under one contract (the one the fit records)."""
+    async def _encoder_features(self, encoder: str, output: str, texts: list[str]) -> tuple[TensorContract, Tensor, int]:
+        """Encode a training set in chunks on one encoder, all under one contract (the one the fit records)."""
         chunks = _chunks(texts, self.settings.train_chunk_size)
+        client = self.encoders.client(encoder)
         for attempt in range(2):
-            outputs = await self.encoder_outputs()
+            outputs = await self.encoders.outputs(encoder)
             offered = outputs.outputs.get(output)
             if offered is None:  # the cache may predate a restart with another model: ask before refusing
-                outputs = await self.encoder_outputs(refresh=True)
+                outputs = await self.encoders.outputs(encoder, refresh=True)
                 offered = outputs.outputs.get(output)
             if offered is None:
                 raise OutputUnavailable(
-                    f"{self.encoder.name} (model {outputs.model}) has no {output} output; it offers "
+                    f"{client.name} (model {outputs.model}) has no {output} output; it offers "
                     f"{', '.join(sorted(outputs.outputs))}",
-                    output=output,
+                    output=output, encoder=encoder,
                 )
-            encoded = await self._gather([lambda c=c: self.encoder.encode(list(c), output) for c in chunks])
+            encoded = await self._gather([lambda c=c: client.encode(list(c), output) for c in chunks])
             ids = {e.contract_id for e in encoded}
             if ids != {offered.id}:
-                outputs = await self._reread_outputs(next(iter(ids - {offered.id})))
+                outputs = await self.encoders.reread(encoder, next(iter(ids - {offered.id})))
                 offered = outputs.outputs.get(output)
                 if offered is None or ids != {offered.id}:
                     if attempt == 0:
                         continue  # the encoder changed mid-way: encode everything again under one contract
                     raise UpstreamUnavailable(
-                        f"{self.encoder.name} changed its contract while the training set was encoded; retry",
-                        upstream=self.encoder.name, stage=f"encode {output}",
+                        f"{client.name} changed its contract while the training set was encoded; retry",
+                        upstream=client.name, stage=f"encode {output}",
                     )
             features = _concat([e.tensor for e in encoded])
             if _width(features) != offered.contract.dim:
-                raise self.encoder.bad(
+                raise client.bad(
                     f"encode {output}", f"{_width(features)}-wide vectors where its contract says {offered.contract.dim}"
                 )
             return offered.contract, features, sum(sum(e.truncated) for e in encoded)
@@ -568,9 +571,15 @@ class GatewayRuntime:
         estimator: str | None,
         feature: str,
         params: dict[str, Any],
+        encoder: str | None = None,
+        retain_texts: bool = True,
     ) -> dict[str, Any]:
+        """A new version fitted on ``feature`` of ``texts``; an encoder feature comes from ``encoder`` (default:
+        the first registered), recorded in its source. With ``retain_texts`` the texts are kept with the version
+        in the classifier's store, with a reference sample for measured acceptance."""
         check_name(name)
         source = parse_feature(feature)
+        encoder = self.encoders.get(encoder or self.encoders.default).name  # UnknownEncoder: 422 listing them
         if len(texts) != len(labels):
             raise InvalidInput(f"{len(texts)} texts but {len(labels)} labels: one label per text")
         check_texts(texts, max_texts=self.settings.max_train_texts, setting="GATEWAY_MAX_TRAIN_TEXTS")
@@ -580,7 +589,9 @@ class GatewayRuntime:
             contract, features, truncated, base = await self._pipeline_features(source.name, texts)
             source = PipelineSource(base.name, base.version)
         else:
-            contract, features, truncated = await self._encoder_features(source.output, texts)
+            contract, features, truncated = await self._encoder_features(encoder, source.output, texts)
+            # The one unnamed encoder is not recorded: a record without a name resolves to the first encoder.
+            source = EncoderSource(source.output, None if encoder == DEFAULT_ENCODER else encoder)
         meta = {
             "labels": labels,
             "contract": contract.model_dump(mode="json"),
@@ -588,6 +599,8 @@ class GatewayRuntime:
             "params": params,
             "source": source.as_dict(),
         }
+        if retain_texts:  # the user's data: kept with the version, never logged
+            meta.update(texts=texts, reference_sample=self.settings.reference_sample)
         record = await self.classifier.fit(name, features, meta, timeout_s=self.settings.fit_timeout_s)
         self._remember(record, latest=True)
         return {
@@ -602,15 +615,22 @@ class GatewayRuntime:
             "metrics": record.metrics,
             "truncated_texts": truncated,
             "created_at": record.created_at,
+            "retained": getattr(record, "retained", None),
         }
 
     async def pipeline_report(self, name: str) -> dict[str, Any]:
         check_name(name)
-        await self.encoder_outputs(refresh=True)  # a report tells how things stand now
+        await self._refresh_for_report()
         return (await self.chain(name, fresh=True)).report()  # records read again too
 
+    async def _refresh_for_report(self) -> None:
+        """A report tells how things stand now: every encoder re-read; it fails only when none answers."""
+        errors = await self.encoders.refresh_all()
+        if all(errors.values()):
+            raise next(iter(errors.values()))  # type: ignore[misc]
+
     async def pipelines_report(self) -> dict[str, Any]:
-        await self.encoder_outputs(refresh=True)
+        await self._refresh_for_report()
         reports = []
         for record in await self.classifier.models():
             self._remember(record, latest=True)
@@ -618,31 +638,52 @@ class GatewayRuntime:
         return {"pipelines": sorted(reports, key=lambda r: r["name"])}
 
     async def readiness(self) -> dict[str, Any]:
-        """Both upstreams answer /readyz and the encoder's contracts are loaded; NotReady names who fails."""
-        encoder_ok, classifier_ok = await asyncio.gather(
-            self.encoder.ready(), self.classifier.ready(), return_exceptions=True
-        )
-        failing: dict[str, str] = {}
-        for upstream, result in ((self.encoder, encoder_ok), (self.classifier, classifier_ok)):
-            if isinstance(result, SeamError):
-                failing[upstream.role] = result.detail
-            elif isinstance(result, BaseException):
+        """The classifier answers /readyz and at least one encoder does with its contracts loaded; NotReady
+        names who fails. Each encoder is reported; ``not_ready`` lists the ones that are not."""
+        encoders, classifier_ok = await asyncio.gather(self.encoders.status(), self.classifier.ready(),
+                                                       return_exceptions=True)
+        for result in (encoders, classifier_ok):
+            if isinstance(result, BaseException) and not isinstance(result, SeamError):
                 raise result
-        outputs = None
-        if "encoder" not in failing:
-            try:
-                outputs = await self.encoder_outputs(refresh=True)
-            except SeamError as exc:
-                failing["encoder"] = f"contracts not loaded: {exc.detail}"
-        if failing or outputs is None:
+        assert isinstance(encoders, list)
+        failing = {e["name"]: e["error"] for e in encoders if not e["ready"]}
+        problems = [f"{self.encoders.client(n).name}: {why}" for n, why in failing.items()]
+        if isinstance(classifier_ok, SeamError) or len(failing) == len(encoders):
+            if isinstance(classifier_ok, SeamError):
+                problems.append(classifier_ok.detail)
             raise NotReady(
-                "not ready: " + "; ".join(failing.values()),
+                "not ready: " + "; ".join(problems),
                 headers={"Retry-After": "2"},
-                upstreams={role: failing.get(role, "ready") for role in ("encoder", "classifier")},
+                upstreams={"encoder": "; ".join(problems[: len(failing)]) if len(failing) == len(encoders) else "ready",
+                           "classifier": classifier_ok.detail if isinstance(classifier_ok, SeamError) else "ready"},
+                encoders=encoders,
             )
+        first = next(e for e in encoders if e["ready"])
         return {
             "status": "ready",
-            "encoder": {"url": self.encoder.url, "model": outputs.model,
-                        "outputs": {name: o.id for name, o in outputs.outputs.items()}},
+            "encoder": {"name": first["name"], "url": first["url"], "model": first["model"],
+                        "outputs": {name: o["id"] for name, o in first["outputs"].items()}},
+            "encoders": encoders,
+            "not_ready": [f"{n}: {why}" for n, why in failing.items()],
             "classifier": {"url": self.classifier.url},
         }
+
+    async def encoders_report(self) -> dict[str, Any]:
+        """``GET /v1/encoders``: each registered encoder, its readiness, model and outputs."""
+        return {"encoders": await self.encoders.status()}
+
+
+def refuse_if_unreachable(chain: Chain) -> None:
+    """A link no encoder could be routed to while an encoder it may need is down: 503 naming it, not 409."""
+    route = chain.root.route
+    if route is None or route.chosen is not None or not route.unavailable:
+        return
+    down = route.unavailable
+    head = chain.head
+    raise UpstreamUnavailable(
+        f"pipeline {head.name} v{head.version} needs an encoder that is down: "
+        + "; ".join(c.unavailable or "" for c in down)
+        + (f" (the others registered do not fit: {chain.root.mismatches[0].message})" if chain.root.mismatches else ""),
+        upstream=", ".join(c.producer for c in down), stage="read encoder contracts",
+        pipeline=head.name, version=head.version, encoders=[c.report() for c in route.candidates],
+    )
