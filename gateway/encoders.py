@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.settings import DEFAULT_ENCODER
-from gateway.upstreams import EncoderClient, EncoderOutputs
-from services.errors import InvalidInput, SeamError
+from gateway.upstreams import EncoderClient, EncoderOutputs, Upstream
+from services.errors import InvalidInput, NotReady, SeamError
 
 log = logging.getLogger("seam.gateway")
 
@@ -189,3 +189,33 @@ class EncoderRegistry:
                     "outputs": _outputs(outputs)}
 
         return list(await asyncio.gather(*(one(entry) for entry in self.entries.values())))
+
+
+async def readiness(registry: EncoderRegistry, classifier: Upstream) -> dict[str, Any]:
+    """The classifier answers /readyz and at least one encoder does with its contracts loaded: its body, each
+    encoder reported, ``not_ready`` listing the others. Otherwise NotReady (503) naming who fails."""
+    encoders, classifier_ok = await asyncio.gather(registry.status(), classifier.ready(), return_exceptions=True)
+    for result in (encoders, classifier_ok):
+        if isinstance(result, BaseException) and not isinstance(result, SeamError):
+            raise result
+    assert isinstance(encoders, list)
+    failing = {e["name"]: e["error"] for e in encoders if not e["ready"]}
+    problems = [f"{registry.client(n).name}: {why}" for n, why in failing.items()]
+    classifier_error = classifier_ok.detail if isinstance(classifier_ok, SeamError) else None
+    if classifier_error is not None or len(failing) == len(encoders):
+        raise NotReady(
+            "not ready: " + "; ".join(problems + ([classifier_error] if classifier_error else [])),
+            headers={"Retry-After": "2"},
+            upstreams={"encoder": "; ".join(problems) if len(failing) == len(encoders) else "ready",
+                       "classifier": classifier_error or "ready"},
+            encoders=encoders,
+        )
+    first = next(e for e in encoders if e["ready"])
+    return {
+        "status": "ready",
+        "encoder": {"name": first["name"], "url": first["url"], "model": first["model"],
+                    "outputs": {name: o["id"] for name, o in first["outputs"].items()}},
+        "encoders": encoders,
+        "not_ready": [f"{n}: {why}" for n, why in failing.items()],
+        "classifier": {"url": classifier.url},
+    }

@@ -25,7 +25,7 @@ from gateway.encoders import EncoderRegistry
 from gateway.upstreams import EncoderOutput, ModelVersion
 from services.compatibility import Mismatch
 from services.contracts import TensorContract
-from services.errors import SeamError
+from services.errors import SeamError, UpstreamUnavailable
 
 _MAX_CACHED_ROUTES = 4096
 NO_REFERENCE = (
@@ -173,3 +173,17 @@ class Router:
                         chosen = c
             weighed.append(c)
         return Route(chosen, tuple(weighed))
+
+
+def refuse_if_unreachable(route: Route | None, head: ModelVersion) -> None:
+    """A link no encoder could be routed to while an encoder it may need is down: 503 naming it, not 409."""
+    if route is None or route.chosen is not None or not route.unavailable:
+        return
+    others = route.mismatches()
+    raise UpstreamUnavailable(
+        f"pipeline {head.name} v{head.version} needs an encoder that is down: "
+        + "; ".join(c.unavailable or "" for c in route.unavailable)
+        + (f" (the others registered do not fit: {others[0].message})" if others else ""),
+        upstream=", ".join(c.producer for c in route.unavailable), stage="read encoder contracts",
+        pipeline=head.name, version=head.version, encoders=[c.report() for c in route.candidates],
+    )

@@ -32,14 +32,13 @@ import numpy as np
 
 from gateway.acceptance import AcceptanceMeter
 from gateway.coalescing import Coalescer
-from gateway.encoders import EncoderRegistry
-from gateway.routing import Route, Router
+from gateway.encoders import EncoderRegistry, readiness
+from gateway.routing import Route, Router, refuse_if_unreachable
 from gateway.settings import DEFAULT_ENCODER, GatewaySettings
 from gateway.upstreams import (
     ClassifierClient,
     Encoded,
     EncoderClient,
-    EncoderOutputs,
     ModelVersion,
     Predicted,
     UpstreamRejected,
@@ -50,10 +49,8 @@ from services.contracts import KINDS, MODEL_NAME_PATTERN, TensorContract, is_val
 from services.errors import (
     IncompatiblePipeline,
     InvalidInput,
-    NotReady,
     OutputUnavailable,
     PipelineNotFound,
-    SeamError,
     UpstreamUnavailable,
 )
 from services.inputs import check_texts
@@ -432,7 +429,7 @@ class GatewayRuntime:
         if not chain.compatible and self._clock() - self.encoders.checked_at >= self.settings.recheck_interval_s:
             await self.encoders.refresh_all()
             chain = await self.chain_from(chain.head)
-        refuse_if_unreachable(chain)
+        refuse_if_unreachable(chain.root.route, chain.head)
         chain.refuse_if_incompatible()
         return chain
 
@@ -441,22 +438,27 @@ class GatewayRuntime:
     async def _encode_for(self, chain: Chain, texts: list[str]) -> tuple[Chain, Encoded]:
         """Encode for the chain's root. An answer under another contract id means the encoder changed:
         re-read its contracts, re-check the chain, and refuse if it no longer fits."""
-        root = chain.root
-        assert isinstance(root.source, EncoderSource) and root.producer_id is not None and root.encoder is not None
-        encoder = self.encoders.client(root.encoder)
-        encoded = await encoder.encode(list(texts), root.source.output)
-        if encoded.contract_id != root.producer_id:
+        for _ in range(2):
+            root = chain.root
+            assert isinstance(root.source, EncoderSource) and root.producer_id is not None and root.encoder is not None
+            encoder = self.encoders.client(root.encoder)
+            encoded = await encoder.encode(list(texts), root.source.output)
+            if encoded.contract_id == root.producer_id:
+                break
             await self.encoders.reread(root.encoder, encoded.contract_id)
             chain = await self.chain_from(chain.head)
-            refuse_if_unreachable(chain)
+            refuse_if_unreachable(chain.root.route, chain.head)
             chain.refuse_if_incompatible()
-            root = chain.root
-            if encoded.contract_id != root.producer_id:  # (or routed to another encoder meanwhile)
-                raise UpstreamUnavailable(
-                    f"{encoder.name} answered under contract {encoded.contract_id[:12]} but lists "
-                    f"{(root.producer_id or '?')[:12]} for {root.source.output}: is it restarting? retry",
-                    upstream=encoder.name, stage=f"encode {root.source.output}",
-                )
+            if chain.root.encoder == root.encoder and chain.root.producer_id == encoded.contract_id:
+                root = chain.root
+                break
+            # routed to another encoder meanwhile, or the answer's contract is still not listed: once more
+        else:
+            raise UpstreamUnavailable(
+                f"{encoder.name} answered under contract {encoded.contract_id[:12]} but lists "
+                f"{(root.producer_id or '?')[:12]} for {root.source.output}: is it restarting? retry",
+                upstream=encoder.name, stage=f"encode {root.source.output}",
+            )
         assert root.produced is not None
         width = _width(encoded.tensor)
         if width != root.produced.dim:
@@ -638,52 +640,10 @@ class GatewayRuntime:
         return {"pipelines": sorted(reports, key=lambda r: r["name"])}
 
     async def readiness(self) -> dict[str, Any]:
-        """The classifier answers /readyz and at least one encoder does with its contracts loaded; NotReady
-        names who fails. Each encoder is reported; ``not_ready`` lists the ones that are not."""
-        encoders, classifier_ok = await asyncio.gather(self.encoders.status(), self.classifier.ready(),
-                                                       return_exceptions=True)
-        for result in (encoders, classifier_ok):
-            if isinstance(result, BaseException) and not isinstance(result, SeamError):
-                raise result
-        assert isinstance(encoders, list)
-        failing = {e["name"]: e["error"] for e in encoders if not e["ready"]}
-        problems = [f"{self.encoders.client(n).name}: {why}" for n, why in failing.items()]
-        if isinstance(classifier_ok, SeamError) or len(failing) == len(encoders):
-            if isinstance(classifier_ok, SeamError):
-                problems.append(classifier_ok.detail)
-            raise NotReady(
-                "not ready: " + "; ".join(problems),
-                headers={"Retry-After": "2"},
-                upstreams={"encoder": "; ".join(problems[: len(failing)]) if len(failing) == len(encoders) else "ready",
-                           "classifier": classifier_ok.detail if isinstance(classifier_ok, SeamError) else "ready"},
-                encoders=encoders,
-            )
-        first = next(e for e in encoders if e["ready"])
-        return {
-            "status": "ready",
-            "encoder": {"name": first["name"], "url": first["url"], "model": first["model"],
-                        "outputs": {name: o["id"] for name, o in first["outputs"].items()}},
-            "encoders": encoders,
-            "not_ready": [f"{n}: {why}" for n, why in failing.items()],
-            "classifier": {"url": self.classifier.url},
-        }
+        """The classifier and at least one encoder ready; NotReady names who fails (``gateway.encoders``)."""
+        return await readiness(self.encoders, self.classifier)
 
     async def encoders_report(self) -> dict[str, Any]:
         """``GET /v1/encoders``: each registered encoder, its readiness, model and outputs."""
         return {"encoders": await self.encoders.status()}
 
-
-def refuse_if_unreachable(chain: Chain) -> None:
-    """A link no encoder could be routed to while an encoder it may need is down: 503 naming it, not 409."""
-    route = chain.root.route
-    if route is None or route.chosen is not None or not route.unavailable:
-        return
-    down = route.unavailable
-    head = chain.head
-    raise UpstreamUnavailable(
-        f"pipeline {head.name} v{head.version} needs an encoder that is down: "
-        + "; ".join(c.unavailable or "" for c in down)
-        + (f" (the others registered do not fit: {chain.root.mismatches[0].message})" if chain.root.mismatches else ""),
-        upstream=", ".join(c.producer for c in down), stage="read encoder contracts",
-        pipeline=head.name, version=head.version, encoders=[c.report() for c in route.candidates],
-    )
