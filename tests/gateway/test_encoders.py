@@ -185,3 +185,17 @@ async def test_another_space_is_never_measured(app, gw, fake_encoder):
     fake_encoder.serve("fine-tuned", dim=8, dtype="bfloat16")
     assert (await predict(gw, "intents")).status_code == 409
     assert app.state.runtime.meter.measurements_run == 0
+
+
+async def test_seam_encoders_prints_a_table_from_the_gateways_listing(gw, monkeypatch, capsys):
+    from seam import cli
+
+    listing = (await gw.get("/v1/encoders")).json()
+    listing["encoders"][1].update(ready=False, error="encoder b is unreachable")
+    monkeypatch.setattr(cli, "_call", lambda method, url, **kw: listing if url.endswith("/v1/encoders") else None)
+    assert cli.main(["--gateway", "http://gw.test", "encoders"]) == 1  # one is not ready
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["encoder", "url", "ready", "model", "output", "dim", "dtype", "contract"]
+    assert any(line.split()[:7] == ["a", A_URL, "yes", "fake-encoder", "embedding", "8", "float32"] for line in out)
+    assert any(line.split()[:3] == ["b", B_URL, "NO"] for line in out)
+    assert out[-1] == "b is not ready: encoder b is unreachable"
