@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Path, Request, Response
@@ -76,6 +76,19 @@ async def get_latest(name: ModelName, runtime: Runtime) -> VersionRecord:
 async def get_version(name: ModelName, version: Annotated[int, Path(ge=1)], runtime: Runtime) -> VersionRecord:
     loaded: LoadedVersion = await anyio.to_thread.run_sync(runtime.get, name, version)
     return loaded.record
+
+
+@router.get("/v1/models/{name}/versions/{version}/reference", tags=["models"])
+async def get_reference(name: ModelName, version: Annotated[int, Path(ge=1)], runtime: Runtime) -> dict[str, Any]:
+    """The version's reference sample: texts, their labels, and the probabilities the version gave them
+    at fit time (``classes`` order). 404 ``no-retained-data`` when it kept none. Behind the internal token."""
+    return await anyio.to_thread.run_sync(runtime.retained, name, version, "reference")
+
+
+@router.get("/v1/models/{name}/versions/{version}/training-data", tags=["models"])
+async def get_training_data(name: ModelName, version: Annotated[int, Path(ge=1)], runtime: Runtime) -> dict[str, Any]:
+    """Every training text of the version and its label. 404 ``no-retained-data`` when it kept none."""
+    return await anyio.to_thread.run_sync(runtime.retained, name, version, "training")
 
 
 @router.delete("/v1/models/{name}", status_code=204, tags=["models"])

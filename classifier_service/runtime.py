@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -24,6 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from classifier_service import features as feature_checks
 from classifier_service import heads
+from classifier_service import retained as retained_data
 from classifier_service.estimators import ESTIMATORS, Estimator, resolve
 from classifier_service.schemas import FitInput, Metrics, PredictInput, VersionRecord
 from classifier_service.settings import ClassifierSettings
@@ -76,6 +78,7 @@ class _FitJob:
     features: Tensor
     labels: np.ndarray
     data_sha256: str
+    retained: retained_data.Retained | None = None
 
 
 def _accuracy(model: Any, X: Any, y: np.ndarray) -> float:
@@ -213,6 +216,15 @@ class ClassifierRuntime:
             )
         return versions[version]
 
+    def retained(self, name: str, version: int, what: str) -> dict[str, Any]:
+        """A version's kept training data (``training``) or reference sample (``reference``); NoRetainedData
+        when it kept none."""
+        record = self.get(name, version).record
+        filename = retained_data.REFERENCE_FILE if what == "reference" else retained_data.TRAINING_FILE
+        data = retained_data.read(self.store.root / name / str(version), filename, name=name, version=version,
+                                  summary=record.retained)
+        return {"name": name, "version": version, **data}
+
     def delete(self, name: str) -> None:
         with self._lock:
             removed = self.store.delete(name)
@@ -298,9 +310,12 @@ class ClassifierRuntime:
         if any(not label for label in fields.labels):
             raise InvalidInput("Labels must be non-empty strings.")
         estimator.check_labels(labels)
+        if fields.texts is not None and len(fields.texts) != rows:
+            raise InvalidInput(f"{len(fields.texts)} texts for {rows} rows of features: one text per row, or none.")
         return _FitJob(
             name, estimator, params, contract, fields.source, tensor, labels,
             feature_checks.data_sha256(tensor, list(fields.labels), contract.kind),
+            retained_data.Retained(list(fields.texts), fields.reference_sample) if fields.texts is not None else None,
         )
 
     def run_fit(self, job: _FitJob) -> VersionRecord:
@@ -311,8 +326,20 @@ class ClassifierRuntime:
             source=job.source, classes=[str(c) for c in model.classes_], metrics=metrics, data_sha256=job.data_sha256,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
+        keep = job.retained
+        if keep is not None:  # the reference sample, with the probabilities this version gives it now
+            rows = retained_data.reference_rows(job.labels, keep.reference_size)
+            reference = (np.asarray(model.predict_proba(job.estimator.prepare(feature_checks.take(job.features, rows))))
+                         if len(rows) else np.zeros((0, len(record.classes))))
+            record = record.model_copy(update={"retained": {"texts": len(keep.texts), "reference_sample": len(rows)}})
+
+        def write_artifacts(folder: Path) -> None:
+            job.estimator.save(model, folder)
+            if keep is not None:
+                retained_data.write(folder, keep, job.labels, rows, record.classes, reference)
+
         stored = record.model_dump(mode="json", exclude={"name", "version"})
-        version = self.store.save(job.name, stored, lambda folder: job.estimator.save(model, folder))
+        version = self.store.save(job.name, stored, write_artifacts)
         record = record.model_copy(update={"version": version})
         with self._lock:
             self._models.setdefault(job.name, {})[version] = LoadedVersion(record, job.estimator, model)

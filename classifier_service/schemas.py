@@ -38,6 +38,14 @@ class FitFields(BaseModel):
     source: dict[str, Any] | None = Field(
         None, description="Where the features come from; recorded as given, for the gateway's chains."
     )
+    texts: list[Text] | None = Field(
+        None, description="The training texts, one per row: kept with the version (never logged), for measured "
+        "acceptance and refits. Absent: nothing is kept.",
+    )
+    reference_sample: int = Field(
+        0, ge=0, description="Rows of the texts kept as the reference sample (stratified by label), with the "
+        "probabilities the fitted version gives them.",
+    )
 
     # Both are recorded and echoed back: they must encode as UTF-8 (no lone surrogates).
     encodable = field_validator("params", "source")(encodable_json)
@@ -133,6 +141,9 @@ class VersionRecord(BaseModel):
     metrics: Metrics
     data_sha256: str
     created_at: str
+    retained: dict[str, int] | None = Field(
+        None, description="What training data the version kept: {'texts': N, 'reference_sample': M}; null: none."
+    )
 
 
 class SkippedEntry(BaseModel):

@@ -8,10 +8,11 @@ import httpx
 from fastapi import FastAPI
 
 from gateway.auth import PUBLIC_PATHS, api_key_credentials
+from gateway.encoders import EncoderRegistry, NamedEncoderClient
 from gateway.routes import router
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
-from gateway.upstreams import ClassifierClient, EncoderClient, build_wire
+from gateway.upstreams import ClassifierClient, build_wire
 from services.admission import install_admission
 from services.memory import install_memory_return
 from services.metrics import install_metrics
@@ -23,8 +24,10 @@ def create_app(
     *,
     encoder_transport: httpx.AsyncBaseTransport | None = None,
     classifier_transport: httpx.AsyncBaseTransport | None = None,
+    encoder_transports: dict[str, httpx.AsyncBaseTransport] | None = None,
 ) -> FastAPI:
-    """The transports are for tests: ``httpx.ASGITransport(encoder_app)`` wires a service in-process.
+    """The transports are for tests: ``httpx.ASGITransport(encoder_app)`` wires a service in-process
+    (``encoder_transports`` one per registered encoder name; ``encoder_transport`` serves them all).
     Without them, the gateway reaches its upstreams over the network with aiohttp."""
     settings = settings or GatewaySettings()
     token = settings.internal_token.get_secret_value() if settings.internal_token else None
@@ -33,18 +36,23 @@ def create_app(
     async def lifespan(app: FastAPI):
         async with AsyncExitStack() as stack:
             wires = {}
-            for role, url, transport in (
-                ("encoder", settings.encoder_url, encoder_transport),
-                ("classifier", settings.classifier_url, classifier_transport),
-            ):
+            urls = {("encoder", name): url for name, url in settings.encoder_urls().items()}
+            urls[("classifier", "")] = settings.classifier_url
+            for (role, name), url in urls.items():
+                transport = classifier_transport if role == "classifier" else (encoder_transports or {}).get(
+                    name, encoder_transport)
                 # One pooled wire per upstream for the app's lifetime.
-                wires[role] = build_wire(url, connect_timeout_s=settings.connect_timeout_s,
-                                         max_connections=settings.max_connections, transport=transport)
-                stack.push_async_callback(wires[role].aclose)
+                wires[role, name] = build_wire(url, connect_timeout_s=settings.connect_timeout_s,
+                                               max_connections=settings.max_connections, transport=transport)
+                stack.push_async_callback(wires[role, name].aclose)
             limits = {"timeout_s": settings.timeout_s, "token": token}
-            encoder = EncoderClient(settings.encoder_url, wires["encoder"], **limits)
-            classifier = ClassifierClient(settings.classifier_url, wires["classifier"], **limits)
-            app.state.runtime = GatewayRuntime(settings, encoder, classifier)
+            encoders = EncoderRegistry(
+                {name: NamedEncoderClient(name, url, wires["encoder", name], **limits)
+                 for name, url in settings.encoder_urls().items()},
+                retry_s=settings.recheck_interval_s,
+            )
+            classifier = ClassifierClient(settings.classifier_url, wires["classifier", ""], **limits)
+            app.state.runtime = GatewayRuntime(settings, encoders, classifier)
             await app.state.runtime.warm()
             yield
 

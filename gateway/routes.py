@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.runtime import GatewayRuntime
 from gateway.schemas import (
+    EncoderList,
     PipelineList,
     PipelineReport,
     PredictRequest,
@@ -45,8 +46,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"])
 async def readyz(runtime: Runtime, request: Request) -> dict[str, Any]:
-    """Both upstreams ready and the encoder's contracts loaded: 200; else 503 naming who fails. Upstream
-    URLs, models and causes only for callers with an API key (when keys are set): a probe needs none."""
+    """The classifier and at least one encoder ready (its contracts loaded): 200, each encoder reported;
+    else 503 naming who fails. Upstream URLs, models and causes only for callers with an API key (when
+    keys are set): a probe needs none."""
     if shows_details(request.scope):
         return await runtime.readiness()
     try:
@@ -61,10 +63,17 @@ async def readyz(runtime: Runtime, request: Request) -> dict[str, Any]:
     return {"status": "ready"}
 
 
+@router.get("/v1/encoders", response_model=EncoderList, tags=["encoders"])
+async def list_encoders(runtime: Runtime) -> JSONResponse:
+    """Every registered encoder: name, URL, readiness, model, and its outputs with their contract ids."""
+    return JSONResponse(await runtime.encoders_report())
+
+
 @router.post("/v1/pipelines/{name}/train", status_code=201, response_model=TrainResponse, tags=["pipelines"])
 async def train(name: NewPipelineName, body: TrainRequest, runtime: Runtime) -> JSONResponse:
     """Encode the texts with the requested feature and fit a new version of the pipeline's model."""
-    result = await runtime.train(name, body.texts, body.labels, body.estimator, body.feature, body.params)
+    result = await runtime.train(name, body.texts, body.labels, body.estimator, body.feature, body.params,
+                                 encoder=body.encoder, retain_texts=body.retain_texts)
     return JSONResponse(result, status_code=201)
 
 
