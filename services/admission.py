@@ -1,7 +1,8 @@
 """What decides whether a request gets in, before any route runs. Each service installs the same
 chain with :func:`install_admission`, checked in this order:
 
-1. credentials (:mod:`services.auth`): 401 / 403;
+1. credentials (:mod:`services.auth`): 401 / 403, and for scoped keys 403 naming the scope or pipeline
+   a key lacks, 429 with ``Retry-After`` over its rate;
 2. requests in flight (``*_MAX_IN_FLIGHT``): 429 with ``Retry-After`` instead of queueing without bound;
 3. the body's media type: 415 for anything but JSON or the binary tensor frame;
 4. the body's size (``*_MAX_BODY_BYTES``): 413 before it is read into memory.
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.auth import OPEN_PATHS, Credentials, TokenGuardMiddleware
+from services.auth import OPEN_PATHS, Credentials, KeyAccess, ScopedKeyGuardMiddleware, TokenGuardMiddleware
 from services.codecs import BINARY_CONTENT_TYPE
 from services.errors import Overloaded, UnsupportedMediaType
 from services.settings import ServiceSettings
@@ -93,9 +94,11 @@ def install_admission(
     settings: ServiceSettings,
     *,
     credentials: Credentials | None = None,
+    access: KeyAccess | None = None,
     open_paths: Iterable[str] = OPEN_PATHS,
 ) -> None:
-    """Installs the chain described above. ``credentials``: who may call (None: anyone)."""
+    """Installs the chain described above. ``credentials``: who may call (None: anyone); or ``access``:
+    scoped keys (the gateway's), checked for scope, pipeline and rate."""
     prefix = settings.model_config.get("env_prefix", "")
     # add_middleware puts each new one outside the previous: add them innermost first.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -104,3 +107,9 @@ def install_admission(
                        setting=f"{prefix}MAX_IN_FLIGHT")
     if credentials is not None:
         app.add_middleware(TokenGuardMiddleware, credentials=credentials, open_paths=open_paths)
+    if access is not None:
+        app.add_middleware(
+            ScopedKeyGuardMiddleware, access=access, open_paths=open_paths,
+            missing_hint="This gateway needs an API key: send 'Authorization: Bearer <API key>'.",
+            wrong_hint="The API key sent is not valid for this gateway.",
+        )
