@@ -31,7 +31,7 @@ from classifier_service.estimators import ESTIMATORS, Estimator, resolve
 from classifier_service.fitting import FitJob, FitWorkers
 from classifier_service.schemas import FitInput, Metrics, PredictInput, VersionRecord
 from classifier_service.settings import ClassifierSettings
-from classifier_service.store import ModelStore, Skipped, StoreEntryError
+from classifier_service.store import Skipped, StoreEntryError, open_store
 from services.codecs import Tensor
 from services.errors import DamagedVersion, InvalidInput, ModelNotFound, Overloaded, PayloadTooLarge
 
@@ -118,7 +118,7 @@ class ClassifierRuntime:
 
     def __init__(self, settings: ClassifierSettings) -> None:
         self.settings = settings
-        self.store = ModelStore(settings.store)
+        self.store = open_store(settings)
         self.ready = False
         self._models: dict[str, dict[int, LoadedVersion]] = {}
         self._skipped: dict[str, Skipped] = {}
@@ -132,7 +132,7 @@ class ClassifierRuntime:
     def load(self) -> None:
         """Loads every stored version; a corrupt or foreign entry is reported and skipped."""
         heads.use_threads(self.settings.torch_threads)
-        self.store.root.mkdir(parents=True, exist_ok=True)
+        self.store.prepare()
         for leftover in self.store.remove_leftovers(self.settings.stale_temp_seconds):
             log.info("removed %s, left by an interrupted save or delete", leftover)
         with self._lock:
@@ -142,7 +142,7 @@ class ClassifierRuntime:
                 self._refresh(name)
         self.ready = True
         versions = sum(len(v) for v in self._models.values())
-        log.info("store %s: %d models, %d versions, %d skipped", self.store.root, len(self._models), versions, len(self._skipped))
+        log.info("store %s: %d models, %d versions, %d skipped", self.store.location, len(self._models), versions, len(self._skipped))
 
     def _skip(self, entry: Skipped, *, known: bool = False) -> None:
         if not known:

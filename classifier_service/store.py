@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import skops.io
 
@@ -128,11 +128,64 @@ def load_skops(path: Path, *, allowed: frozenset[str], expected: type) -> Any:
     return obj
 
 
+def check_manifest(raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:
+    """A manifest's artifacts (file name -> SHA-256) and record, or StoreEntryError saying what is wrong."""
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise StoreEntryError(f"unreadable {MANIFEST_FILE} ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise StoreEntryError(f"{MANIFEST_FILE} is not a seam classifier manifest ({MANIFEST_FORMAT})")
+    artifacts, record = manifest.get("artifacts"), manifest.get("record")
+    if not isinstance(artifacts, dict) or not artifacts or not isinstance(record, dict):
+        raise StoreEntryError(f"{MANIFEST_FILE} lacks its artifacts or record")
+    for filename, digest in artifacts.items():
+        if not isinstance(filename, str) or "/" in filename or filename.startswith(".") or filename == MANIFEST_FILE:
+            raise StoreEntryError(f"{MANIFEST_FILE} names an invalid artifact {filename!r}")
+        if not isinstance(digest, str):
+            raise StoreEntryError(f"{MANIFEST_FILE} gives artifact {filename} no SHA-256")
+    return artifacts, record
+
+
+class VersionStore(Protocol):
+    """What the runtime needs of a store; :class:`ModelStore` (a directory) and
+    :class:`classifier_service.object_store.ObjectModelStore` (S3) implement it with the same guarantees:
+    a version appears whole or not at all, its number is claimed once and never reused (not even after
+    a DELETE), a crash mid-save leaves nothing visible, and processes sharing the store see each
+    other's versions."""
+
+    location: str  # named in errors and logs
+
+    def prepare(self) -> None: ...
+    def names(self) -> tuple[list[str], list[Skipped]]: ...
+    def versions(self, name: str) -> tuple[list[int], list[Skipped]]: ...
+    def identity(self, name: str, version: int) -> tuple | None: ...
+    def read(self, name: str, version: int) -> StoredVersion: ...
+    def save(self, name: str, record: dict[str, Any], write_artifacts: Callable[[Path], None]) -> int: ...
+    def delete(self, name: str) -> bool: ...
+    def claim_version(self, name: str, *, at_least: int = 1) -> int: ...
+    def highest_claimed(self, name: str) -> int: ...
+    def remove_leftovers(self, older_than_s: float) -> list[str]: ...
+
+
+def open_store(settings: Any) -> VersionStore:
+    """The store ``CLASSIFIER_STORE`` names: a directory, or ``s3://bucket/prefix``."""
+    if isinstance(settings.store, str) and settings.store.startswith("s3://"):
+        from classifier_service.object_store import ObjectModelStore  # boto3 only where it is used
+
+        return ObjectModelStore.from_settings(settings)
+    return ModelStore(settings.store)
+
+
 class ModelStore:
     """Versions on disk. Pure file handling: what a version's artifacts mean is the caller's business."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.location = str(self.root)
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def _folder(self, name: str) -> Path:
         if not is_valid_model_name(name):  # never build a path from an unchecked name
@@ -191,19 +244,13 @@ class ModelStore:
         try:
             if path.stat().st_size > _MAX_MANIFEST_BYTES:
                 raise StoreEntryError(f"{MANIFEST_FILE} is larger than {_MAX_MANIFEST_BYTES} bytes")
-            manifest = json.loads(path.read_bytes())
+            raw = path.read_bytes()
         except FileNotFoundError as exc:
             raise StoreEntryError(f"no {MANIFEST_FILE}") from exc
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise StoreEntryError(f"unreadable {MANIFEST_FILE} ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise StoreEntryError(f"{MANIFEST_FILE} is not a seam classifier manifest ({MANIFEST_FORMAT})")
-        artifacts, record = manifest.get("artifacts"), manifest.get("record")
-        if not isinstance(artifacts, dict) or not artifacts or not isinstance(record, dict):
-            raise StoreEntryError(f"{MANIFEST_FILE} lacks its artifacts or record")
+        artifacts, record = check_manifest(raw)
         for filename, digest in artifacts.items():
-            if not isinstance(filename, str) or "/" in filename or filename.startswith(".") or filename == MANIFEST_FILE:
-                raise StoreEntryError(f"{MANIFEST_FILE} names an invalid artifact {filename!r}")
             try:
                 actual = _sha256(folder / filename)
             except OSError as exc:

@@ -123,6 +123,12 @@ class BadUpstreamResponse(SeamError):
     status, title, slug = 502, "Bad upstream response", "bad-upstream-response"
 
 
+class StoreUnreachable(SeamError):
+    """The model store (an object store) does not answer, or refuses the service's credentials."""
+
+    status, title, slug = 503, "Store unreachable", "store-unreachable"
+
+
 class StoreUnavailable(SeamError):
     """The model store cannot be written: full, read-only, or not ours to write. Nothing was changed."""
 
