@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import threading
 import time
 import warnings
@@ -181,6 +182,13 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def start_server() -> None:
+    """Starts the forkserver (it imports scikit-learn and torch: seconds), so that the first fit
+    does not wait for it. Idempotent; call it from a background thread."""
+    _context()
+    multiprocessing.forkserver.ensure_running()
+
+
 class _Worker:
     def __init__(self, torch_threads: int | None) -> None:
         context = _context()
@@ -205,6 +213,10 @@ class FitWorkers:
         self._busy: set[_Worker] = set()
         self._lock = threading.Lock()
         self._closed = False
+
+    def warm(self) -> None:
+        """Readies the forkserver in the background: the service answers meanwhile."""
+        threading.Thread(target=start_server, name="seam-fit-warmup", daemon=True).start()
 
     def _take(self) -> _Worker:
         with self._lock:

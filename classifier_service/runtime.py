@@ -57,21 +57,46 @@ class LoadedVersion:
     model: Any
 
     def predict_proba(self, features: Tensor) -> np.ndarray:
-        """Class probabilities per row; a row whose probabilities are not finite numbers (features so
-        extreme that the model overflows) is refused with a 422 naming it, never answered."""
-        with np.errstate(all="ignore"):  # overflow shows in the result, checked below
-            probabilities = np.asarray(self.model.predict_proba(self.estimator.prepare(features)), dtype=np.float64)
+        """Class probabilities per row. Rows whose arithmetic overflows (finite features so extreme
+        that the model's sums leave the float range: its answer would be NaN, or a saturated 0/1 that
+        means nothing) or whose probabilities are not finite are refused with a 422 naming them."""
+        X = self.estimator.prepare(features)
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                probabilities = np.asarray(self.model.predict_proba(X), dtype=np.float64)
+        except FloatingPointError:
+            self._refuse(self._overflowing_rows(X))
+            raise
         bad = np.flatnonzero(~np.isfinite(probabilities).all(axis=1))
         if len(bad):
-            record = self.record
-            shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
-            raise InvalidInput(
-                f"features: row {shown} give(s) no finite probabilities with model {record.name!r} version "
-                f"{record.version} ({record.estimator}): the values are too extreme for it (they overflow its "
-                "arithmetic, e.g. magnitudes near 1e38). Send features on the scale the model was fitted on.",
-                name=record.name, version=record.version, rows=[int(i) for i in bad[:_SHOWN]],
-            )
+            self._refuse(bad)
         return probabilities
+
+    def _overflowing_rows(self, X: Any) -> np.ndarray:
+        """The rows whose prediction alone overflows (the slow path: only after an overflow)."""
+        bad = []
+        for i in range(len(X)):
+            try:
+                with np.errstate(over="raise", invalid="raise"):
+                    row = np.asarray(self.model.predict_proba(feature_checks.take(X, np.array([i]))), dtype=np.float64)
+            except FloatingPointError:
+                bad.append(i)
+                continue
+            if not np.isfinite(row).all():
+                bad.append(i)
+        return np.array(bad, dtype=np.int64)
+
+    def _refuse(self, bad: np.ndarray) -> None:
+        if not len(bad):
+            return
+        record = self.record
+        shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
+        raise InvalidInput(
+            f"features: row {shown} cannot be classified by model {record.name!r} version {record.version} "
+            f"({record.estimator}): the values are so extreme that its arithmetic overflows (e.g. magnitudes near "
+            "1e38), so its probabilities would not be numbers. Send features on the scale the model was fitted on.",
+            name=record.name, version=record.version, rows=[int(i) for i in bad[:_SHOWN]],
+        )
 
 
 @dataclass(frozen=True)
@@ -132,6 +157,7 @@ class ClassifierRuntime:
     def load(self) -> None:
         """Loads every stored version; a corrupt or foreign entry is reported and skipped."""
         heads.use_threads(self.settings.torch_threads)
+        self._workers.warm()
         self.store.prepare()
         for leftover in self.store.remove_leftovers(self.settings.stale_temp_seconds):
             log.info("removed %s, left by an interrupted save or delete", leftover)
