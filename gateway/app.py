@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import Counter
 
-from gateway.auth import PUBLIC_PATHS, api_key_credentials
+from gateway.auth import PUBLIC_PATHS, ApiKeys, api_keys
 from gateway.encoders import EncoderRegistry, NamedEncoderClient
 from gateway.routes import router
 from gateway.runtime import GatewayRuntime
@@ -31,6 +34,7 @@ def create_app(
     Without them, the gateway reaches its upstreams over the network with aiohttp."""
     settings = settings or GatewaySettings()
     token = settings.internal_token.get_secret_value() if settings.internal_token else None
+    keys = api_keys(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -54,6 +58,8 @@ def create_app(
             classifier = ClassifierClient(settings.classifier_url, wires["classifier", ""], **limits)
             app.state.runtime = GatewayRuntime(settings, encoders, classifier)
             await app.state.runtime.warm()
+            if keys is not None:
+                stack.enter_context(_reload_on_sighup(keys))
             yield
 
     app = FastAPI(
@@ -66,8 +72,33 @@ def create_app(
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    install_admission(app, settings, credentials=api_key_credentials(settings), open_paths=PUBLIC_PATHS)
+    app.state.api_keys = keys
+    install_admission(app, settings, access=keys, open_paths=PUBLIC_PATHS)
     install_memory_return(app)
     app.include_router(router)
     install_metrics(app, "gateway")
+    if keys is not None:
+        keys.counts = Counter("seam_api_key_requests", "Requests by API key id and outcome (allowed, scope, "
+                              "pipeline, rate; invalid keys under '<invalid>').", ["key", "outcome"],
+                              registry=app.state.metrics.registry)
     return app
+
+
+class _reload_on_sighup:
+    """SIGHUP re-reads the API keys while the app runs (where signals can be handled: the main thread)."""
+
+    def __init__(self, keys: ApiKeys) -> None:
+        self.keys = keys
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def __enter__(self) -> "_reload_on_sighup":
+        try:
+            self.loop = asyncio.get_running_loop()
+            self.loop.add_signal_handler(signal.SIGHUP, self.keys.reload)
+        except (NotImplementedError, RuntimeError, ValueError):
+            self.loop = None  # not the main thread (an app inside a test): reload() by hand
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.loop is not None:
+            self.loop.remove_signal_handler(signal.SIGHUP)

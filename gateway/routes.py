@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from gateway.runtime import GatewayRuntime
 from gateway.schemas import (
@@ -98,3 +98,11 @@ async def list_pipelines(runtime: Runtime) -> JSONResponse:
 async def get_pipeline(name: PipelineName, runtime: Runtime) -> JSONResponse:
     """The pipeline's chain (each link's source, producer and consumer) and its compatibility report."""
     return JSONResponse(await runtime.pipeline_report(name))
+
+
+@router.delete("/v1/pipelines/{name}", status_code=204, tags=["pipelines"])
+async def delete_pipeline(name: PipelineName, runtime: Runtime) -> Response:
+    """Delete every version of the pipeline's model (needs the ``admin`` scope when keys are scoped).
+    Other replicas' caches may serve it for up to ``GATEWAY_PIPELINE_TTL_S``."""
+    await runtime.delete(name)
+    return Response(status_code=204)

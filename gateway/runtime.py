@@ -657,6 +657,18 @@ class GatewayRuntime:
             "retained": getattr(record, "retained", None),
         }
 
+    async def delete(self, name: str) -> None:
+        """Deletes every version of the pipeline's model (admin scope at the gateway)."""
+        check_name(name)
+        try:
+            await self.classifier.delete(name)
+        except UpstreamRejected as exc:
+            if exc.status == 404:
+                raise PipelineNotFound(f"no pipeline named {name!r} to delete", pipeline=name) from exc
+            raise
+        finally:
+            self._forget(name)
+
     async def pipeline_report(self, name: str) -> dict[str, Any]:
         check_name(name)
         await self._refresh_for_report()

@@ -39,7 +39,10 @@ class GatewaySettings(ServiceSettings):
         "'Authorization: Bearer <key>' (401 without, 403 with a wrong one). Probes stay open.",
     )
     api_keys_file: Path | None = Field(
-        None, description="A file of API keys, one per line ('#' comments and blank lines ignored); read at start."
+        None,
+        description="A file of API keys: one per line ('#' comments ignored; every scope, every pipeline), or TOML "
+        "[[keys]] tables with id, key (or 'sha256:<hex>'), scopes (predict, train, admin), pipelines (globs), rate "
+        "and burst. Read at start and again on SIGHUP (a file that does not parse keeps the previous keys).",
     )
     timeout_s: float = Field(
         30.0, gt=0,

@@ -416,6 +416,10 @@ class ClassifierClient(Upstream):
         response = await self.request(stage, "GET", f"/v1/models/{name}/versions/{version}")
         return self.parse(stage, response, ModelVersion)
 
+    async def delete(self, name: str) -> None:
+        """Every version of the model; never retried (the first may have been done)."""
+        await self.request(f"delete model {name}", "DELETE", f"/v1/models/{name}", retry=False)
+
     async def fit(self, name: str, features: Tensor, meta: dict[str, Any], *, timeout_s: float) -> ModelVersion:
         """Features as a binary frame, labels, contract, estimator, params and source in its ``meta``.
         Never retried (a second fit would be a second version); fits get their own, longer timeout."""

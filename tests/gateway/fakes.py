@@ -190,6 +190,9 @@ class FakeClassifier(FakeUpstream):
             return httpx.Response(201, json=record)
         if not versions:
             return problem(404, f"no model named {name}", "model-not-found")
+        if action is None and request.method == "DELETE":
+            del self.models[name]
+            return httpx.Response(204)
         if action is None:
             return httpx.Response(200, json={"name": name, "latest": versions[-1], "versions": versions})
         if action == "latest":
