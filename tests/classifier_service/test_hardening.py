@@ -212,3 +212,17 @@ def test_leftover_claims_never_reach_the_listing(tmp_path):
     assert store.names() == (["m"], [])
     shutil.rmtree(tmp_path / "m")
     assert store.names() == ([], []) and store.highest_claimed("m") == 1
+
+
+def test_a_worker_ends_by_itself_when_the_service_is_gone():
+    """A killed service closes its end of the worker's lifeline: the worker exits, even mid-fit."""
+    from classifier_service.fitting import _Worker
+
+    worker = _Worker(torch_threads=1)
+    try:
+        assert worker.process.is_alive()
+        worker._lifeline.close()  # what the kernel does for a service that dies
+        worker.process.join(60)
+        assert not worker.process.is_alive()
+    finally:
+        worker.stop()
