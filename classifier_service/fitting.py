@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.forkserver
+import os
 import threading
 import time
 import warnings
@@ -149,8 +150,17 @@ def _cross_validate(job: FitJob, X: Any) -> tuple[float | None, int | None, str 
     return float(np.mean(scores)), folds, None
 
 
-def _serve(conn: Connection, torch_threads: int | None) -> None:
+def _orphan_watch(lifeline: Connection) -> None:
+    """Ends the worker, even in the middle of a fit, once the service is gone: nothing is ever sent
+    on ``lifeline``, so it becomes readable only when the service's end closes (it stopped this
+    worker, or it died). A killed service leaves no fit running."""
+    lifeline.poll(None)
+    os._exit(1)
+
+
+def _serve(conn: Connection, lifeline: Connection, torch_threads: int | None) -> None:
     """A worker's loop: a job in, ``("ok", (model, metrics))`` or a refusal out, until the pipe closes."""
+    threading.Thread(target=_orphan_watch, args=(lifeline,), name="seam-fit-orphan-watch", daemon=True).start()
     heads.use_threads(torch_threads)
     while True:
         try:
@@ -195,12 +205,17 @@ class _Worker:
     def __init__(self, torch_threads: int | None) -> None:
         context = _context()
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, torch_threads), name="seam-fit-worker", daemon=True)
+        lifeline, self._lifeline = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_serve, args=(child, lifeline, torch_threads), name="seam-fit-worker", daemon=True
+        )
         self.process.start()
         child.close()
+        lifeline.close()
 
     def stop(self) -> None:
         self.conn.close()
+        self._lifeline.close()
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)
