@@ -30,6 +30,7 @@ from services.errors import (
     PipelineNotFound,
     SeamError,
     StoreUnavailable,
+    StoreUnreachable,
     Unauthorized,
     UnsupportedMediaType,
     UpstreamTimeout,
@@ -59,6 +60,7 @@ STATUSES = {
     UpstreamTimeout: 504,
     BadUpstreamResponse: 502,
     StoreUnavailable: 507,
+    StoreUnreachable: 503,
     DamagedVersion: 409,
     FitTimedOut: 422,
 }
