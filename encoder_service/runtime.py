@@ -152,10 +152,12 @@ class EncoderRuntime:
     def _load(self, threads: int) -> None:
         settings = self.settings
         folder, self.model_id = resolve_model(settings)
-        if settings.precision == "bfloat16" and not bfloat16_supported():
-            raise ModelLoadError("ENCODER_PRECISION=bfloat16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use float32")
-        if settings.precision == "bfloat16" and settings.backend == "onnxruntime":
-            raise ModelLoadError("ENCODER_BACKEND=onnxruntime computes in float32; set ENCODER_PRECISION=float32 or use torch")
+        choice = settings.precision_choice
+        if choice.precision == "bfloat16" and not bfloat16_supported():
+            raise ModelLoadError("ENCODER_PRECISION=bfloat16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use float32 or auto")
+        if choice.precision == "bfloat16" and settings.backend == "onnxruntime":
+            raise ModelLoadError("ENCODER_BACKEND=onnxruntime computes in float32; set ENCODER_PRECISION=float32 (or auto) or use torch")
+        log.info("computing in %s: %s", choice.precision, choice.reason)
         RETURNER.fixed_mmap_threshold()
         log.info("loading %s from %s", self.model_id, folder)
         require_safetensors(folder)
@@ -174,7 +176,7 @@ class EncoderRuntime:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load a transformer from {folder}: {exc}") from exc
         self._st.eval()
-        if settings.precision == "bfloat16":
+        if choice.precision == "bfloat16":
             self._st.to(torch.bfloat16)
             if self._head is not None:
                 self._head.to(torch.bfloat16)
@@ -241,7 +243,7 @@ class EncoderRuntime:
             max_tokens=self.max_tokens,
             fingerprint=[[round(float(x), 6) for x in row["embedding"]] for row in canaries],
         )
-        dtype = self.settings.precision
+        dtype = self.settings.compute_precision
         contracts = {
             "embedding": TensorContract(kind="embedding", dim=len(canaries[0]["embedding"]), dtype=dtype, space=space),
             "tokens": TensorContract(kind="tokens", dim=canaries[0]["tokens"].shape[1], dtype=dtype, space=space),
