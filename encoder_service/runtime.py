@@ -161,14 +161,17 @@ class EncoderRuntime:
         RETURNER.fixed_mmap_threshold()
         log.info("loading %s from %s", self.model_id, folder)
         require_safetensors(folder)
+        # Loaded straight in the precision computed in: a bfloat16 model converted after a float32 load
+        # held both copies for a moment (the encoder's peak RSS is set at load as much as under load).
+        dtype = getattr(torch, choice.precision)
         try:
             self._st = SentenceTransformer(
-                str(folder), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True}
+                str(folder), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True, "dtype": dtype}
             )
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             if any(a.endswith("ForSequenceClassification") for a in config.architectures or ()):
                 self._head = AutoModelForSequenceClassification.from_pretrained(
-                    folder, local_files_only=True, use_safetensors=True
+                    folder, local_files_only=True, use_safetensors=True, dtype=dtype
                 ).eval()
                 # The head's encoder is the same network: share it rather than hold the weights twice.
                 # (``auto_model`` is a read-only view of ``model``; assigning it would add a copy.)
@@ -176,10 +179,8 @@ class EncoderRuntime:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load a transformer from {folder}: {exc}") from exc
         self._st.eval()
-        if choice.precision == "bfloat16":
+        if choice.precision == "bfloat16":  # what the loader kept in float32 (a module's own buffers, say)
             self._st.to(torch.bfloat16)
-            if self._head is not None:
-                self._head.to(torch.bfloat16)
         sha = weights_sha256(folder)
         if settings.backend == "onnxruntime":
             self._onnx = self._load_onnx(sha, threads)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from encoder_service.__main__ import library_env
+from encoder_service.__main__ import BFLOAT16_CACHE_ENTRIES, PACKED_CACHE_ENTRIES, library_env
 from encoder_service.precision import choose_precision, cpu_flags, read_cpu_flags
 from encoder_service.settings import EncoderSettings
 from tests.encoder_service.conftest import encoder_client
@@ -58,9 +58,10 @@ def test_auto_is_the_default_and_resolves_on_this_machine(monkeypatch):
     settings = EncoderSettings()
     assert settings.precision == "auto"
     assert settings.compute_precision == choose_precision("auto", "torch", cpu_flags()).precision
-    # Packed weights (and their bounded oneDNN caches) follow what auto chose: float32 only.
+    # Packed weights follow what auto chose (float32 only), and so do the oneDNN caches' bounds.
     assert settings.packs_weights == (settings.compute_precision == "float32")
-    assert bool(library_env(settings)) == settings.packs_weights
+    entries = PACKED_CACHE_ENTRIES if settings.packs_weights else BFLOAT16_CACHE_ENTRIES
+    assert library_env(settings)["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == entries
 
 
 async def test_the_contracts_declare_what_auto_chose_and_the_log_says_why(tiny_bert, caplog):
