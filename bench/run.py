@@ -161,7 +161,7 @@ def measure_seam(precision: str, backend: str, work: list[str], args, var: Path,
         if backend == "torch":  # the labels the pipeline answers, for float32 and bfloat16 to be compared
             r = httpx.post(stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", json={"texts": work[:LABELLED]}, timeout=300)
             r.raise_for_status()
-            labels_out.extend(r.json()["labels"])
+            labels_out.extend(p["label"] for p in r.json()["predictions"])
         encode_url = stack.url("encoder_service") + "/v1/encode"
         rows += measure("encoder" + suffix, encode_url, pids, work, args, precision, reference)
         rows += measure("gateway" + suffix, stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", pids, work, args,
