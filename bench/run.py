@@ -159,9 +159,10 @@ def measure_seam(precision: str, backend: str, work: list[str], args, var: Path,
         r.raise_for_status()
         pids = {c.module: c.proc.pid for c in stack.children}
         if backend == "torch":  # the labels the pipeline answers, for float32 and bfloat16 to be compared
-            r = httpx.post(stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", json={"texts": work[:LABELLED]}, timeout=300)
-            r.raise_for_status()
-            labels_out.extend(p["label"] for p in r.json()["predictions"])
+            for i in range(0, LABELLED, 64):  # in requests the gateway takes (GATEWAY_MAX_TEXTS)
+                r = httpx.post(stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", json={"texts": work[i : i + 64]}, timeout=300)
+                r.raise_for_status()
+                labels_out.extend(p["label"] for p in r.json()["predictions"])
         encode_url = stack.url("encoder_service") + "/v1/encode"
         rows += measure("encoder" + suffix, encode_url, pids, work, args, precision, reference)
         rows += measure("gateway" + suffix, stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", pids, work, args,
