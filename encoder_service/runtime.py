@@ -156,21 +156,26 @@ class EncoderRuntime:
     def _load(self, threads: int) -> None:
         settings = self.settings
         folder, self.model_id = resolve_model(settings)
-        if settings.precision == "bfloat16" and not bfloat16_supported():
-            raise ModelLoadError("ENCODER_PRECISION=bfloat16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use float32")
-        if settings.precision == "bfloat16" and settings.backend == "onnxruntime":
-            raise ModelLoadError("ENCODER_BACKEND=onnxruntime computes in float32; set ENCODER_PRECISION=float32 or use torch")
+        choice = settings.precision_choice
+        if choice.precision == "bfloat16" and not bfloat16_supported():
+            raise ModelLoadError("ENCODER_PRECISION=bfloat16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use float32 or auto")
+        if choice.precision == "bfloat16" and settings.backend == "onnxruntime":
+            raise ModelLoadError("ENCODER_BACKEND=onnxruntime computes in float32; set ENCODER_PRECISION=float32 (or auto) or use torch")
+        log.info("computing in %s: %s", choice.precision, choice.reason)
         RETURNER.fixed_mmap_threshold()
         log.info("loading %s from %s", self.model_id, folder)
         require_safetensors(folder)
+        # Loaded straight in the precision computed in: a bfloat16 model converted after a float32 load
+        # held both copies for a moment (the encoder's peak RSS is set at load as much as under load).
+        dtype = getattr(torch, choice.precision)
         try:
             self._st = SentenceTransformer(
-                str(folder), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True}
+                str(folder), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True, "dtype": dtype}
             )
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             if any(a.endswith("ForSequenceClassification") for a in config.architectures or ()):
                 self._head = AutoModelForSequenceClassification.from_pretrained(
-                    folder, local_files_only=True, use_safetensors=True
+                    folder, local_files_only=True, use_safetensors=True, dtype=dtype
                 ).eval()
                 # The head's encoder is the same network: share it rather than hold the weights twice.
                 # (``auto_model`` is a read-only view of ``model``; assigning it would add a copy.)
@@ -178,10 +183,8 @@ class EncoderRuntime:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load a transformer from {folder}: {exc}") from exc
         self._st.eval()
-        if settings.precision == "bfloat16":
+        if choice.precision == "bfloat16":  # what the loader kept in float32 (a module's own buffers, say)
             self._st.to(torch.bfloat16)
-            if self._head is not None:
-                self._head.to(torch.bfloat16)
         sha = weights_sha256(folder)
         if settings.backend == "onnxruntime":
             self._onnx = self._load_onnx(sha, threads)
@@ -245,7 +248,7 @@ class EncoderRuntime:
             max_tokens=self.max_tokens,
             fingerprint=[[round(float(x), 6) for x in row["embedding"]] for row in canaries],
         )
-        dtype = self.settings.precision
+        dtype = self.settings.compute_precision
         contracts = {
             "embedding": TensorContract(kind="embedding", dim=len(canaries[0]["embedding"]), dtype=dtype, space=space),
             "tokens": TensorContract(kind="tokens", dim=canaries[0]["tokens"].shape[1], dtype=dtype, space=space),

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The encoder's default precision is ``auto`` (bfloat16 on CPUs that compute it natively). The suite's
+# parity and contract assertions are written for float32, so it pins float32 for every encoder it
+# builds or starts (child processes inherit it); tests of ``auto`` ask for it explicitly
+# (tests/encoder_service/test_precision.py).
+os.environ.setdefault("ENCODER_PRECISION", "float32")
 
 
 @pytest.fixture(scope="session")
