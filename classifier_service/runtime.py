@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,13 +19,16 @@ from typing import Any, TypeVar
 import anyio
 import numpy as np
 from pydantic import ValidationError
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
 
 from classifier_service import features as feature_checks
 from classifier_service import heads
-from classifier_service.estimators import ESTIMATORS, Estimator, resolve
+from classifier_service.calibration import Calibrator, check_method
+from classifier_service.estimators import CLASSIFICATION, ESTIMATORS, REGRESSION, Estimator, resolve
+from classifier_service.ood import METHOD as OOD_METHOD
+from classifier_service.ood import OodSummary
+from classifier_service.preprocess import Preprocessor, parse_steps
 from classifier_service.schemas import FitInput, Metrics, PredictInput, VersionRecord
+from classifier_service.training import FitJob, Trained, train
 from classifier_service.settings import ClassifierSettings
 from classifier_service.store import ModelStore, Skipped, StoreEntryError
 from services.codecs import Tensor
@@ -36,26 +39,42 @@ log = logging.getLogger("seam.classifier")
 
 T = TypeVar("T")
 
-MAX_CV_FOLDS = 5
 # A light model (scikit-learn) predicts this many rows in less time than the round trip to a worker
 # thread and back costs: such predictions run on the event loop. Measured here: the 1-row predict
 # route in-process, 0.52-0.65 ms inline against 0.90-1.02 ms through the thread; a lone text through
 # the gateway, four runs of alternating rounds against a classifier without it, -0.9, -0.1, +0.3 and
 # -0.8 ms at p50 (about 450 requests each way per run).
 INLINE_PREDICT_ROWS = 64
-_CV_SEED = 0
+_FitJob = FitJob  # the name it had here
 
 
 @dataclass(frozen=True)
 class LoadedVersion:
-    """One fitted version, ready to predict."""
+    """One fitted version, ready to predict: its preprocessing, model, calibration and OOD summary."""
 
     record: VersionRecord
     estimator: Estimator
     model: Any
+    preprocessor: Preprocessor | None = None
+    calibrator: Calibrator | None = None
+    ood: OodSummary | None = None
+
+    def outputs(self, features: Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (rows, classes) or a regressor's values (rows,), and the OOD scores (or None)."""
+        if self.preprocessor:
+            features = self.preprocessor.transform(features)
+        prepared = self.estimator.prepare(features)
+        if self.record.task == REGRESSION:
+            out = np.asarray(self.model.predict(prepared), dtype=np.float64).reshape(-1)
+        else:
+            out = np.asarray(self.model.predict_proba(prepared), dtype=np.float64)
+            if self.calibrator is not None:
+                out = self.calibrator.transform(out)
+        scores = None if self.ood is None else self.ood.score(self.estimator.summary_vectors(prepared))
+        return out, scores
 
     def predict_proba(self, features: Tensor) -> np.ndarray:
-        return np.asarray(self.model.predict_proba(self.estimator.prepare(features)), dtype=np.float64)
+        return self.outputs(features)[0]
 
 
 @dataclass(frozen=True)
@@ -63,24 +82,9 @@ class PredictionResult:
     name: str
     version: int
     classes: list[str]
-    probabilities: np.ndarray
-
-
-@dataclass
-class _FitJob:
-    name: str
-    estimator: Estimator
-    params: dict[str, Any]
-    contract: TensorContract
-    source: dict[str, Any] | None
-    features: Tensor
-    labels: np.ndarray
-    data_sha256: str
-
-
-def _accuracy(model: Any, X: Any, y: np.ndarray) -> float:
-    classes = np.asarray(model.classes_)
-    return float((classes[np.asarray(model.predict_proba(X)).argmax(axis=1)] == y).mean())
+    probabilities: np.ndarray  # a regressor's values, (rows,)
+    task: str = CLASSIFICATION
+    ood: np.ndarray | None = None
 
 
 class ClassifierRuntime:
@@ -168,15 +172,22 @@ class ClassifierRuntime:
         estimator = ESTIMATORS.get(record.estimator)
         if estimator is None or record.input_contract.kind not in estimator.kinds:
             raise StoreEntryError(f"unknown estimator {record.estimator!r} for {record.input_contract.kind} features")
+        if estimator.task != record.task:
+            raise StoreEntryError(f"{record.estimator} is a {estimator.task} estimator, the record says {record.task}")
         try:
             model = estimator.load(stored.folder)
+            preprocessor = Preprocessor.load(record.preprocess, stored.folder)
+            calibrator = None
+            if record.calibrate is not None:
+                calibrator = Calibrator.load(check_method(record.calibrate), len(record.classes), stored.folder)
+            ood = OodSummary.load(stored.folder)
         except StoreEntryError:
             raise
         except Exception as exc:  # a damaged artifact fails in many ways; none may stop the service
             raise StoreEntryError(f"{record.estimator} artifacts could not be loaded ({type(exc).__name__}: {exc})") from exc
-        if [str(c) for c in model.classes_] != record.classes:
+        if record.task == CLASSIFICATION and [str(c) for c in model.classes_] != record.classes:
             raise StoreEntryError("the model's classes differ from the manifest's")
-        return LoadedVersion(record, estimator, model)
+        return LoadedVersion(record, estimator, model, preprocessor, calibrator, ood)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -233,8 +244,8 @@ class ClassifierRuntime:
             tensor, contract, subject="features", consumer=consumer, max_rows=self.settings.max_predict_rows,
             declared=request.fields.contract, **about,
         )
-        probabilities = loaded.predict_proba(tensor)
-        return PredictionResult(name, record.version, record.classes, probabilities)
+        outputs, ood = loaded.outputs(tensor)
+        return PredictionResult(name, record.version, record.classes, outputs, record.task, ood)
 
     def predicts_inline(self, name: str, version: int | None, request: PredictInput) -> bool:
         """Whether ``predict_sync`` may run on the event loop: a light version already in memory and at
@@ -274,12 +285,23 @@ class ClassifierRuntime:
         finally:
             self._pending_fits -= 1
 
-    def prepare_fit(self, name: str, request: FitInput) -> _FitJob:
-        """Every check a fit can fail before any training: estimator, parameters, features, labels."""
+    def prepare_fit(self, name: str, request: FitInput) -> FitJob:
+        """Every check a fit can fail before any training: estimator, parameters, steps, features, labels."""
         fields = request.fields
         contract = fields.contract
-        estimator = resolve(fields.estimator, contract.kind)
+        if (fields.labels is None) == (fields.targets is None):
+            raise InvalidInput(
+                "Send labels (one class name per row: a classifier) or targets (one number per row: a regressor), "
+                "exactly one of them."
+            )
+        task = CLASSIFICATION if fields.labels is not None else REGRESSION
+        estimator = resolve(fields.estimator, contract.kind, task)
         params = estimator.resolve_params(fields.params)
+        steps = parse_steps(fields.preprocess)
+        calibrate = check_method(fields.calibrate)
+        if calibrate and task == REGRESSION:
+            raise InvalidInput("calibrate applies to classifiers' probabilities; a regressor (targets) has none.",
+                               calibrate=calibrate)
         subject = "features"
         consumer = f"the {contract.kind} contract sent with them"
         tensor = feature_checks.decode(request.features, contract, subject=subject, consumer=consumer)
@@ -288,88 +310,65 @@ class ClassifierRuntime:
             raise PayloadTooLarge(
                 f"{rows} rows, at most {self.settings.max_fit_rows} per fit.", limit_rows=self.settings.max_fit_rows
             )
-        if rows and len(fields.labels) != rows:
-            raise InvalidInput(f"{len(fields.labels)} labels for {rows} rows of features: one label per row.")
+        given = fields.labels if fields.labels is not None else fields.targets
+        what = "labels" if task == CLASSIFICATION else "targets"
+        if rows and len(given) != rows:
+            raise InvalidInput(f"{len(given)} {what} for {rows} rows of features: one per row.")
         feature_checks.validate(tensor, contract, subject=subject, consumer=consumer, max_rows=self.settings.max_fit_rows)
-        labels = np.asarray(fields.labels, dtype=str)
-        classes = np.unique(labels)
-        if len(classes) < 2:
-            raise InvalidInput(f"A classifier needs at least two classes; every label is {str(classes[0])!r}.")
-        if any(not label for label in fields.labels):
-            raise InvalidInput("Labels must be non-empty strings.")
-        estimator.check_labels(labels)
-        return _FitJob(
+        vectors = int(tensor.values.shape[0]) if hasattr(tensor, "values") else rows
+        Preprocessor(steps).check(contract.dim, vectors)
+        if task == REGRESSION:
+            labels = _targets(fields.targets)
+            if len(labels) < 2:
+                raise InvalidInput(f"A regressor needs at least two rows; got {len(labels)}.")
+        else:
+            labels = np.asarray(fields.labels, dtype=str)
+            classes = np.unique(labels)
+            if len(classes) < 2:
+                raise InvalidInput(f"A classifier needs at least two classes; every label is {str(classes[0])!r}.")
+            if any(not label for label in fields.labels):
+                raise InvalidInput("Labels must be non-empty strings.")
+            estimator.check_labels(labels)
+        return FitJob(
             name, estimator, params, contract, fields.source, tensor, labels,
-            feature_checks.data_sha256(tensor, list(fields.labels), contract.kind),
+            feature_checks.data_sha256(tensor, list(given), contract.kind), task, steps, calibrate,
         )
 
-    def run_fit(self, job: _FitJob) -> VersionRecord:
+    def run_fit(self, job: FitJob) -> VersionRecord:
         """Trains, scores, saves a new version and serves it. Runs in the fit pool."""
-        model, metrics = self._train(job)
+        trained = self._train(job)
         record = VersionRecord(
             name=job.name, version=0, estimator=job.estimator.name, params=job.params, input_contract=job.contract,
-            source=job.source, classes=[str(c) for c in model.classes_], metrics=metrics, data_sha256=job.data_sha256,
+            source=job.source, task=job.task, classes=trained.classes, preprocess=job.preprocess,
+            calibrate=job.calibrate, metrics=Metrics(**trained.metrics), data_sha256=job.data_sha256,
+            ood={"method": OOD_METHOD, "groups": len(trained.ood.centroids), "quantiles": len(trained.ood.distances)},
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         stored = record.model_dump(mode="json", exclude={"name", "version"})
-        version = self.store.save(job.name, stored, lambda folder: job.estimator.save(model, folder))
+        version = self.store.save(job.name, stored, lambda folder: trained.save(job.estimator, folder))
         record = record.model_copy(update={"version": version})
+        loaded = LoadedVersion(record, job.estimator, trained.model, trained.preprocessor, trained.calibrator, trained.ood)
         with self._lock:
-            self._models.setdefault(job.name, {})[version] = LoadedVersion(record, job.estimator, model)
+            self._models.setdefault(job.name, {})[version] = loaded
         log.info("fitted %s version %d (%s, %d rows)", job.name, version, job.estimator.name, len(job.labels))
         return record
 
-    def _train(self, job: _FitJob) -> tuple[Any, Metrics]:
-        estimator, y = job.estimator, job.labels
-        X = estimator.prepare(job.features)
-        # A fit that stops at max_iter still serves; it says so in its metrics instead of warning.
-        # (catch_warnings is process-wide before Python 3.14: fits run one per fit_workers thread.)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            try:
-                model = estimator.build(job.params, y).fit(X, y)
-            except ValueError as exc:
-                raise InvalidInput(f"{estimator.name} could not be fitted: {exc}", estimator=estimator.name) from exc
-            cv_accuracy, cv_folds, cv_skipped = self._cross_validate(job, X)
-        notes = sorted({str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)})
-        for w in caught:
-            if not issubclass(w.category, ConvergenceWarning):
-                log.warning("%s fit: %s: %s", job.name, w.category.__name__, w.message)
-        classes, counts = np.unique(y, return_counts=True)
-        metrics = Metrics(
-            train_accuracy=_accuracy(model, X, y),
-            cv_accuracy=cv_accuracy,
-            cv_folds=cv_folds,
-            n_samples=len(y),
-            cv_skipped_reason=cv_skipped,
-            class_counts={str(c): int(n) for c, n in zip(classes, counts)},
-            **estimator.fit_report(model),
-            **({"convergence_warnings": notes} if notes else {}),
-        )
-        return model, metrics
-
-    def _cross_validate(self, job: _FitJob, X: Any) -> tuple[float | None, int | None, str | None]:
-        """Mean stratified k-fold accuracy: 5 folds, fewer when a class is small, none below 2."""
-        estimator, y = job.estimator, job.labels
-        if estimator.cv_skipped_reason:
-            return None, None, estimator.cv_skipped_reason
-        smallest = int(np.unique(y, return_counts=True)[1].min())
-        folds = min(MAX_CV_FOLDS, smallest)
-        if folds < 2:
-            return None, None, f"the smallest class has {smallest} example; k-fold needs at least 2 per class"
-        scores = []
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=_CV_SEED)
-        for train, test in splitter.split(np.zeros(len(y)), y):
-            try:
-                estimator.check_labels(y[train])
-            except InvalidInput as exc:
-                return None, None, f"a training fold is too small for {estimator.name}: {exc.detail}"
-            try:
-                model = estimator.build(job.params, y[train]).fit(feature_checks.take(X, train), y[train])
-            except ValueError as exc:
-                return None, None, f"a training fold could not be fitted: {exc}"
-            scores.append(_accuracy(model, feature_checks.take(X, test), y[test]))
-        return float(np.mean(scores)), folds, None
+    def _train(self, job: FitJob) -> Trained:
+        return train(job)
 
     def close(self) -> None:
         self._fit_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _targets(raw: list | None) -> np.ndarray:
+    """Regression targets: numbers (not strings, not booleans), finite. 422 naming the first bad row."""
+    assert raw is not None
+    for i, value in enumerate(raw):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(
+                f"targets must be numbers: row {i} is {value!r} ({type(value).__name__}). Send labels instead "
+                "for classes.", row=i,
+            )
+        if not math.isfinite(value):
+            raise InvalidInput(f"targets must be finite numbers: row {i} is {value!r}.", row=i)
+    return np.asarray(raw, dtype=np.float64)
