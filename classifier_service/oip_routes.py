@@ -24,8 +24,9 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
+from pydantic import BeforeValidator
 
-from classifier_service.deps import ModelName, Runtime
+from classifier_service.deps import ModelName, Runtime, whole_number
 from classifier_service.runtime import ClassifierRuntime, LoadedVersion, PredictionResult
 from classifier_service.schemas import PredictFields, PredictInput
 from services import oip
@@ -44,7 +45,9 @@ REGRESSION_OUTPUTS = ["VALUE"]
 def _output_names(loaded: LoadedVersion) -> list[str]:
     return REGRESSION_OUTPUTS if loaded.record.task == "regression" else OUTPUTS
 
-Version = Annotated[int, Path(ge=1, description="A version number.", openapi_examples={"1": {"value": 1}})]
+Version = Annotated[
+    int, Path(ge=1, description="A version number.", openapi_examples={"1": {"value": 1}}), BeforeValidator(whole_number)
+]
 
 INFER_EXAMPLES = {
     "embedding": {

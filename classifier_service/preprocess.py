@@ -87,6 +87,13 @@ class Preprocessor:
                     )
                 width = wanted
 
+    def output_dim(self, dim: int) -> int:
+        """The width of the vectors the steps make from ``dim``-wide ones."""
+        for step in self.steps:
+            if _name(step) == "pca":
+                dim = step["pca"]
+        return dim
+
     def fit(self, tensor: Tensor) -> Preprocessor:
         x = self._vectors(tensor).astype(np.float64)
         self.check(x.shape[1], len(x))

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import anyio
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from classifier_service.deps import BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionQuery
+from classifier_service.deps import BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionPath, VersionQuery
 from classifier_service.examples import FIT_BODY, PREDICT_BODY
 from classifier_service.runtime import ClassifierRuntime, LoadedVersion
 from classifier_service.schemas import (
+    DamagedEntry,
     ModelDetail,
     ModelList,
     ModelSummary,
@@ -29,6 +28,10 @@ def _skipped(runtime: ClassifierRuntime) -> list[SkippedEntry]:
     return [SkippedEntry(path=s.path, reason=s.reason) for s in runtime.skipped]
 
 
+def _damaged(damaged: dict[int, str]) -> list[DamagedEntry]:
+    return [DamagedEntry(version=v, reason=damaged[v]) for v in sorted(damaged)]
+
+
 @router.get("/healthz", tags=["health"])
 async def healthz() -> dict[str, str]:
     return {"status": "alive"}
@@ -45,19 +48,25 @@ async def readyz(request: Request) -> Readiness:
 
 @router.get("/v1/models", tags=["models"])
 async def list_models(runtime: Runtime) -> ModelList:
+    """Every model with a version that loads; ``damaged`` lists its versions whose files are damaged (a
+    model none of whose versions load is listed in ``skipped`` only)."""
     models = await anyio.to_thread.run_sync(runtime.list_models)
     summaries = [
-        ModelSummary(name=name, latest=versions[max(versions)].record, versions=sorted(versions))
-        for name, versions in models
+        ModelSummary(name=name, latest=versions[max(versions)].record, versions=sorted(versions), damaged=_damaged(damaged))
+        for name, versions, damaged in models if versions
     ]
     return ModelList(models=summaries, skipped=_skipped(runtime))
 
 
 @router.get("/v1/models/{name}", tags=["models"])
 async def get_model(name: ModelName, runtime: Runtime) -> ModelDetail:
+    """Every version that loads, and every damaged one with why. ``latest`` is null when the newest
+    version is damaged (the latest is then refused, never replaced by an older one)."""
     versions = await anyio.to_thread.run_sync(runtime.versions, name)
+    damaged = runtime.damaged(name)
     records = [versions[v].record for v in sorted(versions)]
-    return ModelDetail(name=name, latest=records[-1], versions=records)
+    newest_loads = bool(records) and (not damaged or max(versions) > max(damaged))
+    return ModelDetail(name=name, latest=records[-1] if newest_loads else None, versions=records, damaged=_damaged(damaged))
 
 
 @router.get("/v1/models/{name}/latest", tags=["models"])
@@ -69,7 +78,7 @@ async def get_latest(name: ModelName, runtime: Runtime) -> VersionRecord:
 
 
 @router.get("/v1/models/{name}/versions/{version}", tags=["models"])
-async def get_version(name: ModelName, version: Annotated[int, Path(ge=1)], runtime: Runtime) -> VersionRecord:
+async def get_version(name: ModelName, version: VersionPath, runtime: Runtime) -> VersionRecord:
     loaded: LoadedVersion = await anyio.to_thread.run_sync(runtime.get, name, version)
     return loaded.record
 

@@ -1,12 +1,18 @@
 """The classifier runtime: fitted models in memory, backed by the store. No HTTP here.
 
-Fits run in a dedicated thread pool (``fit_workers`` threads) and predictions in anyio's worker
+Fits are handed by a dedicated thread pool (``fit_workers`` threads) to worker processes
+(:mod:`classifier_service.fitting`), bounded by ``fit_timeout_s``; predictions run in anyio's worker
 threads, so the event loop never computes and predictions keep being served while a fit runs.
+
+Nothing non-finite is ever answered: a prediction whose probabilities are not finite numbers is
+refused (422, naming its rows), and so is a fit whose model gives such probabilities on its own
+training rows. A damaged version is reported and refused by number, and "latest" never skips it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
@@ -24,16 +30,16 @@ from classifier_service import features as feature_checks
 from classifier_service import heads
 from classifier_service.calibration import Calibrator, check_method
 from classifier_service.estimators import CLASSIFICATION, ESTIMATORS, REGRESSION, Estimator, resolve
+from classifier_service.fitting import FitWorkers
 from classifier_service.ood import METHOD as OOD_METHOD
 from classifier_service.ood import OodSummary
 from classifier_service.preprocess import Preprocessor, parse_steps
 from classifier_service.schemas import FitInput, Metrics, PredictInput, VersionRecord
-from classifier_service.training import FitJob, Trained, train
+from classifier_service.training import FitJob, Trained
 from classifier_service.settings import ClassifierSettings
 from classifier_service.store import ModelStore, Skipped, StoreEntryError
 from services.codecs import Tensor
-from services.contracts import TensorContract
-from services.errors import InvalidInput, ModelNotFound, Overloaded, PayloadTooLarge
+from services.errors import DamagedVersion, InvalidInput, ModelNotFound, Overloaded, PayloadTooLarge
 
 log = logging.getLogger("seam.classifier")
 
@@ -46,6 +52,7 @@ T = TypeVar("T")
 # -0.8 ms at p50 (about 450 requests each way per run).
 INLINE_PREDICT_ROWS = 64
 _FitJob = FitJob  # the name it had here
+_SHOWN = 5  # row indices quoted in a message
 
 
 @dataclass(frozen=True)
@@ -60,20 +67,35 @@ class LoadedVersion:
     ood: OodSummary | None = None
 
     def outputs(self, features: Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (rows, classes) or a regressor's values (rows,), and the OOD scores (or None)."""
+        """Probabilities (rows, classes) or a regressor's values (rows,), and the OOD scores (or None).
+        A row whose outputs are not finite numbers (features so extreme that the model overflows) is
+        refused with a 422 naming it, never answered."""
         if self.preprocessor:
             features = self.preprocessor.transform(features)
         prepared = self.estimator.prepare(features)
-        if self.record.task == REGRESSION:
-            out = np.asarray(self.model.predict(prepared), dtype=np.float64).reshape(-1)
-        else:
-            out = np.asarray(self.model.predict_proba(prepared), dtype=np.float64)
-            if self.calibrator is not None:
-                out = self.calibrator.transform(out)
+        with np.errstate(all="ignore"):  # overflow shows in the result, checked below
+            if self.record.task == REGRESSION:
+                out = np.asarray(self.model.predict(prepared), dtype=np.float64).reshape(-1)
+            else:
+                out = np.asarray(self.model.predict_proba(prepared), dtype=np.float64)
+                if self.calibrator is not None:
+                    out = self.calibrator.transform(out)
+        bad = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1))
+        if len(bad):
+            record = self.record
+            shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
+            what = "values" if record.task == REGRESSION else "probabilities"
+            raise InvalidInput(
+                f"features: row {shown} give(s) no finite {what} with model {record.name!r} version "
+                f"{record.version} ({record.estimator}): the values are too extreme for it (they overflow its "
+                "arithmetic, e.g. magnitudes near 1e38). Send features on the scale the model was fitted on.",
+                name=record.name, version=record.version, rows=[int(i) for i in bad[:_SHOWN]],
+            )
         scores = None if self.ood is None else self.ood.score(self.estimator.summary_vectors(prepared))
         return out, scores
 
     def predict_proba(self, features: Tensor) -> np.ndarray:
+        """Class probabilities per row (a regressor: its values); see :meth:`outputs`."""
         return self.outputs(features)[0]
 
 
@@ -87,6 +109,37 @@ class PredictionResult:
     ood: np.ndarray | None = None
 
 
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_free_form(field: str, value: Any, *, max_depth: int, max_bytes: int) -> None:
+    """A fit's free-form fields are recorded and echoed back: bounded in depth and size before any work."""
+    if value is None:
+        return
+    depth = _depth(value)
+    if depth > max_depth:
+        raise InvalidInput(
+            f"{field} nests {depth} levels deep; at most {max_depth} (CLASSIFIER_MAX_SOURCE_DEPTH).",
+            field=field, limit=max_depth,
+        )
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"{field} takes {size} bytes as JSON; at most {max_bytes} (CLASSIFIER_MAX_SOURCE_BYTES).",
+            field=field, limit=max_bytes,
+        )
+
+
 class ClassifierRuntime:
     """Named, versioned models: load them from the store, fit new versions, predict."""
 
@@ -98,6 +151,7 @@ class ClassifierRuntime:
         self._skipped: dict[str, Skipped] = {}
         self._lock = threading.RLock()
         self._fit_pool = ThreadPoolExecutor(settings.fit_workers, thread_name_prefix="seam-fit")
+        self._workers = FitWorkers(settings.fit_workers, timeout_s=settings.fit_timeout_s, torch_threads=settings.torch_threads)
         self._pending_fits = 0
 
     # -- loading ---------------------------------------------------------------------------------
@@ -156,7 +210,7 @@ class ClassifierRuntime:
                 try:
                     current[version] = self._load_version(name, version)
                 except StoreEntryError as exc:
-                    self._skip(Skipped(path, str(exc), identity))
+                    self._skip(Skipped(path, str(exc), identity, version))
             if current:
                 self._models[name] = current
             else:
@@ -200,29 +254,50 @@ class ClassifierRuntime:
         with self._lock:
             return sorted(self._skipped.values(), key=lambda s: s.path)
 
-    def list_models(self) -> list[tuple[str, dict[int, LoadedVersion]]]:
-        """Every model, re-read from the store's listing (other processes may share it)."""
+    def damaged(self, name: str) -> dict[int, str]:
+        """Versions of ``name`` on disk whose files are damaged, and why (as of the last refresh)."""
+        with self._lock:
+            return {
+                s.version: s.reason for p, s in self._skipped.items() if s.version is not None and p.startswith(f"{name}/")
+            }
+
+    def list_models(self) -> list[tuple[str, dict[int, LoadedVersion], dict[int, str]]]:
+        """Every model, re-read from the store's listing (other processes may share it): its loaded
+        versions and its damaged ones."""
         with self._lock:
             names = self._scan_top()
-            found = [(name, self._refresh(name)) for name in sorted(set(names) | set(self._models))]
-        return [(name, versions) for name, versions in found if versions]
+            found = [(name, self._refresh(name), self.damaged(name)) for name in sorted(set(names) | set(self._models))]
+        return [(name, versions, damaged) for name, versions, damaged in found if versions or damaged]
 
     def versions(self, name: str) -> dict[int, LoadedVersion]:
+        """The loaded versions of ``name`` (none when all are damaged); 404 when it has no version at all."""
         versions = self._refresh(name)
-        if not versions:
+        if not versions and not self.damaged(name):
             raise ModelNotFound(f"No model named {name!r}.", name=name)
         return versions
 
     def get(self, name: str, version: int | None = None) -> LoadedVersion:
+        """A version by number, or the latest: the highest number on disk. A damaged one is refused
+        (409 naming it and why), never replaced by another version."""
         versions = self.versions(name)
-        if version is None:
-            return versions[max(versions)]
-        if version not in versions:
+        damaged = self.damaged(name)
+        wanted = max([*versions, *damaged]) if version is None else version
+        if wanted in damaged:
+            which = f"The latest version of model {name!r}, version {wanted}," if version is None else (
+                f"Version {wanted} of model {name!r}")
+            fallback = (" No older version is served in its place." if version is None else "")
+            raise DamagedVersion(
+                f"{which} is damaged: {damaged[wanted]}.{fallback} Restore its files, or delete the model "
+                f"(DELETE /v1/models/{name}) and fit it again; versions that load: {sorted(versions) or 'none'} "
+                "(ask for one with ?version=N).",
+                name=name, version=wanted, reason=damaged[wanted], versions=sorted(versions),
+            )
+        if wanted not in versions:
             raise ModelNotFound(
                 f"Model {name!r} has no version {version}; it has {sorted(versions)}.",
                 name=name, version=version, versions=sorted(versions),
             )
-        return versions[version]
+        return versions[wanted]
 
     def delete(self, name: str) -> None:
         with self._lock:
@@ -286,8 +361,11 @@ class ClassifierRuntime:
             self._pending_fits -= 1
 
     def prepare_fit(self, name: str, request: FitInput) -> FitJob:
-        """Every check a fit can fail before any training: estimator, parameters, steps, features, labels."""
+        """Every check a fit can fail before any training: estimator, parameters, steps, features,
+        labels or targets, and the size of the model they would make."""
         fields = request.fields
+        for field, value in (("source", fields.source), ("params", fields.params)):
+            _check_free_form(field, value, max_depth=self.settings.max_source_depth, max_bytes=self.settings.max_source_bytes)
         contract = fields.contract
         if (fields.labels is None) == (fields.targets is None):
             raise InvalidInput(
@@ -308,7 +386,8 @@ class ClassifierRuntime:
         rows = len(tensor)
         if rows > self.settings.max_fit_rows:
             raise PayloadTooLarge(
-                f"{rows} rows, at most {self.settings.max_fit_rows} per fit.", limit_rows=self.settings.max_fit_rows
+                f"{rows} rows, at most {self.settings.max_fit_rows} per fit (CLASSIFIER_MAX_FIT_ROWS).",
+                limit_rows=self.settings.max_fit_rows,
             )
         given = fields.labels if fields.labels is not None else fields.targets
         what = "labels" if task == CLASSIFICATION else "targets"
@@ -317,25 +396,43 @@ class ClassifierRuntime:
         feature_checks.validate(tensor, contract, subject=subject, consumer=consumer, max_rows=self.settings.max_fit_rows)
         vectors = int(tensor.values.shape[0]) if hasattr(tensor, "values") else rows
         Preprocessor(steps).check(contract.dim, vectors)
+        width = Preprocessor(steps).output_dim(contract.dim)
         if task == REGRESSION:
             labels = _targets(fields.targets)
             if len(labels) < 2:
                 raise InvalidInput(f"A regressor needs at least two rows; got {len(labels)}.")
+            outputs = 1
         else:
+            self._check_labels(fields.labels)
             labels = np.asarray(fields.labels, dtype=str)
             classes = np.unique(labels)
             if len(classes) < 2:
                 raise InvalidInput(f"A classifier needs at least two classes; every label is {str(classes[0])!r}.")
-            if any(not label for label in fields.labels):
-                raise InvalidInput("Labels must be non-empty strings.")
             estimator.check_labels(labels)
+            outputs = len(classes)
+        estimator.check_size(params, dim=width, classes=outputs, limit=self.settings.max_model_parameters)
         return FitJob(
             name, estimator, params, contract, fields.source, tensor, labels,
             feature_checks.data_sha256(tensor, list(given), contract.kind), task, steps, calibrate,
         )
 
+    def _check_labels(self, labels: list[str]) -> None:
+        """Every label names a class: some visible character, at most ``max_label_chars`` characters."""
+        limit = self.settings.max_label_chars
+        for i, label in enumerate(labels):
+            if not label.strip():
+                raise InvalidInput(
+                    f"labels[{i}] is {'empty' if not label else 'blank'} ({label!r}); every label needs at least one "
+                    "non-space character.", index=i,
+                )
+            if len(label) > limit:
+                raise InvalidInput(
+                    f"labels[{i}] has {len(label)} characters; a label has at most {limit} (CLASSIFIER_MAX_LABEL_CHARS).",
+                    index=i, limit=limit,
+                )
+
     def run_fit(self, job: FitJob) -> VersionRecord:
-        """Trains, scores, saves a new version and serves it. Runs in the fit pool."""
+        """Trains (in a worker process), saves a new version and serves it. Runs in the fit pool."""
         trained = self._train(job)
         record = VersionRecord(
             name=job.name, version=0, estimator=job.estimator.name, params=job.params, input_contract=job.contract,
@@ -354,10 +451,13 @@ class ClassifierRuntime:
         return record
 
     def _train(self, job: FitJob) -> Trained:
-        return train(job)
+        """The fitted version (model, preprocessing, calibration, OOD summary, metrics), from a worker
+        process within ``fit_timeout_s``."""
+        return self._workers.run(job)
 
     def close(self) -> None:
         self._fit_pool.shutdown(wait=False, cancel_futures=True)
+        self._workers.close()
 
 
 def _targets(raw: list | None) -> np.ndarray:

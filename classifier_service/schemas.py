@@ -155,10 +155,16 @@ class SkippedEntry(BaseModel):
     reason: str
 
 
+class DamagedEntry(BaseModel):
+    version: int
+    reason: str = Field(description="Why its files cannot be served.")
+
+
 class ModelSummary(BaseModel):
     name: str
-    latest: VersionRecord
+    latest: VersionRecord = Field(description="The newest version that loads (see ``damaged`` for newer ones).")
     versions: list[int]
+    damaged: list[DamagedEntry] = Field(default_factory=list, description="Versions whose files are damaged: never served.")
 
 
 class ModelList(BaseModel):
@@ -168,8 +174,9 @@ class ModelList(BaseModel):
 
 class ModelDetail(BaseModel):
     name: str
-    latest: VersionRecord
+    latest: VersionRecord | None = Field(description="The latest version; null when it is damaged.")
     versions: list[VersionRecord]
+    damaged: list[DamagedEntry] = Field(default_factory=list, description="Versions whose files are damaged: never served.")
 
 
 class Prediction(BaseModel):

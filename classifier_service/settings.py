@@ -22,7 +22,21 @@ class ClassifierSettings(ServiceSettings):
     max_fit_rows: int = Field(100_000, gt=0, description="Most rows in one fit (413 above).")
     max_predict_rows: int = Field(10_000, gt=0, description="Most rows in one prediction (413 above).")
     fit_workers: int = Field(
-        1, gt=0, description="Fits that run at once, each in its own thread; predictions use other threads."
+        1, gt=0, description="Fits that run at once, each in its own worker process; predictions use threads."
+    )
+    fit_timeout_s: float = Field(
+        600.0, gt=0, description="Longest a fit may train; past it its worker is stopped and the fit refused (422)."
+    )
+    max_model_parameters: int = Field(
+        5_000_000, gt=0,
+        description="Most weights a fitted model may have (e.g. an mlp's layers); a fit asking for more is refused (422).",
+    )
+    max_label_chars: int = Field(200, gt=0, description="Longest label, in characters (422 above).")
+    max_source_depth: int = Field(
+        16, gt=0, description="Deepest nesting of a fit's free-form source and params (422 deeper)."
+    )
+    max_source_bytes: int = Field(
+        64 * 1024, gt=0, description="Largest source or params of a fit, as JSON bytes (413 above)."
     )
     max_pending_fits: int = Field(8, gt=0, description="Fits running or waiting; beyond it a fit gets 429.")
     torch_threads: int | None = Field(

@@ -72,7 +72,14 @@ class Trained:
 
 def _accuracy(model: Any, X: Any, y: np.ndarray) -> float:
     classes = np.asarray(model.classes_)
-    return float((classes[np.asarray(model.predict_proba(X)).argmax(axis=1)] == y).mean())
+    with np.errstate(all="ignore"):
+        return float((classes[np.asarray(model.predict_proba(X)).argmax(axis=1)] == y).mean())
+
+
+def refuse_degenerate(job: FitJob, outputs: np.ndarray) -> None:
+    from classifier_service.fitting import refuse_degenerate as refuse  # fitting imports this module
+
+    refuse(job, outputs)
 
 
 def _fit_one(job: FitJob, index: np.ndarray | None) -> tuple[Preprocessor, Any, Any]:
@@ -121,10 +128,12 @@ def _cross_validate(job: FitJob, classes: np.ndarray) -> dict[str, Any]:
             except InvalidInput as exc:
                 return {"skipped": f"a training fold is too small for {estimator.name}: {exc.detail}"}
         try:
-            pre, model, _ = _fit_one(job, train)
+            with np.errstate(all="ignore"):
+                pre, model, _ = _fit_one(job, train)
         except (ValueError, InvalidInput) as exc:
             return {"skipped": f"a training fold could not be fitted: {getattr(exc, 'detail', exc)}"}
-        predicted = _predict(job, pre, model, test)
+        with np.errstate(all="ignore"):
+            predicted = _predict(job, pre, model, test)
         if job.task == CLASSIFICATION:
             columns = np.searchsorted(classes, np.asarray(model.classes_))
             out_of_fold[np.ix_(test, columns)] = predicted
@@ -165,9 +174,13 @@ def train(job: FitJob) -> Trained:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
-            pre, model, X = _fit_one(job, None)
+            with np.errstate(all="ignore"):
+                pre, model, X = _fit_one(job, None)
         except ValueError as exc:
             raise InvalidInput(f"{estimator.name} could not be fitted: {exc}", estimator=estimator.name) from exc
+        with np.errstate(all="ignore"):  # overflow shows in the result, refused just below
+            own = model.predict_proba(X) if job.task == CLASSIFICATION else model.predict(X)
+        refuse_degenerate(job, np.asarray(own, dtype=np.float64))
         classes = np.unique(y) if job.task == CLASSIFICATION else np.array([])
         wants_cv = not estimator.cv_skipped_reason
         cv = _cross_validate(job, classes) if (wants_cv or job.calibrate) else {}

@@ -121,3 +121,21 @@ class UpstreamTimeout(SeamError):
 
 class BadUpstreamResponse(SeamError):
     status, title, slug = 502, "Bad upstream response", "bad-upstream-response"
+
+
+class StoreUnavailable(SeamError):
+    """The model store cannot be written: full, read-only, or not ours to write. Nothing was changed."""
+
+    status, title, slug = 507, "Insufficient storage", "store-unavailable"
+
+
+class DamagedVersion(SeamError):
+    """A stored version exists but its files are damaged: it is not served, and nothing is served in its place."""
+
+    status, title, slug = 409, "Damaged version", "damaged-version"
+
+
+class FitTimedOut(SeamError):
+    """A fit ran past its time limit and was stopped."""
+
+    status, title, slug = 422, "Fit took too long", "fit-timed-out"

@@ -101,9 +101,21 @@ async def test_damaged_and_foreign_entries_are_skipped_and_reported(store, caplo
         ready = (await client.get("/readyz")).json()
         listing = (await client.get("/v1/models")).json()
         assert [(m["name"], m["versions"]) for m in listing["models"]] == [("m", [1])]
-        assert await _predict(client, "m", "embedding") == expected
+        # every damaged version is listed with why, wherever versions are listed
+        assert [d["version"] for d in listing["models"][0]["damaged"]] == [2, 3, 4, 5, 6]
+        detail = (await client.get("/v1/models/m")).json()
+        assert detail["latest"] is None and [d["version"] for d in detail["damaged"]] == [2, 3, 4, 5, 6]
+        # the latest (6) is damaged: refused, naming it; version 1 is never served in its place
+        r = await client.post("/v1/models/m/predict", json={"features": [[0.0] * 8]})
+        assert r.status_code == 409 and "latest version of model 'm', version 6, is damaged" in r.json()["detail"]
+        assert (await client.get("/v1/models/m/latest")).status_code == 409
+        # a damaged version asked for by number says so (not "no version 3")
         r = await client.post("/v1/models/m/predict?version=3", json={"features": [[0.0] * 8]})
-        assert r.status_code == 404
+        assert r.status_code == 409 and "Version 3 of model 'm' is damaged" in r.json()["detail"]
+        assert "allow-list" in r.json()["detail"] and r.json()["reason"]
+        assert (await client.get("/v1/models/m/versions/2")).status_code == 409
+        assert (await client.post("/v1/models/m/predict?version=7", json={"features": [[0.0] * 8]})).status_code == 404
+        assert await _predict(client, "m", "embedding", version=1) == expected
     reasons = {s["path"]: s["reason"] for s in listing["skipped"]}
     assert ready["skipped"] == listing["skipped"]
     assert set(reasons) == {"m/2", "m/3", "m/4", "m/5", "m/6", "m/model.pkl", "notes.txt", "Bad Name"}
@@ -138,7 +150,9 @@ async def test_a_failed_save_leaves_no_half_version(store, monkeypatch):
 
         monkeypatch.setattr(SklearnEstimator, "save", disk_full)
         r = await fit(client, "m")
-        assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+        # 507 naming the store and the cause, not 500
+        assert r.status_code == 507 and r.headers["content-type"] == "application/problem+json"
+        assert "ENOSPC" in r.json()["detail"] and "CLASSIFIER_STORE" in r.json()["detail"]
         assert sorted(p.name for p in (store / "m").iterdir()) == ["1"]  # no version 2, no temporary left
         assert (await client.get("/v1/models/m")).json()["latest"]["version"] == 1
         assert await _predict(client, "m", "embedding") == before
@@ -225,11 +239,12 @@ async def test_the_skipped_report_follows_the_disk(store):
     (store / "junk.txt").write_text("not a model")
     async with classifier_client(store) as client:
         assert [s["path"] for s in (await client.get("/v1/models")).json()["skipped"]] == ["junk.txt", "m/2"]
-        # another process replaces the broken version 2 with a good one, and the junk goes away
+        # someone removes the broken version 2, another process fits a new version (3: numbers are
+        # never reused), and the junk goes away
         shutil.rmtree(store / "m" / "2")
         (store / "junk.txt").unlink()
         async with classifier_client(store) as other:
-            assert (await fit(other, "m", estimator="gaussian_nb")).json()["version"] == 2
+            assert (await fit(other, "m", estimator="gaussian_nb")).json()["version"] == 3
         listing = (await client.get("/v1/models")).json()
         assert listing["skipped"] == []
         assert listing["models"][0]["latest"]["estimator"] == "gaussian_nb"

@@ -1,0 +1,182 @@
+"""Training, and the worker processes it runs in.
+
+A fit is plain computation that a thread cannot interrupt (an ``mlp`` with ``max_iter`` 1e9 runs for
+ever). So each fit runs in a worker process, bounded by ``CLASSIFIER_FIT_TIMEOUT_S``: past it the
+worker is killed, its slot freed, and the caller told so. Workers are forked from a ``forkserver``
+that has imported scikit-learn and torch once, and a worker is kept warm for the next fit, so a fit
+costs a round trip of its data, not a Python start. The worker only trains: the fitted model comes
+back to the service, which saves it (the store's atomic writes stay in one place) and serves it.
+
+Training itself (:func:`classifier_service.training.train`) refuses a degenerate fit: a model whose probabilities on its own
+training rows are not finite (``gaussian_nb`` on identical rows divides by a zero variance) is a
+422 at fit time, not NaN at every prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from classifier_service import features as feature_checks
+from classifier_service import heads
+from classifier_service.training import FitJob, Trained
+from services import errors
+from services.errors import FitTimedOut, InvalidInput, SeamError
+
+log = logging.getLogger("seam.classifier.fitting")
+
+_SHOWN = 5
+
+
+def refuse_degenerate(job: FitJob, outputs: np.ndarray) -> None:
+    """A model whose outputs on its own training rows are not finite could only answer NaN: 422."""
+    bad = np.flatnonzero(~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1))
+    if not len(bad):
+        return
+    shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
+    why = (
+        "every feature has the same value in every row, so its variance is zero and gaussian_nb divides by it"
+        if job.estimator.name == "gaussian_nb" and np.ptp(feature_checks.values_of(job.features), axis=0).max() == 0
+        else "the features are too extreme or too uniform for it (values that overflow, or no variation)"
+    )
+    what = "values" if job.task == "regression" else "probabilities"
+    raise InvalidInput(
+        f"{job.estimator.name} fitted on these rows is degenerate: its {what} for {len(bad)} of its own "
+        f"{len(outputs)} training rows (row {shown}) are not finite numbers, so it could only answer NaN. "
+        f"Why: {why}. Nothing was saved; send features that vary, on a usual scale, or choose another estimator.",
+        estimator=job.estimator.name,
+        rows=[int(i) for i in bad[:_SHOWN]],
+    )
+
+
+def _serve(conn: Connection, torch_threads: int | None) -> None:
+    """A worker's loop: a job in, ``("ok", Trained)`` or a refusal out, until the pipe closes."""
+    from classifier_service.training import train
+
+    heads.use_threads(torch_threads)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            answer: tuple = ("ok", train(job))
+        except SeamError as exc:
+            answer = ("refused", type(exc).__name__, exc.detail, exc.extra)
+        except Exception as exc:  # reported to the service, which logs it and answers 500
+            answer = ("failed", f"{type(exc).__name__}: {exc}")
+        conn.send(answer)
+
+
+# -- workers (in the service) ---------------------------------------------------------------------
+
+
+class FitWorkerDied(SeamError):
+    """A fit worker ended without answering (killed by the OS, out of memory)."""
+
+
+_start_lock = threading.Lock()
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """The forkserver context, its server importing this module (scikit-learn, torch) once."""
+    context = multiprocessing.get_context("forkserver")
+    with _start_lock:
+        context.set_forkserver_preload([__name__])
+    return context
+
+
+class _Worker:
+    def __init__(self, torch_threads: int | None) -> None:
+        context = _context()
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, torch_threads), name="seam-fit-worker", daemon=True)
+        self.process.start()
+        child.close()
+
+    def stop(self) -> None:
+        self.conn.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+
+
+class FitWorkers:
+    """Up to ``size`` warm worker processes; :meth:`run` trains a job in one, within ``timeout_s``."""
+
+    def __init__(self, size: int, *, timeout_s: float, torch_threads: int | None) -> None:
+        self.size, self.timeout_s, self.torch_threads = size, timeout_s, torch_threads
+        self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _take(self) -> _Worker:
+        with self._lock:
+            if self._closed:
+                raise errors.NotReady("The classifier is shutting down.")
+            worker = self._idle.pop() if self._idle else None
+        if worker is None or not worker.process.is_alive():
+            worker = _Worker(self.torch_threads)
+        with self._lock:
+            self._busy.add(worker)
+        return worker
+
+    def _give_back(self, worker: _Worker, *, healthy: bool) -> None:
+        with self._lock:
+            self._busy.discard(worker)
+            keep = healthy and not self._closed and len(self._idle) < self.size
+            if keep:
+                self._idle.append(worker)
+        if not keep:
+            worker.stop()
+
+    def run(self, job: FitJob) -> Trained:
+        """Trains ``job`` in a worker. Past ``timeout_s`` the worker is killed (a fresh one serves the
+        next fit) and :class:`FitTimedOut` raised; a refusal in the worker is raised here as itself."""
+        worker = self._take()
+        healthy = False
+        started = time.monotonic()
+        try:
+            try:
+                worker.conn.send(job)
+                answered = worker.conn.poll(max(0.0, self.timeout_s - (time.monotonic() - started)))
+                answer = worker.conn.recv() if answered else None
+            except (EOFError, OSError) as exc:
+                raise FitWorkerDied(
+                    f"The fit worker ended without an answer ({type(exc).__name__}); it may have run out of memory. "
+                    "Nothing was saved."
+                ) from exc
+            if answer is None:
+                raise FitTimedOut(
+                    f"The fit of {job.name!r} ({job.estimator.name}, {len(job.labels)} rows) ran longer than "
+                    f"{self.timeout_s:g} s (CLASSIFIER_FIT_TIMEOUT_S) and was stopped; nothing was saved. Fit with "
+                    "fewer rows or iterations (max_iter, max_epochs) or smaller layers, or raise CLASSIFIER_FIT_TIMEOUT_S.",
+                    timeout_s=self.timeout_s,
+                )
+            healthy = True
+        finally:
+            self._give_back(worker, healthy=healthy)
+        kind, *rest = answer
+        if kind == "ok":
+            return rest[0]
+        if kind == "refused":
+            name, detail, extra = rest
+            cls = getattr(errors, name, None)
+            if isinstance(cls, type) and issubclass(cls, SeamError) and cls is not errors.Overloaded:
+                raise cls(detail, **extra)
+            raise InvalidInput(detail, **extra)
+        raise RuntimeError(f"the fit of {job.name!r} failed in its worker: {rest[0]}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            workers = [*self._idle, *self._busy]
+            self._idle.clear()
+        for worker in workers:
+            worker.stop()
