@@ -219,7 +219,8 @@ def render_prediction(
     if task == "regression":
         values = np.asarray(outputs, dtype=np.float64).reshape(-1)
         if binary:
-            meta = {"name": name, "version": version, "task": task, "classes": [], "ood": scores, "in_distribution": inside}
+            meta = {"name": name, "version": version, "task": task, "classes": [], "ood": scores, "in_distribution": inside,
+                    "ood_threshold": threshold}
             return Response(encode_binary(values.astype(np.float32)[:, None], meta), media_type=BINARY_CONTENT_TYPE)
         rows = [{"value": v} for v in values.tolist()]
     else:
@@ -227,7 +228,7 @@ def render_prediction(
         labels = [classes[i] for i in winners]
         if binary:
             meta = {"name": name, "version": version, "classes": classes, "labels": labels, "ood": scores,
-                    "in_distribution": inside}
+                    "in_distribution": inside, "ood_threshold": threshold}
             return Response(encode_binary(outputs.astype(np.float32), meta), media_type=BINARY_CONTENT_TYPE)
         rows = [{"label": label, "probabilities": dict(zip(classes, row))} for label, row in zip(labels, outputs.tolist())]
     if scores is not None:

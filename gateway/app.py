@@ -8,6 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from gateway.auth import PUBLIC_PATHS, api_key_credentials
+from gateway.drift import DriftMonitor
 from gateway.routes import router
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
@@ -44,7 +45,8 @@ def create_app(
             limits = {"timeout_s": settings.timeout_s, "token": token}
             encoder = EncoderClient(settings.encoder_url, wires["encoder"], **limits)
             classifier = ClassifierClient(settings.classifier_url, wires["classifier"], **limits)
-            app.state.runtime = GatewayRuntime(settings, encoder, classifier)
+            drift = DriftMonitor(settings.drift_window, app.state.metrics.registry)
+            app.state.runtime = GatewayRuntime(settings, encoder, classifier, drift=drift)
             await app.state.runtime.warm()
             yield
 

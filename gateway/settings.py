@@ -54,6 +54,12 @@ class GatewaySettings(ServiceSettings):
         "(1: the fewest, largest encoder passes, the best throughput measured on 2 cores).",
     )
     max_chain_depth: int = Field(8, gt=0, description="Most links in a pipeline chain.")
+    drift_window: int = Field(
+        1000, gt=0, le=1_000_000,
+        description="Out-of-distribution scores of the last this many predictions kept per pipeline, for "
+        "GET /v1/pipelines/{name}/drift (in this gateway's memory).",
+    )
+    max_evaluate_texts: int = Field(10_000, gt=0, description="Most texts in one evaluate request (413 above).")
     fingerprint_tolerance: float = Field(
         DEFAULT_FINGERPRINT_TOLERANCE, gt=0, le=1, description="Lowest cosine between canary vectors of one space."
     )
