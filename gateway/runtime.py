@@ -690,6 +690,8 @@ class GatewayRuntime:
         if len(texts) != len(given):
             what = "labels" if labels is not None else "targets"
             raise InvalidInput(f"{len(texts)} texts but {len(given)} {what}: one per text")
+        if targets is not None:
+            targets = check_targets(targets)  # before any encoding
         check_texts(texts, max_texts=self.settings.max_train_texts, setting="GATEWAY_MAX_TRAIN_TEXTS")
         if isinstance(source, PipelineSource):
             if source.name == name:

@@ -60,6 +60,7 @@ class Case:
 
 ENCODE, FIT, PREDICT = "/v1/encode", "/v1/models/m/fit", "/v1/models/m/predict"
 G_TRAIN, G_PREDICT = "/v1/pipelines/intents/train", "/v1/pipelines/intents/predict"
+G_EVALUATE = "/v1/pipelines/intents/evaluate"
 NAN_ROW = "[" + ",".join(["NaN"] + ["1.0"] * (DIM - 1)) + "]"
 BAD_UTF8 = b'{"texts": ["caf\xe9 \xff"]}'
 
@@ -173,6 +174,22 @@ CASES = [
          "201 characters"),
     Case("gw-too-many-train-texts", "gateway", G_TRAIN, js(train_json(texts=["hi"] * 65, labels=["a"] * 65)), 413,
          "GATEWAY_MAX_TRAIN_TEXTS"),
+    # -- gateway: downstream models and evaluate (issue 20) ----------------------------------------------
+    Case("ds-gw-targets-not-numbers", "gateway", G_TRAIN,
+         js(train_json(labels=None, targets=["high"] + [1.0] * (len(TEXTS) - 1))), 422, "targets must be numbers"),
+    Case("ds-gw-targets-nan", "gateway", G_TRAIN,
+         raw(json.dumps(train_json(labels=None, targets=[1.0] * (len(TEXTS) - 1) + [float("nan")])).encode()), 422,
+         "targets must be finite numbers: targets[11] is nan"),
+    Case("ds-gw-unknown-step", "gateway", G_TRAIN, js(train_json(preprocess=["standardize", "whiten"])), 422,
+         "unknown preprocess step 'whiten'"),
+    Case("ds-gw-pca-wider-than-features", "gateway", G_TRAIN, js(train_json(preprocess=[{"pca": 33}])), 422,
+         "pca asks for 33 components, but the features it gets are 32 wide"),
+    Case("ds-gw-evaluate-unknown-label", "gateway", G_EVALUATE, js({"texts": ["hi"], "labels": ["weather"]}), 422,
+         "labels outside pipeline intents v1's classes: 'weather'"),
+    Case("ds-gw-evaluate-targets-of-a-classifier", "gateway", G_EVALUATE, js({"texts": ["hi"], "targets": [1.0]}),
+         422, "is a classifier: evaluate it with labels"),
+    Case("ds-gw-evaluate-length", "gateway", G_EVALUATE, js({"texts": ["hi", "ho"], "labels": ["billing"]}), 422,
+         "2 texts but 1 labels"),
 ]
 
 GOOD = {
