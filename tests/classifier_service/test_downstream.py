@@ -64,13 +64,15 @@ async def test_regression_matches_scikit_learn_and_survives_a_restart(store, est
     np.testing.assert_allclose(outputs["VALUE"]["data"], expected, rtol=1e-5, atol=1e-4)
 
 
-async def test_mean_pooling_ridge_on_tokens(client):
+async def test_mean_pooling_ridge_on_tokens(store):
     X, _ = sequences(per_class=10)
-    r, targets = await _regress(client, "tok-score", X, tokens_contract())
-    assert r.status_code == 201 and r.json()["estimator"] == "mean_pooling_ridge"
+    async with classifier_client(store) as client:
+        r, targets = await _regress(client, "tok-score", X, tokens_contract())
+        assert r.status_code == 201 and r.json()["estimator"] == "mean_pooling_ridge"
     pooled = np.stack([row.mean(axis=0) for row in X.rows()])
     expected = Ridge().fit(pooled, targets).predict(pooled[:4])
-    got = (await client.post("/v1/models/tok-score/predict", json={"features": to_json(X)})).json()["predictions"][:4]
+    async with classifier_client(store) as client:  # reloaded from the store
+        got = (await client.post("/v1/models/tok-score/predict", json={"features": to_json(X)})).json()["predictions"][:4]
     np.testing.assert_allclose([p["value"] for p in got], expected, atol=1e-5)
 
 
