@@ -190,3 +190,28 @@ async def test_every_prediction_carries_ood_and_in_distribution(store):
         got = (await client.post("/v1/models/m/predict", json={"features": to_json(np.vstack([X[:3], -50 * X[:1]]))})).json()
     for p in got["predictions"]:
         assert 0.0 <= p["ood"] <= 1.0 and p["in_distribution"] == (p["ood"] < 0.5)
+
+
+@pytest.mark.parametrize(("estimator", "params", "says"), [
+    ("lstm", {"hidden_size": True}, "hidden_size"),
+    ("lstm", {"hidden_size": 4096}, "less than or equal to 1024"),
+    ("ridge", {"alpha": True}, "a boolean is not a number"),
+    ("mlp_regressor", {"hidden_layer_sizes": [0]}, "hidden_layer_sizes"),
+    ("mean_pooling_ridge", {"alpha": -1.0}, "alpha"),
+])
+def test_the_new_estimators_parameters_are_checked_strictly(estimator, params, says):
+    from classifier_service.estimators import ESTIMATORS
+    from services.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=says):
+        ESTIMATORS[estimator].resolve_params(params)
+
+
+def test_the_size_limit_counts_the_lstm_and_the_regressors_weights():
+    from classifier_service.estimators import ESTIMATORS
+    from services.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="CLASSIFIER_MAX_MODEL_PARAMETERS"):
+        ESTIMATORS["lstm"].check_size({"hidden_size": 1024}, dim=384, classes=6, limit=1_000_000)
+    with pytest.raises(InvalidInput, match="CLASSIFIER_MAX_MODEL_PARAMETERS"):
+        ESTIMATORS["mlp_regressor"].check_size({"hidden_layer_sizes": [4096, 4096]}, dim=384, classes=1, limit=1_000_000)
