@@ -58,9 +58,10 @@ class OodSummary:
         return cls(_unit(sums), distances)
 
     def distance(self, vectors: np.ndarray) -> np.ndarray:
+        # Few numpy calls: this runs on every prediction (a lone row costs tens of microseconds).
         x = np.asarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(x, axis=1)
-        cosine = (x @ self.centroids.T).max(axis=1) / np.where(norms > 0, norms, 1.0)
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+        cosine = (x @ self.centroids.T).max(axis=1) / np.maximum(norms, 1e-12)
         return 1.0 - cosine.astype(np.float64)
 
     def score(self, vectors: np.ndarray) -> np.ndarray:
