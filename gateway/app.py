@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from gateway.auth import PUBLIC_PATHS, api_key_credentials
-from gateway.drift import DriftMonitor
+from gateway.drift import DriftMonitor, ood_histogram
 from gateway.routes import router
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
@@ -45,7 +45,7 @@ def create_app(
             limits = {"timeout_s": settings.timeout_s, "token": token}
             encoder = EncoderClient(settings.encoder_url, wires["encoder"], **limits)
             classifier = ClassifierClient(settings.classifier_url, wires["classifier"], **limits)
-            drift = DriftMonitor(settings.drift_window, app.state.metrics.registry)
+            drift = DriftMonitor(settings.drift_window, app.state.ood_histogram)
             app.state.runtime = GatewayRuntime(settings, encoder, classifier, drift=drift)
             await app.state.runtime.warm()
             yield
@@ -63,4 +63,5 @@ def create_app(
     install_memory_return(app)
     app.include_router(router)
     install_metrics(app, "gateway")
+    app.state.ood_histogram = ood_histogram(app.state.metrics.registry)
     return app

@@ -21,15 +21,20 @@ OOD_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 _MAX_PIPELINES = 1024  # windows kept; the least recently fed goes first beyond it
 
 
+def ood_histogram(registry: CollectorRegistry) -> Histogram:
+    """The app's ``seam_ood_score`` histogram (made once per app: a lifespan may run more than once)."""
+    return Histogram(
+        "seam_ood_score", "Out-of-distribution scores of predictions, by pipeline (0: like the training data).",
+        ["pipeline"], buckets=OOD_BUCKETS, registry=registry,
+    )
+
+
 class DriftMonitor:
-    def __init__(self, window: int, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, window: int, histogram: Histogram | None = None) -> None:
         self.window = window
         self._scores: dict[str, deque[tuple[float, bool]]] = {}
         self._thresholds: dict[str, float] = {}
-        self.histogram = Histogram(
-            "seam_ood_score", "Out-of-distribution scores of predictions, by pipeline (0: like the training data).",
-            ["pipeline"], buckets=OOD_BUCKETS, registry=registry,
-        ) if registry is not None else None
+        self.histogram = histogram
 
     def record(self, pipeline: str, scores: list[float], inside: list[bool], threshold: float | None = None) -> None:
         window = self._scores.pop(pipeline, None) or deque(maxlen=self.window)
