@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.forkserver
+import os
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -54,10 +56,19 @@ def refuse_degenerate(job: FitJob, outputs: np.ndarray) -> None:
     )
 
 
-def _serve(conn: Connection, torch_threads: int | None) -> None:
+def _orphan_watch(lifeline: Connection) -> None:
+    """Ends the worker, even in the middle of a fit, once the service is gone: nothing is ever sent
+    on ``lifeline``, so it becomes readable only when the service's end closes (it stopped this
+    worker, or it died). A killed service leaves no fit running."""
+    lifeline.poll(None)
+    os._exit(1)
+
+
+def _serve(conn: Connection, lifeline: Connection, torch_threads: int | None) -> None:
     """A worker's loop: a job in, ``("ok", Trained)`` or a refusal out, until the pipe closes."""
     from classifier_service.training import train
 
+    threading.Thread(target=_orphan_watch, args=(lifeline,), name="seam-fit-orphan-watch", daemon=True).start()
     heads.use_threads(torch_threads)
     while True:
         try:
@@ -91,16 +102,28 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def start_server() -> None:
+    """Starts the forkserver (it imports scikit-learn and torch: seconds), so that the first fit
+    does not wait for it. Idempotent; call it from a background thread."""
+    _context()
+    multiprocessing.forkserver.ensure_running()
+
+
 class _Worker:
     def __init__(self, torch_threads: int | None) -> None:
         context = _context()
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, torch_threads), name="seam-fit-worker", daemon=True)
+        lifeline, self._lifeline = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_serve, args=(child, lifeline, torch_threads), name="seam-fit-worker", daemon=True
+        )
         self.process.start()
         child.close()
+        lifeline.close()
 
     def stop(self) -> None:
         self.conn.close()
+        self._lifeline.close()
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)
@@ -115,6 +138,10 @@ class FitWorkers:
         self._busy: set[_Worker] = set()
         self._lock = threading.Lock()
         self._closed = False
+
+    def warm(self) -> None:
+        """Readies the forkserver in the background: the service answers meanwhile."""
+        threading.Thread(target=start_server, name="seam-fit-warmup", daemon=True).start()
 
     def _take(self) -> _Worker:
         with self._lock:

@@ -66,37 +66,61 @@ class LoadedVersion:
     calibrator: Calibrator | None = None
     ood: OodSummary | None = None
 
+    def _raw(self, X: Any) -> np.ndarray:
+        if self.record.task == REGRESSION:
+            return np.asarray(self.model.predict(X), dtype=np.float64).reshape(-1)
+        return np.asarray(self.model.predict_proba(X), dtype=np.float64)
+
     def outputs(self, features: Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (rows, classes) or a regressor's values (rows,), and the OOD scores (or None).
-        A row whose outputs are not finite numbers (features so extreme that the model overflows) is
-        refused with a 422 naming it, never answered."""
+        Rows whose arithmetic overflows (finite features so extreme that the model's sums leave the
+        float range) or whose outputs are not finite are refused with a 422 naming them."""
         if self.preprocessor:
             features = self.preprocessor.transform(features)
-        prepared = self.estimator.prepare(features)
-        with np.errstate(all="ignore"):  # overflow shows in the result, checked below
-            if self.record.task == REGRESSION:
-                out = np.asarray(self.model.predict(prepared), dtype=np.float64).reshape(-1)
-            else:
-                out = np.asarray(self.model.predict_proba(prepared), dtype=np.float64)
-                if self.calibrator is not None:
-                    out = self.calibrator.transform(out)
+        X = self.estimator.prepare(features)
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                out = self._raw(X)
+        except FloatingPointError:
+            self._refuse(self._overflowing_rows(X))
+            raise
         bad = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1))
         if len(bad):
-            record = self.record
-            shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
-            what = "values" if record.task == REGRESSION else "probabilities"
-            raise InvalidInput(
-                f"features: row {shown} give(s) no finite {what} with model {record.name!r} version "
-                f"{record.version} ({record.estimator}): the values are too extreme for it (they overflow its "
-                "arithmetic, e.g. magnitudes near 1e38). Send features on the scale the model was fitted on.",
-                name=record.name, version=record.version, rows=[int(i) for i in bad[:_SHOWN]],
-            )
-        scores = None if self.ood is None else self.ood.score(self.estimator.summary_vectors(prepared))
+            self._refuse(bad)
+        if self.calibrator is not None:
+            out = self.calibrator.transform(out)
+        scores = None if self.ood is None else self.ood.score(self.estimator.summary_vectors(X))
         return out, scores
 
     def predict_proba(self, features: Tensor) -> np.ndarray:
         """Class probabilities per row (a regressor: its values); see :meth:`outputs`."""
         return self.outputs(features)[0]
+
+    def _overflowing_rows(self, X: Any) -> np.ndarray:
+        """The rows whose prediction alone overflows (the slow path: only after an overflow)."""
+        bad = []
+        for i in range(len(X)):
+            try:
+                with np.errstate(over="raise", invalid="raise"):
+                    row = self._raw(feature_checks.take(X, np.array([i])))
+            except FloatingPointError:
+                bad.append(i)
+                continue
+            if not np.isfinite(row).all():
+                bad.append(i)
+        return np.array(bad, dtype=np.int64)
+
+    def _refuse(self, bad: np.ndarray) -> None:
+        if not len(bad):
+            return
+        record = self.record
+        shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
+        raise InvalidInput(
+            f"features: row {shown} cannot be {'predicted' if record.task == REGRESSION else 'classified'} by model {record.name!r} version {record.version} "
+            f"({record.estimator}): the values are so extreme that its arithmetic overflows (e.g. magnitudes near "
+            "1e38), so its probabilities would not be numbers. Send features on the scale the model was fitted on.",
+            name=record.name, version=record.version, rows=[int(i) for i in bad[:_SHOWN]],
+        )
 
 
 @dataclass(frozen=True)
@@ -159,6 +183,7 @@ class ClassifierRuntime:
     def load(self) -> None:
         """Loads every stored version; a corrupt or foreign entry is reported and skipped."""
         heads.use_threads(self.settings.torch_threads)
+        self._workers.warm()
         self.store.root.mkdir(parents=True, exist_ok=True)
         for leftover in self.store.remove_leftovers(self.settings.stale_temp_seconds):
             log.info("removed %s, left by an interrupted save or delete", leftover)

@@ -62,6 +62,9 @@ ENCODE, FIT, PREDICT = "/v1/encode", "/v1/models/m/fit", "/v1/models/m/predict"
 G_TRAIN, G_PREDICT = "/v1/pipelines/intents/train", "/v1/pipelines/intents/predict"
 G_EVALUATE = "/v1/pipelines/intents/evaluate"
 NAN_ROW = "[" + ",".join(["NaN"] + ["1.0"] * (DIM - 1)) + "]"
+EXTREME = [[1e38] * (DIM // 2) + [-1e38] * (DIM // 2)]  # finite, but a linear model's sums overflow
+BINARY_BOTH = {"content-type": BINARY_CONTENT_TYPE, "accept": BINARY_CONTENT_TYPE}
+DEEP_SOURCE = json.dumps(fit_json(source="@")).replace('"@"', '{"a": ' * 900 + "1" + "}" * 900).encode()
 BAD_UTF8 = b'{"texts": ["caf\xe9 \xff"]}'
 
 CASES = [
@@ -129,6 +132,32 @@ CASES = [
     Case("clf-huge-predict", "classifier", PREDICT, js({"features": to_json(np.ones((17, DIM), np.float32))}), 413,
          "at most 16 per request"),
     Case("clf-unknown-route", "classifier", "/v1/models/m/explain", js({}), 404, "Not Found"),
+    # issue 15: nothing non-finite answered, strict and bounded parameters, cheap checks first
+    Case("clf-extreme-features", "classifier", PREDICT, js({"features": EXTREME}), 422, "row 0 cannot be classified"),
+    Case("clf-extreme-features-binary", "classifier", PREDICT,
+         {"content": encode_binary(np.array(EXTREME, np.float32), {}), "headers": BINARY_BOTH}, 422,
+         "row 0 cannot be classified"),
+    Case("clf-extreme-features-v2", "classifier", "/v2/models/m/infer",
+         js({"inputs": [{"name": "FEATURES", "shape": [1, DIM], "datatype": "FP32", "data": EXTREME}]}), 422,
+         "row 0 cannot be classified"),
+    Case("clf-degenerate-fit", "classifier", FIT,
+         js(fit_json(features=[[1.0] * DIM] * len(FEATURE_LABELS), estimator="gaussian_nb")), 422,
+         "variance is zero"),
+    Case("clf-hidden-layers-huge", "classifier", FIT, js(fit_json(estimator="mlp", params={"hidden_layer_sizes": [10**7]})),
+         422, "CLASSIFIER_MAX_MODEL_PARAMETERS"),
+    Case("clf-hidden-layers-object", "classifier", FIT, js(fit_json(estimator="mlp", params={"hidden_layer_sizes": {"a": 1}})),
+         422, "hidden_layer_sizes must be a non-empty list of layer widths"),
+    Case("clf-hidden-layers-float", "classifier", FIT, js(fit_json(estimator="mlp", params={"hidden_layer_sizes": [1.5]})),
+         422, "hidden_layer_sizes must be a non-empty list of layer widths"),
+    Case("clf-max-iter-bool", "classifier", FIT, js(fit_json(estimator="mlp", params={"max_iter": True})), 422,
+         "max_iter must be an int in the range [1, inf); got true"),
+    Case("clf-deep-source", "classifier", FIT, raw(DEEP_SOURCE), 422, "CLASSIFIER_MAX_SOURCE_DEPTH"),
+    Case("clf-blank-labels", "classifier", FIT, js(fit_json(labels=[" ", "  "] * (len(FEATURE_LABELS) // 2))), 422,
+         "labels[0] is blank"),
+    Case("clf-long-label", "classifier", FIT, js(fit_json(labels=["x" * 201] + FEATURE_LABELS[1:])), 422,
+         "CLASSIFIER_MAX_LABEL_CHARS"),
+    Case("clf-version-not-integer", "classifier", PREDICT + "?version=1.0", js({"features": to_json(FEATURES[:2])}), 422,
+         "a version is a whole number written in digits"),
     # -- downstream models (issue 20) ---------------------------------------------------------------
     Case("ds-cls-targets-not-numbers", "classifier", FIT,
          js(fit_json(labels=None, targets=["high"] + [1.0] * (len(FEATURE_LABELS) - 1))), 422,

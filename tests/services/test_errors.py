@@ -12,7 +12,9 @@ from services.errors import (
     PROBLEM_CONTENT_TYPE,
     BadUpstreamResponse,
     Conflict,
+    DamagedVersion,
     FeatureMismatch,
+    FitTimedOut,
     Forbidden,
     IncompatibleEstimator,
     IncompatiblePipeline,
@@ -26,6 +28,7 @@ from services.errors import (
     PayloadTooLarge,
     PipelineNotFound,
     SeamError,
+    StoreUnavailable,
     Unauthorized,
     UnsupportedMediaType,
     UpstreamTimeout,
@@ -53,6 +56,9 @@ STATUSES = {
     UpstreamUnavailable: 503,
     UpstreamTimeout: 504,
     BadUpstreamResponse: 502,
+    StoreUnavailable: 507,
+    DamagedVersion: 409,
+    FitTimedOut: 422,
 }
 
 ALL_ERRORS = [
