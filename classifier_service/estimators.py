@@ -3,9 +3,12 @@
 - ``embedding`` (one vector per row): ``logistic_regression`` (default), ``gaussian_nb``,
   ``linear_svm`` (a LinearSVC with calibrated probabilities), ``mlp``.
 - ``tokens`` (variable-length sequences): ``mean_pooling`` (mean over the real tokens, then logistic
-  regression) and ``attention_pooling`` (the torch head of :mod:`classifier_service.heads`).
+  regression), ``attention_pooling`` and ``lstm`` (the torch heads of :mod:`classifier_service.heads`).
 - ``probabilities`` (distributions of an upstream classifier): ``gaussian_nb`` (default) and
   ``logistic_regression``.
+
+Regressors (a fit with numeric ``targets`` instead of ``labels``): ``ridge`` (default on embeddings and
+probabilities), ``mlp_regressor`` (embeddings) and ``mean_pooling_ridge`` (default on tokens).
 
 Parameters are checked before a fit is queued, strictly: a boolean is not a number (``max_iter:
 true`` is refused), ``hidden_layer_sizes`` is a list of positive integers, and the model they would
@@ -27,23 +30,29 @@ import numpy as np
 from pydantic import ValidationError
 from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.naive_bayes import GaussianNB
-from sklearn.neural_network import MLPClassifier
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.svm import LinearSVC
 from sklearn.utils._param_validation import make_constraint
 
-from classifier_service.heads import AttentionPoolingClassifier, HeadParams
+from classifier_service.heads import AttentionPoolingClassifier, LstmClassifier, SequenceHead
 from classifier_service.store import dump_skops, load_skops
 from services.codecs import Ragged, Tensor
 from services.errors import IncompatibleEstimator, InvalidInput
 
 SKOPS_FILE = "model.skops"
 
-DEFAULT_ESTIMATOR: dict[str, str] = {
-    "embedding": "logistic_regression",
-    "tokens": "mean_pooling",
-    "probabilities": "gaussian_nb",
+CLASSIFICATION, REGRESSION = "classification", "regression"
+TASKS = (CLASSIFICATION, REGRESSION)
+
+DEFAULT_ESTIMATOR: dict[tuple[str, str], str] = {
+    ("embedding", CLASSIFICATION): "logistic_regression",
+    ("tokens", CLASSIFICATION): "mean_pooling",
+    ("probabilities", CLASSIFICATION): "gaussian_nb",
+    ("embedding", REGRESSION): "ridge",
+    ("tokens", REGRESSION): "mean_pooling_ridge",
+    ("probabilities", REGRESSION): "ridge",
 }
 
 
@@ -64,6 +73,7 @@ class Estimator:
     name: str
     kinds: tuple[str, ...]
     description: str
+    task: str = CLASSIFICATION
     # A prediction of a few rows takes less time than the round trip to a worker thread: it may run on
     # the event loop (scikit-learn models; not the torch head).
     light = False
@@ -119,6 +129,11 @@ class Estimator:
 
     cv_skipped_reason: str | None = None
 
+    def summary_vectors(self, prepared: Any) -> np.ndarray:
+        """Dense rows standing for what the model consumed (token sequences mean-pooled): what the
+        out-of-distribution summary is made from."""
+        return mean_pool(prepared) if isinstance(prepared, Ragged) else np.asarray(prepared)
+
     def fit_report(self, model: Any) -> dict[str, Any]:
         """Extra metrics the fitted model reports about its own training."""
         return {}
@@ -155,7 +170,7 @@ class SklearnEstimator(Estimator):
         return _validated(self.name, self.cls(**params))
 
     def weights(self, params: Mapping[str, Any], *, dim: int, classes: int) -> int:
-        if self.cls is MLPClassifier:
+        if self.cls in (MLPClassifier, MLPRegressor):
             hidden = params.get("hidden_layer_sizes", (100,))
             widths = [dim, *([hidden] if isinstance(hidden, int) else hidden), classes]
             return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
@@ -208,35 +223,46 @@ class CalibratedLinearSVM(SklearnEstimator):
 
 
 @dataclass(frozen=True)
-class AttentionPoolingEstimator(Estimator):
-    """The torch attention-pooling head, persisted as safetensors + JSON."""
+class TorchHeadEstimator(Estimator):
+    """A torch head of :mod:`classifier_service.heads`, persisted as safetensors + JSON."""
 
-    cv_skipped_reason: str | None = (
-        "attention_pooling is scored on its own stratified early-stopping split (holdout_accuracy) "
-        "instead of k-fold, which would train the head k more times"
-    )
+    head: type[SequenceHead] = AttentionPoolingClassifier
 
     def accepted_params(self) -> list[str]:
-        return sorted(HeadParams.model_fields)
+        return sorted(self.head.PARAMS.model_fields)
 
     def _defaults(self) -> dict[str, Any]:
-        return HeadParams().model_dump()
+        return self.head.PARAMS().model_dump()
 
-    def build(self, params: Mapping[str, Any], y: np.ndarray | None) -> AttentionPoolingClassifier:
+    def build(self, params: Mapping[str, Any], y: np.ndarray | None) -> SequenceHead:
         try:
-            return AttentionPoolingClassifier(HeadParams(**params))
+            return self.head(self.head.PARAMS(**params))
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise InvalidInput(f"attention_pooling refused its parameters: {problems}", estimator=self.name) from exc
+            raise InvalidInput(f"{self.name} refused its parameters: {problems}", estimator=self.name) from exc
 
-    def fit_report(self, model: AttentionPoolingClassifier) -> dict[str, Any]:
+    def weights(self, params: Mapping[str, Any], *, dim: int, classes: int) -> int:
+        if self.head is LstmClassifier:
+            hidden = int(params.get("hidden_size", 64))
+            return 2 * 4 * hidden * (dim + hidden + 2) + (2 * hidden + 1) * classes
+        return (dim + 1) + (dim + 1) * classes  # attention: a score layer and the output layer
+
+    def fit_report(self, model: SequenceHead) -> dict[str, Any]:
         return dict(model.fit_report)
 
-    def save(self, model: AttentionPoolingClassifier, folder: Path) -> None:
+    def save(self, model: SequenceHead, folder: Path) -> None:
         model.save(folder)
 
-    def load(self, folder: Path) -> AttentionPoolingClassifier:
-        return AttentionPoolingClassifier.load(folder)
+    def load(self, folder: Path) -> SequenceHead:
+        return self.head.load(folder)
+
+
+AttentionPoolingEstimator = TorchHeadEstimator  # the name it had when it was the only head
+
+
+def _head_cv_skipped(name: str) -> str:
+    return (f"{name} is scored on its own stratified early-stopping split (holdout_accuracy) "
+            "instead of k-fold, which would train the head k more times")
 
 
 def _accepts(constraints: list[Any]) -> str:
@@ -320,24 +346,62 @@ ESTIMATORS: dict[str, Estimator] = {
             defaults=_LOGISTIC_DEFAULTS,
             pool=True,
         ),
-        AttentionPoolingEstimator(
+        TorchHeadEstimator(
             "attention_pooling",
             ("tokens",),
             "learned attention over the token vectors (padding masked out), then a linear layer",
+            head=AttentionPoolingClassifier,
+            cv_skipped_reason=_head_cv_skipped("attention_pooling"),
+        ),
+        TorchHeadEstimator(
+            "lstm",
+            ("tokens",),
+            "bidirectional LSTM over the packed token vectors, mean-pooled over the real tokens, then a linear layer",
+            head=LstmClassifier,
+            cv_skipped_reason=_head_cv_skipped("lstm"),
+        ),
+        SklearnEstimator(
+            "ridge",
+            ("embedding", "probabilities"),
+            "ridge regression (L2-penalised least squares)",
+            task=REGRESSION,
+            cls=Ridge,
+        ),
+        SklearnEstimator(
+            "mean_pooling_ridge",
+            ("tokens",),
+            "mean of the real token vectors, then ridge regression",
+            task=REGRESSION,
+            cls=Ridge,
+            pool=True,
+        ),
+        SklearnEstimator(
+            "mlp_regressor",
+            ("embedding",),
+            "multi-layer perceptron regressor (one hidden layer of 100 by default)",
+            task=REGRESSION,
+            cls=MLPRegressor,
+            defaults={"random_state": 0, "max_iter": 1000},
+            skops_types=frozenset(
+                {
+                    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+                    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+                }
+            ),
         ),
     )
 }
 
 
-def estimators_for(kind: str) -> list[str]:
-    """Names of the estimators that accept ``kind``, the default first."""
-    default = DEFAULT_ESTIMATOR[kind]
-    return [default, *(n for n, e in ESTIMATORS.items() if kind in e.kinds and n != default)]
+def estimators_for(kind: str, task: str = CLASSIFICATION) -> list[str]:
+    """Names of the estimators of ``task`` that accept ``kind``, the default first."""
+    default = DEFAULT_ESTIMATOR[(kind, task)]
+    return [default, *(n for n, e in ESTIMATORS.items() if kind in e.kinds and e.task == task and n != default)]
 
 
-def resolve(name: str | None, kind: str) -> Estimator:
-    """The estimator to fit ``kind`` features with (the kind's default when ``name`` is None)."""
-    allowed = estimators_for(kind)
+def resolve(name: str | None, kind: str, task: str = CLASSIFICATION) -> Estimator:
+    """The estimator to fit ``kind`` features with for ``task`` (the default when ``name`` is None)."""
+    allowed = estimators_for(kind, task)
     if name is None:
         return ESTIMATORS[allowed[0]]
     estimator = ESTIMATORS.get(name)
@@ -347,6 +411,14 @@ def resolve(name: str | None, kind: str) -> Estimator:
             estimator=name,
             kind=kind,
             allowed=allowed,
+        )
+    if estimator.task != task:
+        given = "labels" if task == CLASSIFICATION else "targets"
+        wants = "labels" if estimator.task == CLASSIFICATION else "numeric targets"
+        raise InvalidInput(
+            f"{name} is a {estimator.task} estimator: it is fitted with {wants}, and this fit sent {given}; "
+            f"for {task} on {kind} features use one of: {', '.join(allowed)}.",
+            estimator=name, task=task, allowed=allowed,
         )
     if kind not in estimator.kinds:
         raise IncompatibleEstimator(

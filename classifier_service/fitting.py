@@ -7,7 +7,7 @@ that has imported scikit-learn and torch once, and a worker is kept warm for the
 costs a round trip of its data, not a Python start. The worker only trains: the fitted model comes
 back to the service, which saves it (the store's atomic writes stay in one place) and serves it.
 
-Training itself (:func:`train`) refuses a degenerate fit: a model whose probabilities on its own
+Training itself (:func:`classifier_service.training.train`) refuses a degenerate fit: a model whose probabilities on its own
 training rows are not finite (``gaussian_nb`` on identical rows divides by a zero variance) is a
 422 at fit time, not NaN at every prediction.
 """
@@ -21,60 +21,24 @@ import multiprocessing.forkserver
 import os
 import threading
 import time
-import warnings
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
 
 from classifier_service import features as feature_checks
 from classifier_service import heads
-from classifier_service.estimators import Estimator
-from classifier_service.schemas import Metrics
+from classifier_service.training import FitJob, Trained
 from services import errors
-from services.codecs import Tensor
-from services.contracts import TensorContract
 from services.errors import FitTimedOut, InvalidInput, SeamError
 
 log = logging.getLogger("seam.classifier.fitting")
 
-MAX_CV_FOLDS = 5
-_CV_SEED = 0
 _SHOWN = 5
 
 
-@dataclass
-class FitJob:
-    name: str
-    estimator: Estimator
-    params: dict[str, Any]
-    contract: TensorContract
-    source: dict[str, Any] | None
-    features: Tensor
-    labels: np.ndarray
-    data_sha256: str
-    retained: Any = None  # classifier_service.retained.Retained: kept with the version, never sent to a worker
-
-
-# -- training (in the worker) ---------------------------------------------------------------------
-
-
-def _probabilities(model: Any, X: Any) -> np.ndarray:
-    # Overflow on extreme values is detected below, from the result; numpy's warnings about it are noise.
-    with np.errstate(all="ignore"):
-        return np.asarray(model.predict_proba(X), dtype=np.float64)
-
-
-def _accuracy(model: Any, X: Any, y: np.ndarray) -> float:
-    classes = np.asarray(model.classes_)
-    return float((classes[_probabilities(model, X).argmax(axis=1)] == y).mean())
-
-
-def _refuse_degenerate(job: FitJob, probabilities: np.ndarray) -> None:
-    bad = np.flatnonzero(~np.isfinite(probabilities).all(axis=1))
+def refuse_degenerate(job: FitJob, outputs: np.ndarray) -> None:
+    """A model whose outputs on its own training rows are not finite could only answer NaN: 422."""
+    bad = np.flatnonzero(~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1))
     if not len(bad):
         return
     shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
@@ -83,71 +47,14 @@ def _refuse_degenerate(job: FitJob, probabilities: np.ndarray) -> None:
         if job.estimator.name == "gaussian_nb" and np.ptp(feature_checks.values_of(job.features), axis=0).max() == 0
         else "the features are too extreme or too uniform for it (values that overflow, or no variation)"
     )
+    what = "values" if job.task == "regression" else "probabilities"
     raise InvalidInput(
-        f"{job.estimator.name} fitted on these rows is degenerate: its probabilities for {len(bad)} of its own "
-        f"{len(probabilities)} training rows (row {shown}) are not finite numbers, so it could only answer NaN. "
+        f"{job.estimator.name} fitted on these rows is degenerate: its {what} for {len(bad)} of its own "
+        f"{len(outputs)} training rows (row {shown}) are not finite numbers, so it could only answer NaN. "
         f"Why: {why}. Nothing was saved; send features that vary, on a usual scale, or choose another estimator.",
         estimator=job.estimator.name,
         rows=[int(i) for i in bad[:_SHOWN]],
     )
-
-
-def train(job: FitJob) -> tuple[Any, Metrics]:
-    """Fits ``job``, cross-validates it and reports: the model and its metrics."""
-    estimator, y = job.estimator, job.labels
-    X = estimator.prepare(job.features)
-    # A fit that stops at max_iter still serves; it says so in its metrics instead of warning.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        try:
-            with np.errstate(all="ignore"):
-                model = estimator.build(job.params, y).fit(X, y)
-        except ValueError as exc:
-            raise InvalidInput(f"{estimator.name} could not be fitted: {exc}", estimator=estimator.name) from exc
-        probabilities = _probabilities(model, X)
-        _refuse_degenerate(job, probabilities)
-        cv_accuracy, cv_folds, cv_skipped = _cross_validate(job, X)
-    notes = sorted({str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)})
-    for w in caught:
-        if not issubclass(w.category, ConvergenceWarning):
-            log.warning("%s fit: %s: %s", job.name, w.category.__name__, w.message)
-    classes, counts = np.unique(y, return_counts=True)
-    metrics = Metrics(
-        train_accuracy=float((np.asarray(model.classes_)[probabilities.argmax(axis=1)] == y).mean()),
-        cv_accuracy=cv_accuracy,
-        cv_folds=cv_folds,
-        n_samples=len(y),
-        cv_skipped_reason=cv_skipped,
-        class_counts={str(c): int(n) for c, n in zip(classes, counts)},
-        **estimator.fit_report(model),
-        **({"convergence_warnings": notes} if notes else {}),
-    )
-    return model, metrics
-
-
-def _cross_validate(job: FitJob, X: Any) -> tuple[float | None, int | None, str | None]:
-    """Mean stratified k-fold accuracy: 5 folds, fewer when a class is small, none below 2."""
-    estimator, y = job.estimator, job.labels
-    if estimator.cv_skipped_reason:
-        return None, None, estimator.cv_skipped_reason
-    smallest = int(np.unique(y, return_counts=True)[1].min())
-    folds = min(MAX_CV_FOLDS, smallest)
-    if folds < 2:
-        return None, None, f"the smallest class has {smallest} example; k-fold needs at least 2 per class"
-    scores = []
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=_CV_SEED)
-    for train_rows, test_rows in splitter.split(np.zeros(len(y)), y):
-        try:
-            estimator.check_labels(y[train_rows])
-        except InvalidInput as exc:
-            return None, None, f"a training fold is too small for {estimator.name}: {exc.detail}"
-        try:
-            with np.errstate(all="ignore"):
-                model = estimator.build(job.params, y[train_rows]).fit(feature_checks.take(X, train_rows), y[train_rows])
-        except ValueError as exc:
-            return None, None, f"a training fold could not be fitted: {exc}"
-        scores.append(_accuracy(model, feature_checks.take(X, test_rows), y[test_rows]))
-    return float(np.mean(scores)), folds, None
 
 
 def _orphan_watch(lifeline: Connection) -> None:
@@ -159,7 +66,9 @@ def _orphan_watch(lifeline: Connection) -> None:
 
 
 def _serve(conn: Connection, lifeline: Connection, torch_threads: int | None) -> None:
-    """A worker's loop: a job in, ``("ok", (model, metrics))`` or a refusal out, until the pipe closes."""
+    """A worker's loop: a job in, ``("ok", Trained)`` or a refusal out, until the pipe closes."""
+    from classifier_service.training import train
+
     threading.Thread(target=_orphan_watch, args=(lifeline,), name="seam-fit-orphan-watch", daemon=True).start()
     heads.use_threads(torch_threads)
     while True:
@@ -255,7 +164,7 @@ class FitWorkers:
         if not keep:
             worker.stop()
 
-    def run(self, job: FitJob) -> tuple[Any, Metrics]:
+    def run(self, job: FitJob) -> Trained:
         """Trains ``job`` in a worker. Past ``timeout_s`` the worker is killed (a fresh one serves the
         next fit) and :class:`FitTimedOut` raised; a refusal in the worker is raised here as itself."""
         worker = self._take()

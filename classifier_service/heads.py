@@ -1,9 +1,13 @@
-"""The attention-pooling head: a small torch model over variable-length token sequences.
+"""Torch heads over variable-length token sequences: attention pooling and a bidirectional LSTM.
 
-score = Linear(dim, 1) over each token vector, softmax over the real tokens (padding masked out with
--inf), the weighted sum of the token vectors, then Linear(dim, n_classes). Trained on the CPU with a
-fixed seed, Adam, and early stopping on a stratified held-out split. Persisted as safetensors (the
-weights) plus a JSON config (dim, classes, hyperparameters): no pickle anywhere.
+- attention pooling: score = Linear(dim, 1) over each token vector, softmax over the real tokens
+  (padding masked out with -inf), the weighted sum of the token vectors, then Linear(dim, n_classes);
+- LSTM: a bidirectional LSTM over the packed sequences (padding never enters it), the mean of its
+  outputs over the real tokens, then Linear(2 * hidden_size, n_classes).
+
+Trained on the CPU with a fixed seed, Adam, and early stopping on a stratified held-out split.
+Persisted as safetensors (the weights) plus a JSON config (format, dim, classes, hyperparameters):
+no pickle anywhere.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ WEIGHTS_FILE = "head.safetensors"
 # 30 short sequences take ~0.1 s on 1 thread, 1-4 s on 2). Overridden by CLASSIFIER_TORCH_THREADS.
 _intra_op_threads: int | None = 1
 CONFIG_FILE = "head.json"
-_FORMAT = "seam.attention-pooling.v1"
 _PREDICT_CHUNK = 256  # rows padded together at prediction time
 
 
@@ -50,6 +53,12 @@ class HeadParams(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
+class LstmParams(HeadParams):
+    """Hyperparameters of :class:`LstmClassifier`: the head's, and the LSTM's width."""
+
+    hidden_size: int = Field(64, gt=0, le=1024, description="Units per direction of the bidirectional LSTM.")
+
+
 class AttentionPooling(nn.Module):
     def __init__(self, dim: int, n_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -62,6 +71,23 @@ class AttentionPooling(nn.Module):
         scores = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=1)
         pooled = torch.bmm(weights.unsqueeze(1), x).squeeze(1)
+        return self.out(self.dropout(pooled))
+
+
+class LstmPooling(nn.Module):
+    def __init__(self, dim: int, n_classes: int, dropout: float = 0.0, hidden_size: int = 64) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(dim, hidden_size, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(2 * hidden_size, n_classes)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = mask.sum(dim=1)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        output, _ = self.lstm(packed)
+        padded, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+        weights = mask.unsqueeze(-1).to(padded.dtype)
+        pooled = (padded * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         return self.out(self.dropout(pooled))
 
 
@@ -96,23 +122,31 @@ def _pad(rows: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x), torch.from_numpy(mask)
 
 
-class AttentionPoolingClassifier:
-    """Fit / predict_proba over :class:`~services.codecs.Ragged` token sequences, like an estimator."""
+class SequenceHead:
+    """Fit / predict_proba over :class:`~services.codecs.Ragged` token sequences, like an estimator.
+    Subclasses name their format, their parameters and their module."""
+
+    FORMAT = ""
+    KIND = ""  # in messages: "not an attention-pooling head config"
+    PARAMS: type[HeadParams] = HeadParams
 
     def __init__(self, params: HeadParams | None = None) -> None:
-        self.params = params or HeadParams()
+        self.params = params or self.PARAMS()
         self.classes_: np.ndarray | None = None
         self.dim: int | None = None
-        self.module: AttentionPooling | None = None
+        self.module: nn.Module | None = None
         self.fit_report: dict[str, Any] = {}
+
+    def _module(self, dim: int, n_classes: int) -> nn.Module:
+        raise NotImplementedError
 
     # -- training -------------------------------------------------------------------------------
 
-    def fit(self, X: Ragged, y: np.ndarray) -> AttentionPoolingClassifier:
+    def fit(self, X: Ragged, y: np.ndarray) -> SequenceHead:
         with _threads():
             return self._fit(X, y)
 
-    def _fit(self, X: Ragged, y: np.ndarray) -> AttentionPoolingClassifier:
+    def _fit(self, X: Ragged, y: np.ndarray) -> SequenceHead:
         p = self.params
         classes, targets = np.unique(np.asarray(y), return_inverse=True)
         rows = X.rows()
@@ -121,7 +155,7 @@ class AttentionPoolingClassifier:
         y_all = torch.from_numpy(targets.astype(np.int64))
         early_stopping = len(val_idx) > 0
 
-        def held_out_loss(module: AttentionPooling) -> float:
+        def held_out_loss(module: nn.Module) -> float:
             total = 0.0
             for start in range(0, len(val_idx), _PREDICT_CHUNK):  # padded in chunks, never all at once
                 chunk = val_idx[start : start + _PREDICT_CHUNK]
@@ -132,7 +166,7 @@ class AttentionPoolingClassifier:
         # fork_rng keeps the process-wide generator untouched: the fixed seed only governs this fit.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
-            module = AttentionPooling(X.dim, len(classes), p.dropout)
+            module = self._module(X.dim, len(classes))
             optimiser = torch.optim.Adam(module.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
             order = torch.Generator().manual_seed(p.seed)
             best_loss, best_state, best_epoch, stale, epoch = math.inf, None, 0, 0, 0
@@ -205,9 +239,9 @@ class AttentionPoolingClassifier:
         if self.module is None:
             raise RuntimeError("the head is not fitted")
         state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": _FORMAT})
+        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": self.FORMAT})
         config = {
-            "format": _FORMAT,
+            "format": self.FORMAT,
             "dim": self.dim,
             "classes": [str(c) for c in self.classes_],
             "hyperparameters": self.params.model_dump(),
@@ -215,14 +249,14 @@ class AttentionPoolingClassifier:
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
     @classmethod
-    def load(cls, folder: Path) -> AttentionPoolingClassifier:
+    def load(cls, folder: Path) -> SequenceHead:
         """Rebuilds a head from its folder; raises ``ValueError`` for anything that is not one."""
         config = json.loads((folder / CONFIG_FILE).read_text())
-        if not isinstance(config, dict) or config.get("format") != _FORMAT:
-            raise ValueError(f"{CONFIG_FILE} is not an attention-pooling head config")
+        if not isinstance(config, dict) or config.get("format") != cls.FORMAT:
+            raise ValueError(f"{CONFIG_FILE} is not {cls.KIND} head config ({cls.FORMAT})")
         dim, classes = int(config["dim"]), [str(c) for c in config["classes"]]
-        head = cls(HeadParams(**config["hyperparameters"]))
-        module = AttentionPooling(dim, len(classes), head.params.dropout)
+        head = cls(cls.PARAMS(**config["hyperparameters"]))
+        module = head._module(dim, len(classes))
         state = load_file(str(folder / WEIGHTS_FILE))
         expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         found = {k: tuple(v.shape) for k, v in state.items()}
@@ -232,3 +266,22 @@ class AttentionPoolingClassifier:
         module.eval()
         head.module, head.dim, head.classes_ = module, dim, np.array(classes)
         return head
+
+
+class AttentionPoolingClassifier(SequenceHead):
+    FORMAT = "seam.attention-pooling.v1"
+    KIND = "an attention-pooling"
+    PARAMS = HeadParams
+
+    def _module(self, dim: int, n_classes: int) -> nn.Module:
+        return AttentionPooling(dim, n_classes, self.params.dropout)
+
+
+class LstmClassifier(SequenceHead):
+    FORMAT = "seam.lstm.v1"
+    KIND = "an LSTM"
+    PARAMS = LstmParams
+
+    def _module(self, dim: int, n_classes: int) -> nn.Module:
+        assert isinstance(self.params, LstmParams)
+        return LstmPooling(dim, n_classes, self.params.dropout, self.params.hidden_size)

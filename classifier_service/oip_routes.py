@@ -10,7 +10,8 @@ fitted on                           inputs
                                     INT32 [-1] (tokens per row: padding never reaches the model)
 ==================================  ================================================================
 
-Outputs: ``PROBABILITIES`` FP32 [-1, classes] in ``parameters.classes`` order, and ``LABEL`` BYTES [-1].
+Outputs: ``PROBABILITIES`` FP32 [-1, classes] in ``parameters.classes`` order, and ``LABEL`` BYTES [-1];
+a regressor (``parameters.task`` "regression") has ``VALUE`` FP32 [-1] instead.
 Features are checked against the version's input contract like ``/v1/models/{name}/predict``'s:
 a mismatch is a 422 naming what was expected. Without a version, the latest one answers.
 """
@@ -26,7 +27,7 @@ from fastapi.responses import Response
 from pydantic import BeforeValidator
 
 from classifier_service.deps import ModelName, Runtime, whole_number
-from classifier_service.runtime import ClassifierRuntime, LoadedVersion
+from classifier_service.runtime import ClassifierRuntime, LoadedVersion, PredictionResult
 from classifier_service.schemas import PredictFields, PredictInput
 from services import oip
 from services.codecs import Ragged
@@ -38,6 +39,11 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 PLATFORM = "seam-classifier"
 FEATURES, LENGTHS = "FEATURES", "LENGTHS"
 OUTPUTS = ["PROBABILITIES", "LABEL"]
+REGRESSION_OUTPUTS = ["VALUE"]
+
+
+def _output_names(loaded: LoadedVersion) -> list[str]:
+    return REGRESSION_OUTPUTS if loaded.record.task == "regression" else OUTPUTS
 
 Version = Annotated[
     int, Path(ge=1, description="A version number.", openapi_examples={"1": {"value": 1}}), BeforeValidator(whole_number)
@@ -61,6 +67,13 @@ def _inputs(loaded: LoadedVersion) -> list[oip.TensorMetadata]:
     return [oip.TensorMetadata(name=FEATURES, datatype="FP32", shape=[-1, contract.dim])]
 
 
+_OUTPUT_META = {
+    "PROBABILITIES": lambda r: oip.TensorMetadata(name="PROBABILITIES", datatype="FP32", shape=[-1, len(r.classes)]),
+    "LABEL": lambda r: oip.TensorMetadata(name="LABEL", datatype="BYTES", shape=[-1]),
+    "VALUE": lambda r: oip.TensorMetadata(name="VALUE", datatype="FP32", shape=[-1]),
+}
+
+
 def _metadata(name: str, loaded: LoadedVersion, versions: list[int]) -> oip.ModelMetadata:
     record = loaded.record
     return oip.ModelMetadata(
@@ -68,9 +81,8 @@ def _metadata(name: str, loaded: LoadedVersion, versions: list[int]) -> oip.Mode
         versions=[str(v) for v in versions],
         platform=PLATFORM,
         inputs=_inputs(loaded),
-        outputs=[oip.TensorMetadata(name="PROBABILITIES", datatype="FP32", shape=[-1, len(record.classes)]),
-                 oip.TensorMetadata(name="LABEL", datatype="BYTES", shape=[-1])],
-        parameters={"version": record.version, "estimator": record.estimator, "classes": record.classes,
+        outputs=[_OUTPUT_META[n](record) for n in _output_names(loaded)],
+        parameters={"version": record.version, "estimator": record.estimator, "task": record.task, "classes": record.classes,
                     "input_contract": record.input_contract.model_dump(mode="json"), "source": record.source},
     )
 
@@ -99,12 +111,16 @@ def _features(decoded: oip.DecodedRequest, loaded: LoadedVersion):
     return Ragged.from_rows([row[:n] for row, n in zip(padded, lengths.tolist())], dim=padded.shape[2])
 
 
-def _outputs(classes: list[str], probabilities: np.ndarray) -> dict[str, oip.OutputTensor]:
-    labels = np.array([classes[i].encode() for i in probabilities.argmax(axis=1)], dtype=object)
-    return {
-        "PROBABILITIES": oip.OutputTensor("PROBABILITIES", "FP32", probabilities.astype(np.float32)),
-        "LABEL": oip.OutputTensor("LABEL", "BYTES", labels),
-    }
+def _outputs(result: PredictionResult) -> dict[str, oip.OutputTensor]:
+    tensors: dict[str, oip.OutputTensor] = {}
+    if result.task == "regression":
+        tensors["VALUE"] = oip.OutputTensor("VALUE", "FP32", np.asarray(result.probabilities, dtype=np.float32).reshape(-1))
+    else:
+        probabilities = result.probabilities
+        labels = np.array([result.classes[i].encode() for i in probabilities.argmax(axis=1)], dtype=object)
+        tensors["PROBABILITIES"] = oip.OutputTensor("PROBABILITIES", "FP32", probabilities.astype(np.float32))
+        tensors["LABEL"] = oip.OutputTensor("LABEL", "BYTES", labels)
+    return tensors
 
 
 @router.get("", response_model=oip.ServerMetadata)
@@ -168,9 +184,9 @@ async def version_infer(name: ModelName, version: Version, request: Request, run
 async def _infer(name: str, version: int | None, request: Request, runtime: ClassifierRuntime) -> Response:
     loaded = await anyio.to_thread.run_sync(runtime.get, name, version)
     decoded = await read_inference(request)
-    wanted = requested(decoded, OUTPUTS)
+    wanted = requested(decoded, _output_names(loaded))
     features = await anyio.to_thread.run_sync(_features, decoded, loaded)
     # The version is pinned: the one whose contract shaped the features above.
     result = await runtime.predict(name, loaded.record.version, PredictInput(fields=PredictFields(), features=features))
-    tensors = _outputs(result.classes, result.probabilities)
+    tensors = _outputs(result)
     return await inference_response(name, str(result.version), decoded, [(tensors[n], binary) for n, binary in wanted])

@@ -119,10 +119,14 @@ async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Respon
 
 @router.post("/v1/models/{name}/predict", tags=["models"], response_model=PredictResponse, openapi_extra=PREDICT_BODY)
 async def predict(name: ModelName, body: PredictBody, runtime: Runtime, binary: BinaryResponse, version: VersionQuery = None) -> Response:
-    """Label and class probabilities per row. ``Accept: application/vnd.seam.tensor`` answers with a
-    dense frame of probabilities in ``classes`` order instead of JSON."""
+    """Label and class probabilities per row (a regressor: ``value``), with the out-of-distribution
+    score ``ood`` and ``in_distribution``. ``Accept: application/vnd.seam.tensor`` answers with a dense
+    frame of probabilities in ``classes`` order (a regressor: one column of values) instead of JSON."""
     def answer() -> Response:  # checks, prediction and rendering in one go (one trip to a worker thread, if any)
         result = runtime.predict_sync(name, version, body)
-        return render_prediction(result.name, result.version, result.classes, result.probabilities, binary)
+        return render_prediction(
+            result.name, result.version, result.classes, result.probabilities, binary,
+            task=result.task, ood=result.ood, threshold=runtime.settings.ood_threshold,
+        )
 
     return await runtime.run_predict(name, version, body, answer)

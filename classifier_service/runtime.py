@@ -12,8 +12,10 @@ training rows. A damaged version is reported and refused by number, and "latest"
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,9 +31,14 @@ from pydantic import ValidationError
 from classifier_service import features as feature_checks
 from classifier_service import heads
 from classifier_service import retained as retained_data
-from classifier_service.estimators import ESTIMATORS, Estimator, resolve
-from classifier_service.fitting import FitJob, FitWorkers
+from classifier_service.calibration import Calibrator, check_method
+from classifier_service.estimators import CLASSIFICATION, ESTIMATORS, REGRESSION, Estimator, resolve
+from classifier_service.fitting import FitWorkers
+from classifier_service.ood import METHOD as OOD_METHOD
+from classifier_service.ood import OodSummary
+from classifier_service.preprocess import Preprocessor, parse_steps
 from classifier_service.schemas import FitInput, Metrics, PredictInput, VersionRecord
+from classifier_service.training import FitJob, Trained
 from classifier_service.settings import ClassifierSettings
 from classifier_service.store import Skipped, StoreEntryError, open_store
 from services.codecs import Tensor
@@ -47,32 +54,50 @@ T = TypeVar("T")
 # the gateway, four runs of alternating rounds against a classifier without it, -0.9, -0.1, +0.3 and
 # -0.8 ms at p50 (about 450 requests each way per run).
 INLINE_PREDICT_ROWS = 64
+_FitJob = FitJob  # the name it had here
 _SHOWN = 5  # row indices quoted in a message
 
 
 @dataclass(frozen=True)
 class LoadedVersion:
-    """One fitted version, ready to predict."""
+    """One fitted version, ready to predict: its preprocessing, model, calibration and OOD summary."""
 
     record: VersionRecord
     estimator: Estimator
     model: Any
+    preprocessor: Preprocessor | None = None
+    calibrator: Calibrator | None = None
+    ood: OodSummary | None = None
 
-    def predict_proba(self, features: Tensor) -> np.ndarray:
-        """Class probabilities per row. Rows whose arithmetic overflows (finite features so extreme
-        that the model's sums leave the float range: its answer would be NaN, or a saturated 0/1 that
-        means nothing) or whose probabilities are not finite are refused with a 422 naming them."""
+    def _raw(self, X: Any) -> np.ndarray:
+        if self.record.task == REGRESSION:
+            return np.asarray(self.model.predict(X), dtype=np.float64).reshape(-1)
+        return np.asarray(self.model.predict_proba(X), dtype=np.float64)
+
+    def outputs(self, features: Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (rows, classes) or a regressor's values (rows,), and the OOD scores (or None).
+        Rows whose arithmetic overflows (finite features so extreme that the model's sums leave the
+        float range) or whose outputs are not finite are refused with a 422 naming them."""
+        if self.preprocessor:
+            features = self.preprocessor.transform(features)
         X = self.estimator.prepare(features)
         try:
             with np.errstate(over="raise", invalid="raise"):
-                probabilities = np.asarray(self.model.predict_proba(X), dtype=np.float64)
+                out = self._raw(X)
         except FloatingPointError:
             self._refuse(self._overflowing_rows(X))
             raise
-        bad = np.flatnonzero(~np.isfinite(probabilities).all(axis=1))
+        bad = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1))
         if len(bad):
             self._refuse(bad)
-        return probabilities
+        if self.calibrator is not None:
+            out = self.calibrator.transform(out)
+        scores = None if self.ood is None else self.ood.score(self.estimator.summary_vectors(X))
+        return out, scores
+
+    def predict_proba(self, features: Tensor) -> np.ndarray:
+        """Class probabilities per row (a regressor: its values); see :meth:`outputs`."""
+        return self.outputs(features)[0]
 
     def _overflowing_rows(self, X: Any) -> np.ndarray:
         """The rows whose prediction alone overflows (the slow path: only after an overflow)."""
@@ -80,7 +105,7 @@ class LoadedVersion:
         for i in range(len(X)):
             try:
                 with np.errstate(over="raise", invalid="raise"):
-                    row = np.asarray(self.model.predict_proba(feature_checks.take(X, np.array([i]))), dtype=np.float64)
+                    row = self._raw(feature_checks.take(X, np.array([i])))
             except FloatingPointError:
                 bad.append(i)
                 continue
@@ -94,7 +119,7 @@ class LoadedVersion:
         record = self.record
         shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
         raise InvalidInput(
-            f"features: row {shown} cannot be classified by model {record.name!r} version {record.version} "
+            f"features: row {shown} cannot be {'predicted' if record.task == REGRESSION else 'classified'} by model {record.name!r} version {record.version} "
             f"({record.estimator}): the values are so extreme that its arithmetic overflows (e.g. magnitudes near "
             "1e38), so its probabilities would not be numbers. Send features on the scale the model was fitted on.",
             name=record.name, version=record.version, rows=[int(i) for i in bad[:_SHOWN]],
@@ -106,7 +131,9 @@ class PredictionResult:
     name: str
     version: int
     classes: list[str]
-    probabilities: np.ndarray
+    probabilities: np.ndarray  # a regressor's values, (rows,)
+    task: str = CLASSIFICATION
+    ood: np.ndarray | None = None
 
 
 def _depth(value: Any) -> int:
@@ -227,15 +254,22 @@ class ClassifierRuntime:
         estimator = ESTIMATORS.get(record.estimator)
         if estimator is None or record.input_contract.kind not in estimator.kinds:
             raise StoreEntryError(f"unknown estimator {record.estimator!r} for {record.input_contract.kind} features")
+        if estimator.task != record.task:
+            raise StoreEntryError(f"{record.estimator} is a {estimator.task} estimator, the record says {record.task}")
         try:
             model = estimator.load(stored.folder)
+            preprocessor = Preprocessor.load(record.preprocess, stored.folder)
+            calibrator = None
+            if record.calibrate is not None:
+                calibrator = Calibrator.load(check_method(record.calibrate), len(record.classes), stored.folder)
+            ood = OodSummary.load(stored.folder)
         except StoreEntryError:
             raise
         except Exception as exc:  # a damaged artifact fails in many ways; none may stop the service
             raise StoreEntryError(f"{record.estimator} artifacts could not be loaded ({type(exc).__name__}: {exc})") from exc
-        if [str(c) for c in model.classes_] != record.classes:
+        if record.task == CLASSIFICATION and [str(c) for c in model.classes_] != record.classes:
             raise StoreEntryError("the model's classes differ from the manifest's")
-        return LoadedVersion(record, estimator, model)
+        return LoadedVersion(record, estimator, model, preprocessor, calibrator, ood)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -322,8 +356,8 @@ class ClassifierRuntime:
             tensor, contract, subject="features", consumer=consumer, max_rows=self.settings.max_predict_rows,
             declared=request.fields.contract, **about,
         )
-        probabilities = loaded.predict_proba(tensor)
-        return PredictionResult(name, record.version, record.classes, probabilities)
+        outputs, ood = loaded.outputs(tensor)
+        return PredictionResult(name, record.version, record.classes, outputs, record.task, ood)
 
     def predicts_inline(self, name: str, version: int | None, request: PredictInput) -> bool:
         """Whether ``predict_sync`` may run on the event loop: a light version already in memory and at
@@ -364,14 +398,25 @@ class ClassifierRuntime:
             self._pending_fits -= 1
 
     def prepare_fit(self, name: str, request: FitInput) -> FitJob:
-        """Every check a fit can fail before any training: estimator, parameters, features, labels,
-        and the size of the model they would make."""
+        """Every check a fit can fail before any training: estimator, parameters, steps, features,
+        labels or targets, and the size of the model they would make."""
         fields = request.fields
         for field, value in (("source", fields.source), ("params", fields.params)):
             _check_free_form(field, value, max_depth=self.settings.max_source_depth, max_bytes=self.settings.max_source_bytes)
         contract = fields.contract
-        estimator = resolve(fields.estimator, contract.kind)
+        if (fields.labels is None) == (fields.targets is None):
+            raise InvalidInput(
+                "Send labels (one class name per row: a classifier) or targets (one number per row: a regressor), "
+                "exactly one of them."
+            )
+        task = CLASSIFICATION if fields.labels is not None else REGRESSION
+        estimator = resolve(fields.estimator, contract.kind, task)
         params = estimator.resolve_params(fields.params)
+        steps = parse_steps(fields.preprocess)
+        calibrate = check_method(fields.calibrate)
+        if calibrate and task == REGRESSION:
+            raise InvalidInput("calibrate applies to classifiers' probabilities; a regressor (targets) has none.",
+                               calibrate=calibrate)
         subject = "features"
         consumer = f"the {contract.kind} contract sent with them"
         tensor = feature_checks.decode(request.features, contract, subject=subject, consumer=consumer)
@@ -381,21 +426,33 @@ class ClassifierRuntime:
                 f"{rows} rows, at most {self.settings.max_fit_rows} per fit (CLASSIFIER_MAX_FIT_ROWS).",
                 limit_rows=self.settings.max_fit_rows,
             )
-        if rows and len(fields.labels) != rows:
-            raise InvalidInput(f"{len(fields.labels)} labels for {rows} rows of features: one label per row.")
+        given = fields.labels if fields.labels is not None else fields.targets
+        what = "labels" if task == CLASSIFICATION else "targets"
+        if rows and len(given) != rows:
+            raise InvalidInput(f"{len(given)} {what} for {rows} rows of features: one per row.")
         feature_checks.validate(tensor, contract, subject=subject, consumer=consumer, max_rows=self.settings.max_fit_rows)
-        self._check_labels(fields.labels)
-        labels = np.asarray(fields.labels, dtype=str)
-        classes = np.unique(labels)
-        if len(classes) < 2:
-            raise InvalidInput(f"A classifier needs at least two classes; every label is {str(classes[0])!r}.")
-        estimator.check_labels(labels)
-        estimator.check_size(params, dim=contract.dim, classes=len(classes), limit=self.settings.max_model_parameters)
+        vectors = int(tensor.values.shape[0]) if hasattr(tensor, "values") else rows
+        Preprocessor(steps).check(contract.dim, vectors)
+        width = Preprocessor(steps).output_dim(contract.dim)
+        if task == REGRESSION:
+            labels = _targets(fields.targets)
+            if len(labels) < 2:
+                raise InvalidInput(f"A regressor needs at least two rows; got {len(labels)}.")
+            outputs = 1
+        else:
+            self._check_labels(fields.labels)
+            labels = np.asarray(fields.labels, dtype=str)
+            classes = np.unique(labels)
+            if len(classes) < 2:
+                raise InvalidInput(f"A classifier needs at least two classes; every label is {str(classes[0])!r}.")
+            estimator.check_labels(labels)
+            outputs = len(classes)
+        estimator.check_size(params, dim=width, classes=outputs, limit=self.settings.max_model_parameters)
         if fields.texts is not None and len(fields.texts) != rows:
             raise InvalidInput(f"{len(fields.texts)} texts for {rows} rows of features: one text per row, or none.")
         return FitJob(
             name, estimator, params, contract, fields.source, tensor, labels,
-            feature_checks.data_sha256(tensor, list(fields.labels), contract.kind),
+            feature_checks.data_sha256(tensor, list(given), contract.kind), task, steps, calibrate,
             retained_data.Retained(list(fields.texts), fields.reference_sample) if fields.texts is not None else None,
         )
 
@@ -416,36 +473,57 @@ class ClassifierRuntime:
 
     def run_fit(self, job: FitJob) -> VersionRecord:
         """Trains (in a worker process), saves a new version and serves it. Runs in the fit pool."""
-        model, metrics = self._train(job)
+        trained = self._train(job)
         record = VersionRecord(
             name=job.name, version=0, estimator=job.estimator.name, params=job.params, input_contract=job.contract,
-            source=job.source, classes=[str(c) for c in model.classes_], metrics=metrics, data_sha256=job.data_sha256,
+            source=job.source, task=job.task, classes=trained.classes, preprocess=job.preprocess,
+            calibrate=job.calibrate, metrics=Metrics(**trained.metrics), data_sha256=job.data_sha256,
+            ood={"method": OOD_METHOD, "groups": len(trained.ood.centroids), "quantiles": len(trained.ood.distances)},
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
+        loaded = LoadedVersion(record, job.estimator, trained.model, trained.preprocessor, trained.calibrator, trained.ood)
         keep = job.retained
         if keep is not None:  # the reference sample, with the probabilities this version gives it now
-            rows = retained_data.reference_rows(job.labels, keep.reference_size)
-            reference = (np.asarray(model.predict_proba(job.estimator.prepare(feature_checks.take(job.features, rows))))
+            # (a regressor keeps its texts for refits; measured acceptance compares labels, so no sample)
+            size = keep.reference_size if job.task == CLASSIFICATION else 0
+            rows = retained_data.reference_rows(job.labels, size)
+            reference = (loaded.predict_proba(feature_checks.take(job.features, rows))
                          if len(rows) else np.zeros((0, len(record.classes))))
             record = record.model_copy(update={"retained": {"texts": len(keep.texts), "reference_sample": len(rows)}})
 
         def write_artifacts(folder: Path) -> None:
-            job.estimator.save(model, folder)
+            trained.save(job.estimator, folder)
             if keep is not None:
                 retained_data.write(folder, keep, job.labels, rows, record.classes, reference)
 
         stored = record.model_dump(mode="json", exclude={"name", "version"})
         version = self.store.save(job.name, stored, write_artifacts)
         record = record.model_copy(update={"version": version})
+        loaded = dataclasses.replace(loaded, record=record)
         with self._lock:
-            self._models.setdefault(job.name, {})[version] = LoadedVersion(record, job.estimator, model)
+            self._models.setdefault(job.name, {})[version] = loaded
         log.info("fitted %s version %d (%s, %d rows)", job.name, version, job.estimator.name, len(job.labels))
         return record
 
-    def _train(self, job: FitJob) -> tuple[Any, Metrics]:
-        """The fitted model and its metrics, from a worker process within ``fit_timeout_s``."""
+    def _train(self, job: FitJob) -> Trained:
+        """The fitted version (model, preprocessing, calibration, OOD summary, metrics), from a worker
+        process within ``fit_timeout_s``."""
         return self._workers.run(job)
 
     def close(self) -> None:
         self._fit_pool.shutdown(wait=False, cancel_futures=True)
         self._workers.close()
+
+
+def _targets(raw: list | None) -> np.ndarray:
+    """Regression targets: numbers (not strings, not booleans), finite. 422 naming the first bad row."""
+    assert raw is not None
+    for i, value in enumerate(raw):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(
+                f"targets must be numbers: row {i} is {value!r} ({type(value).__name__}). Send labels instead "
+                "for classes.", row=i,
+            )
+        if not math.isfinite(value):
+            raise InvalidInput(f"targets must be finite numbers: row {i} is {value!r}.", row=i)
+    return np.asarray(raw, dtype=np.float64)

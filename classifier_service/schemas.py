@@ -31,10 +31,19 @@ class FitFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    labels: list[Text] = Field(description="One label per row of features.")
+    labels: list[Text] | None = Field(None, description="One label per row of features (a classifier).")
+    targets: list[Any] | None = Field(
+        None, description="Instead of labels: one finite number per row (a regressor: a score, a rating, a price)."
+    )
     contract: TensorContract = Field(description="The producer's output contract the features follow.")
     estimator: str | None = Field(None, description="Estimator name; default: the one for the contract's kind.")
     params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")
+    preprocess: list[Any] = Field(
+        default_factory=list,
+        description='Steps fitted on the training features and applied before the estimator: "standardize", '
+        '{"pca": <components>}, "l2_normalize".',
+    )
+    calibrate: str | None = Field(None, description='"sigmoid" or "isotonic": calibrated probabilities (classifiers).')
     source: dict[str, Any] | None = Field(
         None, description="Where the features come from; recorded as given, for the gateway's chains."
     )
@@ -119,12 +128,14 @@ def parse_predict(body: bytes, binary: bool) -> PredictInput:
 
 
 class Metrics(BaseModel):
-    """Training metrics. Estimators add their own (e.g. ``holdout_accuracy``, ``epochs``)."""
+    """Training metrics. Estimators add their own (e.g. ``holdout_accuracy``, ``epochs``); a regressor
+    reports ``train_r2``, ``cv_r2``, ``cv_mae``, ``cv_rmse`` instead of accuracies; a calibrated
+    classifier ``ece_before`` and ``ece_after`` (out of fold)."""
 
     model_config = ConfigDict(extra="allow")
 
-    train_accuracy: float
-    cv_accuracy: float | None = Field(description="Mean stratified k-fold accuracy; null when skipped.")
+    train_accuracy: float | None = None
+    cv_accuracy: float | None = Field(None, description="Mean stratified k-fold accuracy; null when skipped.")
     cv_folds: int | None
     n_samples: int
     cv_skipped_reason: str | None = None
@@ -137,7 +148,11 @@ class VersionRecord(BaseModel):
     params: dict[str, Any]
     input_contract: TensorContract
     source: dict[str, Any] | None = None
-    classes: list[str]
+    task: str = Field("classification", description="classification (labels, probabilities) or regression (a value).")
+    classes: list[str] = Field(description="The classes, in the order of every probability row; empty for a regressor.")
+    preprocess: list[dict[str, Any]] = Field(default_factory=list, description="Fitted preprocessing steps, in order.")
+    calibrate: str | None = None
+    ood: dict[str, Any] | None = Field(None, description="The out-of-distribution summary kept with the version.")
     metrics: Metrics
     data_sha256: str
     created_at: str
@@ -176,13 +191,17 @@ class ModelDetail(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str
-    probabilities: dict[str, float]
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    value: float | None = Field(None, description="A regressor's prediction.")
+    ood: float | None = Field(None, description="Out-of-distribution score in [0, 1]; null for versions without a summary.")
+    in_distribution: bool | None = None
 
 
 class PredictResponse(BaseModel):
     name: str
     version: int
+    task: str = "classification"
     classes: list[str]
     predictions: list[Prediction]
 
@@ -194,14 +213,38 @@ class Readiness(BaseModel):
         None, description="Store entries not loaded, and why (with the internal token only, when one is set).")
 
 
-def render_prediction(name: str, version: int, classes: list[str], probabilities: np.ndarray, binary: bool) -> Response:
-    """The predict response: JSON rows, or a dense frame of probabilities in ``classes`` order."""
-    winners = probabilities.argmax(axis=1)
-    labels = [classes[i] for i in winners]
-    if binary:
-        meta = {"name": name, "version": version, "classes": classes, "labels": labels}
-        return Response(encode_binary(probabilities.astype(np.float32), meta), media_type=BINARY_CONTENT_TYPE)
-    rows = probabilities.tolist()
-    predictions = [{"label": label, "probabilities": dict(zip(classes, row))} for label, row in zip(labels, rows)]
-    return JSONResponse({"name": name, "version": version, "classes": classes, "predictions": predictions})
+def render_prediction(
+    name: str,
+    version: int,
+    classes: list[str],
+    outputs: np.ndarray,
+    binary: bool,
+    *,
+    task: str = "classification",
+    ood: np.ndarray | None = None,
+    threshold: float = 1.0,
+) -> Response:
+    """The predict response: JSON rows, or a dense frame (probabilities in ``classes`` order; a
+    regressor's values as one column), with ``ood`` / ``in_distribution`` per row (the frame's meta)."""
+    scores = None if ood is None else [float(s) for s in ood]
+    inside = None if scores is None else [s < threshold for s in scores]
+    if task == "regression":
+        values = np.asarray(outputs, dtype=np.float64).reshape(-1)
+        if binary:
+            meta = {"name": name, "version": version, "task": task, "classes": [], "ood": scores, "in_distribution": inside,
+                    "ood_threshold": threshold}
+            return Response(encode_binary(values.astype(np.float32)[:, None], meta), media_type=BINARY_CONTENT_TYPE)
+        rows = [{"value": v} for v in values.tolist()]
+    else:
+        winners = outputs.argmax(axis=1)
+        labels = [classes[i] for i in winners]
+        if binary:
+            meta = {"name": name, "version": version, "classes": classes, "labels": labels, "ood": scores,
+                    "in_distribution": inside, "ood_threshold": threshold}
+            return Response(encode_binary(outputs.astype(np.float32), meta), media_type=BINARY_CONTENT_TYPE)
+        rows = [{"label": label, "probabilities": dict(zip(classes, row))} for label, row in zip(labels, outputs.tolist())]
+    if scores is not None:
+        for row, score, ok in zip(rows, scores, inside):
+            row["ood"], row["in_distribution"] = score, ok
+    return JSONResponse({"name": name, "version": version, "task": task, "classes": classes, "predictions": rows})
 

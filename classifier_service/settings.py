@@ -65,6 +65,11 @@ class ClassifierSettings(ServiceSettings):
     stale_temp_seconds: float = Field(
         3600.0, ge=0, description="Leftover temporary directories of interrupted saves older than this are removed at start."
     )
+    ood_threshold: float = Field(
+        0.99, gt=0, le=1,
+        description="A prediction is in distribution when its out-of-distribution score (the share of training "
+        "rows closer to their class than it is to its nearest) is below this.",
+    )
 
     @field_validator("store", mode="after")
     @classmethod

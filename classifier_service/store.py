@@ -288,7 +288,8 @@ class ModelStore:
             _fsync(temp)
             version = self._publish(name, folder, temp)
         except BaseException as exc:
-            vanished = isinstance(exc, FileNotFoundError) and not (temp.is_dir() and folder.is_dir())
+            # Whatever failed (a writer's own error type included), a folder gone means a DELETE took it.
+            vanished = isinstance(exc, Exception) and not (temp.is_dir() and folder.is_dir())
             shutil.rmtree(temp, ignore_errors=True)
             if vanished:
                 # DELETE (here or in another process sharing the store) renamed the model away

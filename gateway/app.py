@@ -12,6 +12,7 @@ from prometheus_client import Counter
 
 from gateway.auth import PUBLIC_PATHS, ApiKeys, api_keys
 from gateway.encoders import EncoderRegistry, NamedEncoderClient
+from gateway.drift import DriftMonitor, ood_histogram
 from gateway.routes import router
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
@@ -56,7 +57,8 @@ def create_app(
                 retry_s=settings.recheck_interval_s,
             )
             classifier = ClassifierClient(settings.classifier_url, wires["classifier", ""], **limits)
-            app.state.runtime = GatewayRuntime(settings, encoders, classifier)
+            drift = DriftMonitor(settings.drift_window, app.state.ood_histogram)
+            app.state.runtime = GatewayRuntime(settings, encoders, classifier, drift=drift)
             await app.state.runtime.warm()
             if keys is not None:
                 stack.enter_context(_reload_on_sighup(keys))
@@ -81,6 +83,7 @@ def create_app(
         keys.counts = Counter("seam_api_key_requests", "Requests by API key id and outcome (allowed, scope, "
                               "pipeline, rate; invalid keys under '<invalid>').", ["key", "outcome"],
                               registry=app.state.metrics.registry)
+    app.state.ood_histogram = ood_histogram(app.state.metrics.registry)
     return app
 
 

@@ -10,6 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from gateway.runtime import GatewayRuntime
 from gateway.schemas import (
     EncoderList,
+    DriftReport,
+    EvaluateRequest,
+    EvaluateResponse,
     PipelineList,
     PipelineReport,
     PredictRequest,
@@ -72,8 +75,11 @@ async def list_encoders(runtime: Runtime) -> JSONResponse:
 @router.post("/v1/pipelines/{name}/train", status_code=201, response_model=TrainResponse, tags=["pipelines"])
 async def train(name: NewPipelineName, body: TrainRequest, runtime: Runtime) -> JSONResponse:
     """Encode the texts with the requested feature and fit a new version of the pipeline's model."""
-    result = await runtime.train(name, body.texts, body.labels, body.estimator, body.feature, body.params,
-                                 encoder=body.encoder, retain_texts=body.retain_texts)
+    result = await runtime.train(
+        name, body.texts, body.labels, body.estimator, body.feature, body.params,
+        encoder=body.encoder, retain_texts=body.retain_texts,
+        targets=body.targets, preprocess=body.preprocess, calibrate=body.calibrate,
+    )
     return JSONResponse(result, status_code=201)
 
 
@@ -86,6 +92,30 @@ async def predict(
 ) -> JSONResponse:
     """Resolve the pipeline's chain, check every link, encode and predict."""
     return JSONResponse(await runtime.predict(name, body.texts, version))
+
+
+@router.post("/v1/pipelines/{name}/evaluate", response_model=EvaluateResponse, tags=["pipelines"])
+async def evaluate(
+    name: PipelineName,
+    body: EvaluateRequest,
+    runtime: Runtime,
+    version: Annotated[int | None, Query(gt=0, description="A fixed version; default: the latest.")] = None,
+) -> JSONResponse:
+    """Predict the texts as predict does, and score the predictions against the labels (accuracy,
+    macro-F1, per-class precision / recall / support, confusion matrix, log-loss, ECE) or the targets
+    (R², MAE, RMSE)."""
+    return JSONResponse(await runtime.evaluate(name, body.texts, body.labels, body.targets, version))
+
+
+@router.get("/v1/pipelines/{name}/drift", response_model=DriftReport, tags=["pipelines"])
+async def drift(
+    name: PipelineName,
+    runtime: Runtime,
+    version: Annotated[int | None, Query(gt=0, description="A fixed version; default: the latest.")] = None,
+) -> JSONResponse:
+    """Out-of-distribution scores of this gateway's last GATEWAY_DRIFT_WINDOW predictions of the
+    pipeline: the share out of distribution and the mean score, against the training baseline."""
+    return JSONResponse(await runtime.drift_report(name, version))
 
 
 @router.get("/v1/pipelines", response_model=PipelineList, tags=["pipelines"])

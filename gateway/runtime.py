@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -33,6 +34,7 @@ import numpy as np
 from gateway.acceptance import AcceptanceMeter
 from gateway.coalescing import Coalescer
 from gateway.deadlines import Progress, out_of_time, tracked
+from gateway.drift import DriftMonitor
 from gateway.encoders import EncoderRegistry, readiness
 from gateway.routing import Route, Router, refuse_if_unreachable
 from gateway.settings import DEFAULT_ENCODER, GatewaySettings
@@ -55,12 +57,36 @@ from services.errors import (
     UpstreamUnavailable,
 )
 from services.inputs import check_labels, check_texts
+from services.scoring import classification_report, regression_report
 
 log = logging.getLogger("seam.gateway")
 
 PIPELINE_PREFIX = "pipeline:"
 _MAX_CACHED_CHECKS = 4096
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One text's answer through a chain: a label and probabilities, or a regressor's value; its
+    out-of-distribution score (the highest over the chain's links) when every link has a summary."""
+
+    label: str | None
+    probabilities: list[float] | None
+    value: float | None
+    truncated: bool
+    ood: float | None
+    in_distribution: bool | None
+
+    def as_dict(self, classes: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = (
+            {"value": self.value} if self.value is not None
+            else {"label": self.label, "probabilities": dict(zip(classes, self.probabilities or []))}
+        )
+        out["truncated"] = self.truncated
+        if self.ood is not None:
+            out["ood"], out["in_distribution"] = self.ood, self.in_distribution
+        return out
 
 
 # --- sources ---------------------------------------------------------------------------------------------
@@ -262,6 +288,7 @@ class GatewayRuntime:
         classifier: ClassifierClient,
         *,
         clock: Callable[[], float] = time.monotonic,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.settings = settings
         if isinstance(encoders, EncoderClient):  # one encoder: the default
@@ -276,7 +303,9 @@ class GatewayRuntime:
         self._purge_at = 64  # the size of _versions at which expired records are dropped
         self._checks: dict[tuple[Any, ...], tuple[Mismatch, ...]] = {}
         self.checks_run = 0  # how often check() really ran (the cache makes it rare)
-        self.coalescer: Coalescer[tuple[str, list[float], bool]] = Coalescer(
+        self.drift = drift or DriftMonitor(settings.drift_window)
+        self._last_threshold: float | None = None
+        self.coalescer: Coalescer[Row] = Coalescer(
             self._run_rows, max_texts=settings.max_texts, max_in_flight=settings.coalesce_max_in_flight
         )
 
@@ -412,6 +441,10 @@ class GatewayRuntime:
                        f"train {record.name} again on a pipeline that exists")
                 links.append(self._broken(record, source, producer, why, None))
                 break
+            if base.regression:
+                why = f"pipeline {source.name} v{source.version}, its source, is a regressor: it emits values, not probabilities"
+                links.append(self._broken(record, source, producer, why, "regression"))
+                break
             consumer = self._consumer(record)
             produced = pipeline_contract(base)
             found = self._checked(("pipeline", base.identity), produced, producer, record, consumer)
@@ -476,17 +509,31 @@ class GatewayRuntime:
         chain, encoded = await self._encode_for(chain, list(texts))
         features: Tensor = encoded.tensor
         predicted: Predicted | None = None
+        scores: list[list[float] | None] = []
         for link in chain.links:
             predicted = await self.classifier.predict(link.model, features)
             features = predicted.probabilities
+            scores.append(predicted.ood)
         assert predicted is not None
+        if len(scores) > 1:  # a chain is out of distribution where any of its links is
+            ood = [max(row) for row in zip(*scores)] if all(s is not None for s in scores) else None
+            threshold = predicted.ood_threshold
+            inside = None if ood is None or threshold is None else [score < threshold for score in ood]
+            predicted = replace(predicted, ood=ood, in_distribution=inside)
         return chain, predicted, encoded.truncated
 
-    async def _run_rows(self, chain: Chain, texts: list[str]) -> tuple[tuple[Chain, list[str]], list[tuple[str, list[float], bool]]]:
-        """``_run`` for the coalescer: one (label, probabilities, truncated) row per text."""
+    async def _run_rows(self, chain: Chain, texts: list[str]) -> tuple[tuple[Chain, list[str], float | None], list[Row]]:
+        """``_run`` for the coalescer: one :class:`Row` per text."""
         chain, predicted, truncated = await self._run(chain, texts)
-        rows = list(zip(predicted.labels, predicted.probabilities.tolist(), truncated))
-        return (chain, predicted.classes), rows
+        n = len(truncated)
+        ood = predicted.ood or [None] * n
+        inside = predicted.in_distribution or [None] * n
+        if chain.head.regression:
+            rows = [Row(None, None, float(v), cut, s, ok) for v, cut, s, ok in zip(predicted.values.tolist(), truncated, ood, inside)]
+        else:
+            rows = [Row(label, p, None, cut, s, ok) for label, p, cut, s, ok in
+                    zip(predicted.labels, predicted.probabilities.tolist(), truncated, ood, inside)]
+        return (chain, predicted.classes, predicted.ood_threshold), rows
 
     async def _gather(self, jobs: list[Callable[[], Awaitable[T]]]) -> list[T]:
         """Run the jobs with at most ``train_concurrency`` in flight, in order."""
@@ -518,26 +565,83 @@ class GatewayRuntime:
                     chain, classes, rows = await self._predict(name, texts, version, deadline, progress)
         except TimeoutError:
             raise out_of_time(progress, self.settings.timeout_s) from None
+        scored = [r for r in rows if r.ood is not None]
+        if scored:
+            self.drift.record(chain.head.name, [r.ood for r in scored], [bool(r.in_distribution) for r in scored],
+                              self._last_threshold)
         return {
             "name": chain.head.name,
             "version": chain.head.version,
-            "predictions": [
-                {"label": label, "probabilities": dict(zip(classes, row)), "truncated": cut}
-                for label, row, cut in rows
-            ],
+            "predictions": [row.as_dict(classes) for row in rows],
         }
+
+    async def _submit(
+        self, chain: Chain, texts: list[str], deadline: float | None = None, progress: Progress | None = None
+    ) -> tuple[Chain, list[str], list[Row]]:
+        # Requests for the same version arriving together share one encoder and one classifier call.
+        (chain, classes, threshold), rows = await self.coalescer.submit(
+            chain.head.identity, chain, texts, deadline=deadline, progress=progress
+        )
+        if threshold is not None:
+            self._last_threshold = threshold
+        return chain, classes, rows
+
+    async def evaluate(
+        self, name: str, texts: list[str], labels: list[str] | None, targets: list[Any] | None, version: int | None = None
+    ) -> dict[str, Any]:
+        """Predicts ``texts`` as predict does (in batches of ``max_texts``, through the coalescer) and
+        scores the predictions against ``labels`` (a classifier) or ``targets`` (a regressor)."""
+        check_name(name)
+        check_texts(texts, max_texts=self.settings.max_evaluate_texts, setting="GATEWAY_MAX_EVALUATE_TEXTS")
+        chain = await self.runnable_chain(name, version)
+        head = chain.head
+        truth = labels if labels is not None else targets
+        if truth is None or (labels is not None and targets is not None):
+            raise InvalidInput("Send labels (a classifier's) or targets (a regressor's), one per text, exactly one of them.")
+        if len(truth) != len(texts):
+            raise InvalidInput(f"{len(texts)} texts but {len(truth)} {'labels' if labels is not None else 'targets'}: one per text")
+        if head.regression and labels is not None:
+            raise InvalidInput(f"pipeline {name} v{head.version} is a regressor: evaluate it with numeric targets, not labels")
+        if not head.regression:
+            if targets is not None:
+                raise InvalidInput(f"pipeline {name} v{head.version} is a classifier: evaluate it with labels, not targets")
+            unknown = sorted(set(labels) - set(head.classes))
+            if unknown:
+                raise InvalidInput(
+                    f"labels outside pipeline {name} v{head.version}'s classes: {', '.join(map(repr, unknown[:5]))}; "
+                    f"its classes are {', '.join(head.classes)}",
+                    unknown=unknown[:20], classes=head.classes,
+                )
+        else:
+            targets = check_targets(targets)
+        chunks = _chunks(texts, self.settings.max_texts)
+        runs = await self._gather([lambda c=c: self._submit(chain, list(c)) for c in chunks])
+        rows = [row for _, _, part in runs for row in part]
+        result: dict[str, Any] = {"name": head.name, "version": head.version, "task": head.task}
+        if head.regression:
+            result["metrics"] = regression_report(np.asarray(targets), np.array([r.value for r in rows]))
+        else:
+            probabilities = np.array([r.probabilities for r in rows], dtype=np.float64)
+            result["metrics"] = classification_report(head.classes, labels, probabilities)
+        scores = [r.ood for r in rows if r.ood is not None]
+        result["ood"] = None if len(scores) != len(rows) else {
+            "mean_score": float(np.mean(scores)),
+            "out_of_distribution_share": float(np.mean([not r.in_distribution for r in rows])),
+        }
+        return result
+
+    async def drift_report(self, name: str, version: int | None = None) -> dict[str, Any]:
+        check_name(name)
+        head = await (self.version(name, version) if version is not None else self.latest(name))
+        return self.drift.report(head.name, head.version)
 
     async def _predict(
         self, name: str, texts: list[str], version: int | None, deadline: float, progress: Progress
-    ) -> tuple[Chain, list[str], list[tuple[str, list[float], bool]]]:
+    ) -> tuple[Chain, list[str], list[Row]]:
         chain = await self.runnable_chain(name, version)
         for attempt in range(2):
             try:
-                # Requests for the same version arriving together share one encoder and one classifier call.
-                (chain, classes), rows = await self.coalescer.submit(
-                    chain.head.identity, chain, texts, deadline=deadline, progress=progress
-                )
-                return chain, classes, rows
+                return await self._submit(chain, texts, deadline, progress)
             except UpstreamRejected as exc:
                 progress.follows = None
                 if exc.status != 404 or attempt:
@@ -595,6 +699,12 @@ class GatewayRuntime:
                 "pipeline or raise GATEWAY_MAX_CHAIN_DEPTH",
                 pipeline=base, max_chain_depth=self.settings.max_chain_depth,
             )
+        if chain.head.regression:
+            raise InvalidInput(
+                f"pipeline {base} v{chain.head.version} is a regressor: it emits a value, not probabilities, so it "
+                f"cannot feed another pipeline (feature pipeline:{base}); feed this one from an encoder output instead",
+                feature=f"pipeline:{base}",
+            )
         chunks = _chunks(texts, self.settings.train_chunk_size)
         runs = await self._gather([lambda c=c: self._run(chain, c) for c in chunks])
         features = np.concatenate([predicted.probabilities for _, predicted, _ in runs], axis=0)
@@ -605,12 +715,16 @@ class GatewayRuntime:
         self,
         name: str,
         texts: list[str],
-        labels: list[str],
+        labels: list[str] | None,
         estimator: str | None,
         feature: str,
         params: dict[str, Any],
         encoder: str | None = None,
         retain_texts: bool = True,
+        *,
+        targets: list[Any] | None = None,
+        preprocess: list[Any] | None = None,
+        calibrate: str | None = None,
     ) -> dict[str, Any]:
         """A new version fitted on ``feature`` of ``texts``; an encoder feature comes from ``encoder`` (default:
         the first registered), recorded in its source. With ``retain_texts`` the texts are kept with the version
@@ -618,10 +732,17 @@ class GatewayRuntime:
         check_name(name)
         source = parse_feature(feature)
         encoder = self.encoders.get(encoder or self.encoders.default).name  # UnknownEncoder: 422 listing them
-        if len(texts) != len(labels):
-            raise InvalidInput(f"{len(texts)} texts but {len(labels)} labels: one label per text")
+        if (labels is None) == (targets is None):
+            raise InvalidInput("Send labels (a classifier) or numeric targets (a regressor), one per text, exactly one of them.")
+        given = labels if labels is not None else targets
+        if len(texts) != len(given):
+            what = "labels" if labels is not None else "targets"
+            raise InvalidInput(f"{len(texts)} texts but {len(given)} {what}: one per text")
+        if targets is not None:
+            targets = check_targets(targets)  # before any encoding
         check_texts(texts, max_texts=self.settings.max_train_texts, setting="GATEWAY_MAX_TRAIN_TEXTS")
-        check_labels(labels, self.settings.max_label_chars)
+        if labels is not None:
+            check_labels(labels, self.settings.max_label_chars)
         if isinstance(source, PipelineSource):
             if source.name == name:
                 raise InvalidInput(f"pipeline {name} cannot be fed by its own probabilities; name another pipeline")
@@ -632,11 +753,13 @@ class GatewayRuntime:
             # The one unnamed encoder is not recorded: a record without a name resolves to the first encoder.
             source = EncoderSource(source.output, None if encoder == DEFAULT_ENCODER else encoder)
         meta = {
-            "labels": labels,
             "contract": contract.model_dump(mode="json"),
             "estimator": estimator,
             "params": params,
             "source": source.as_dict(),
+            **({"labels": labels} if labels is not None else {"targets": targets}),
+            **({"preprocess": preprocess} if preprocess else {}),
+            **({"calibrate": calibrate} if calibrate is not None else {}),
         }
         if retain_texts:  # the user's data: kept with the version, never logged
             meta.update(texts=texts, reference_sample=self.settings.reference_sample)
@@ -650,7 +773,10 @@ class GatewayRuntime:
             "feature": feature,
             "source": record.source,
             "input_contract": record.input_contract.model_dump(mode="json"),
+            "task": record.task,
             "classes": record.classes,
+            "preprocess": getattr(record, "preprocess", None) or [],
+            "calibrate": getattr(record, "calibrate", None),
             "metrics": record.metrics,
             "truncated_texts": truncated,
             "created_at": record.created_at,
@@ -696,3 +822,14 @@ class GatewayRuntime:
         """``GET /v1/encoders``: each registered encoder, its readiness, model and outputs."""
         return {"encoders": await self.encoders.status()}
 
+
+def check_targets(targets: list[Any] | None) -> list[float]:
+    """Numeric, finite targets; 422 naming the first that is not."""
+    out = []
+    for i, value in enumerate(targets or []):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(f"targets must be numbers: targets[{i}] is {value!r}", index=i)
+        if not math.isfinite(value):
+            raise InvalidInput(f"targets must be finite numbers: targets[{i}] is {value!r}", index=i)
+        out.append(float(value))
+    return out

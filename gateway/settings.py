@@ -83,6 +83,12 @@ class GatewaySettings(ServiceSettings):
         0.99, gt=0, description="Label agreement on the reference sample at which an encoder computing the same space "
         "differently (dtype, backend) is accepted; above 1, never (the measurement is still reported).",
     )
+    drift_window: int = Field(
+        1000, gt=0, le=1_000_000,
+        description="Out-of-distribution scores of the last this many predictions kept per pipeline, for "
+        "GET /v1/pipelines/{name}/drift (in this gateway's memory).",
+    )
+    max_evaluate_texts: int = Field(10_000, gt=0, description="Most texts in one evaluate request (413 above).")
     fingerprint_tolerance: float = Field(
         DEFAULT_FINGERPRINT_TOLERANCE, gt=0, le=1, description="Lowest cosine between canary vectors of one space."
     )

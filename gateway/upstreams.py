@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import aiohttp
 import httpx
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.deadlines import note
 from services.codecs import BINARY_CONTENT_TYPE, CodecError, Frame, Ragged, Tensor, decode_binary, encode_binary
@@ -94,10 +94,23 @@ class ModelVersion(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     input_contract: TensorContract
     source: Any = None
-    classes: list[str] = Field(min_length=1)
+    task: str = "classification"
+    classes: list[str] = Field(default_factory=list, description="Empty for a regressor.")
     metrics: dict[str, Any] = Field(default_factory=dict)
     data_sha256: str | None = None
     created_at: Any = None
+
+    @model_validator(mode="after")
+    def _classes_of_a_classifier(self) -> ModelVersion:
+        if self.task not in ("classification", "regression"):
+            raise ValueError(f"unknown task {self.task!r}")
+        if self.task == "classification" and not self.classes:
+            raise ValueError("a classifier's record lists at least one class")
+        return self
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def identity(self) -> tuple[Any, ...]:
@@ -114,10 +127,17 @@ class Encoded:
 
 @dataclass(frozen=True)
 class Predicted:
-    probabilities: np.ndarray  # (rows, len(classes)), columns in ``classes`` order
+    probabilities: np.ndarray  # (rows, len(classes)), columns in ``classes`` order; a regressor: (rows, 1) values
     classes: list[str]
-    labels: list[str]
+    labels: list[str]  # a regressor: empty
     version: int
+    ood: list[float] | None = None  # per row, in [0, 1]; None from a version without a summary
+    in_distribution: list[bool] | None = None
+    ood_threshold: float | None = None
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.probabilities[:, 0]
 
 
 # --- plumbing ------------------------------------------------------------------------------------------
@@ -448,6 +468,18 @@ class ClassifierClient(Upstream):
         probabilities = frame.tensor
         meta = frame.meta if isinstance(frame.meta, dict) else {}
         classes, labels = meta.get("classes"), meta.get("labels")
+        ood, inside = meta.get("ood"), meta.get("in_distribution")
+        if ood is not None and not (
+            isinstance(ood, list) and len(ood) == rows and all(isinstance(s, (int, float)) and 0 <= s <= 1 for s in ood)
+            and isinstance(inside, list) and len(inside) == rows and all(isinstance(b, bool) for b in inside)
+        ):
+            raise self.bad(stage, "out-of-distribution scores that are not one number in [0, 1] (and a flag) per row")
+        if model.regression:
+            if meta.get("task") != "regression" or probabilities.shape[1] != 1:
+                raise self.bad(stage, "a regressor's answer that is not one column of values")
+            if rows and not np.isfinite(probabilities).all():
+                raise self.bad(stage, "values that are not finite numbers")
+            return Predicted(probabilities, [], [], model.version, ood, inside, _threshold(meta))
         if classes != model.classes:
             raise self.bad(stage, f"classes {classes} differ from the version's record {model.classes}")
         if meta.get("version", model.version) != model.version:
@@ -458,5 +490,11 @@ class ClassifierClient(Upstream):
             raise self.bad(stage, "rows are not probability distributions (negative, or not summing to 1)")
         if not isinstance(labels, list) or len(labels) != rows or any(label not in classes for label in labels):
             raise self.bad(stage, "missing or unknown predicted labels")
-        return Predicted(probabilities, list(classes), [str(label) for label in labels], model.version)
+        return Predicted(probabilities, list(classes), [str(label) for label in labels], model.version, ood, inside,
+                         _threshold(meta))
 
+
+
+def _threshold(meta: dict[str, Any]) -> float | None:
+    value = meta.get("ood_threshold")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

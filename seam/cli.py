@@ -293,6 +293,26 @@ def cmd_encoders(args: argparse.Namespace) -> int:
     return 0 if all(e["ready"] for e in encoders) else 1
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from seam.evaluate import EvaluateError, plot, table_lines, targets_of
+
+    column = args.target_column or args.label_column
+    texts, truth = read_csv(Path(args.file), args.text_column, column)
+    try:
+        body: dict[str, Any] = {"texts": texts}
+        body["targets" if args.target_column else "labels"] = targets_of(truth, column) if args.target_column else truth
+        query = f"?version={args.version}" if args.version else ""
+        result = _call("POST", f"{args.gateway}/v1/pipelines/{args.name}/evaluate{query}", json=body, api_key=args.api_key)
+        for line in table_lines(result):
+            print(line)
+        if args.plot:
+            plot(result, Path(args.plot))
+            print(f"wrote {args.plot}")
+    except EvaluateError as exc:
+        raise CLIError(str(exc)) from exc
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --gateway and --api-key work before or after the command (`seam --gateway URL check x`, `seam check x --gateway URL`).
     common = argparse.ArgumentParser(add_help=False)
@@ -324,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
     p = add("encoders", help="list the gateway's encoders: readiness, model, outputs and contract ids")
     p.set_defaults(func=cmd_encoders)
+    p = add("evaluate", help="score a pipeline on a labelled CSV file (accuracy, F1, confusion matrix, ECE; or R², MAE, RMSE)")
+    p.add_argument("name")
+    p.add_argument("file")
+    p.add_argument("--version", type=int, default=None, help="a fixed version (default: the latest)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--target-column", default=None, help="a numeric column: evaluate a regressor against it")
+    p.add_argument("--plot", default=None, help="write a PNG with the confusion matrix and the reliability diagram (needs the bench extra)")
+    p.set_defaults(func=cmd_evaluate)
     p = add("check", help="print a pipeline's compatibility report as a table")
     p.add_argument("name")
     p.set_defaults(func=cmd_check)

@@ -46,5 +46,7 @@ def test_data_hash_covers_values_lengths_and_labels():
 
 def test_defaults_come_first():
     assert estimators_for("embedding")[0] == "logistic_regression"
-    assert estimators_for("tokens") == ["mean_pooling", "attention_pooling"]
+    assert estimators_for("tokens") == ["mean_pooling", "attention_pooling", "lstm"]
+    assert estimators_for("embedding", "regression") == ["ridge", "mlp_regressor"]
+    assert estimators_for("tokens", "regression") == ["mean_pooling_ridge"]
     assert estimators_for("probabilities") == ["gaussian_nb", "logistic_regression"]

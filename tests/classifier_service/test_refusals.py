@@ -41,7 +41,7 @@ def mismatch_fields(body: dict) -> list[str]:
     ("kind", "estimator", "allowed"),
     [
         ("embedding", "attention_pooling", ["logistic_regression", "gaussian_nb", "linear_svm", "mlp"]),
-        ("tokens", "logistic_regression", ["mean_pooling", "attention_pooling"]),
+        ("tokens", "logistic_regression", ["mean_pooling", "attention_pooling", "lstm"]),
         ("probabilities", "linear_svm", ["gaussian_nb", "logistic_regression"]),
     ],
 )

@@ -63,8 +63,8 @@ async def test_models_survive_a_restart(store):
     async with classifier_client(store) as client:
         before = await _fit_three(client)
         records = (await client.get("/v1/models")).json()
-    assert sorted(p.name for p in (store / "heads" / "1").iterdir()) == ["head.json", "head.safetensors", "manifest.json"]
-    assert sorted(p.name for p in (store / "vectors" / "2").iterdir()) == ["manifest.json", "model.skops"]
+    assert sorted(p.name for p in (store / "heads" / "1").iterdir()) == ["head.json", "head.safetensors", "manifest.json", "ood.safetensors"]
+    assert sorted(p.name for p in (store / "vectors" / "2").iterdir()) == ["manifest.json", "model.skops", "ood.safetensors"]
     async with classifier_client(store) as client:
         assert (await client.get("/v1/models")).json() == records
         after = {

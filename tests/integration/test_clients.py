@@ -119,6 +119,18 @@ def test_predict_prints_a_label_per_text(stack):
     assert [line.endswith(text) for line, text in zip(lines[3:], PROBE)] == [True, True]
 
 
+def test_evaluate_prints_the_figures_and_plots_them(stack, tmp_path):
+    out = tmp_path / "eval.png"
+    done = seam("evaluate", "support-intents", str(SAMPLE), "--version", "1", "--plot", str(out), gateway=stack.gateway)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "pipeline support-intents v1 (classification), 300 texts"
+    assert any(line.split()[:1] == ["accuracy"] for line in lines) and "confusion matrix" in done.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = seam("evaluate", "support-intents", str(SAMPLE), "--target-column", "label", gateway=stack.gateway)
+    assert bad.returncode == 2 and "is not a number" in bad.stderr
+
+
 def test_check_prints_the_report_as_a_table(stack):
     fits = seam("check", "support-intents", "--gateway", stack.gateway)
     assert fits.returncode == 0, fits.stderr

@@ -61,6 +61,7 @@ class Case:
 
 ENCODE, FIT, PREDICT = "/v1/encode", "/v1/models/m/fit", "/v1/models/m/predict"
 G_TRAIN, G_PREDICT = "/v1/pipelines/intents/train", "/v1/pipelines/intents/predict"
+G_EVALUATE = "/v1/pipelines/intents/evaluate"
 NAN_ROW = "[" + ",".join(["NaN"] + ["1.0"] * (DIM - 1)) + "]"
 EXTREME = [[1e38] * (DIM // 2) + [-1e38] * (DIM // 2)]  # finite, but a linear model's sums overflow
 BINARY_BOTH = {"content-type": BINARY_CONTENT_TYPE, "accept": BINARY_CONTENT_TYPE}
@@ -161,6 +162,22 @@ CASES = [
          "CLASSIFIER_MAX_LABEL_CHARS"),
     Case("clf-version-not-integer", "classifier", PREDICT + "?version=1.0", js({"features": to_json(FEATURES[:2])}), 422,
          "a version is a whole number written in digits"),
+    # -- downstream models (issue 20) ---------------------------------------------------------------
+    Case("ds-cls-targets-not-numbers", "classifier", FIT,
+         js(fit_json(labels=None, targets=["high"] + [1.0] * (len(FEATURE_LABELS) - 1))), 422,
+         "targets must be numbers: row 0 is 'high'"),
+    Case("ds-cls-targets-nan", "classifier", FIT,
+         raw(json.dumps(fit_json(labels=None, targets=[float("nan")] + [1.0] * (len(FEATURE_LABELS) - 1))).encode()),
+         422, "targets must be finite numbers: row 0 is nan"),
+    Case("ds-cls-unknown-step", "classifier", FIT, js(fit_json(preprocess=["whiten"])), 422,
+         "unknown preprocess step 'whiten'"),
+    Case("ds-cls-pca-wider-than-features", "classifier", FIT, js(fit_json(preprocess=[{"pca": DIM + 1}])), 422,
+         f"pca asks for {DIM + 1} components, but the features it gets are {DIM} wide"),
+    Case("ds-cls-unknown-calibration", "classifier", FIT, js(fit_json(calibrate="platt")), 422,
+         "unknown calibration 'platt'"),
+    Case("ds-cls-calibrate-regressor", "classifier", FIT,
+         js(fit_json(labels=None, targets=[1.0] * len(FEATURE_LABELS), calibrate="sigmoid")), 422,
+         "a regressor (targets) has none"),
     # -- gateway ---------------------------------------------------------------------------------
     Case("gw-malformed-json", "gateway", G_PREDICT, raw(b'{"texts": "'), 400, "not valid JSON"),
     Case("gw-invalid-utf8", "gateway", G_PREDICT, raw(BAD_UTF8), 400, "not valid UTF-8"),
@@ -201,6 +218,22 @@ CASES = [
          "maximum depth of 1 (GATEWAY_MAX_CHAIN_DEPTH)"),
     Case("gw-too-many-train-texts", "gateway", G_TRAIN, js(train_json(texts=["hi"] * 65, labels=["a"] * 65)), 413,
          "GATEWAY_MAX_TRAIN_TEXTS"),
+    # -- gateway: downstream models and evaluate (issue 20) ----------------------------------------------
+    Case("ds-gw-targets-not-numbers", "gateway", G_TRAIN,
+         js(train_json(labels=None, targets=["high"] + [1.0] * (len(TEXTS) - 1))), 422, "targets must be numbers"),
+    Case("ds-gw-targets-nan", "gateway", G_TRAIN,
+         raw(json.dumps(train_json(labels=None, targets=[1.0] * (len(TEXTS) - 1) + [float("nan")])).encode()), 422,
+         "targets must be finite numbers: targets[11] is nan"),
+    Case("ds-gw-unknown-step", "gateway", G_TRAIN, js(train_json(preprocess=["standardize", "whiten"])), 422,
+         "unknown preprocess step 'whiten'"),
+    Case("ds-gw-pca-wider-than-features", "gateway", G_TRAIN, js(train_json(preprocess=[{"pca": 33}])), 422,
+         "pca asks for 33 components, but the features it gets are 32 wide"),
+    Case("ds-gw-evaluate-unknown-label", "gateway", G_EVALUATE, js({"texts": ["hi"], "labels": ["weather"]}), 422,
+         "labels outside pipeline intents v1's classes: 'weather'"),
+    Case("ds-gw-evaluate-targets-of-a-classifier", "gateway", G_EVALUATE, js({"texts": ["hi"], "targets": [1.0]}),
+         422, "is a classifier: evaluate it with labels"),
+    Case("ds-gw-evaluate-length", "gateway", G_EVALUATE, js({"texts": ["hi", "ho"], "labels": ["billing"]}), 422,
+         "2 texts but 1 labels"),
 ]
 
 # -- issue 15, the HTTP edge: no-content texts, deep JSON, lone surrogates, trailing slashes ---------
