@@ -1,0 +1,478 @@
+"""Call seam's gateway from Python: ``Gateway`` (blocking) and ``AsyncGateway`` (asyncio), over httpx.
+
+    from seam.client import Gateway, IncompatiblePipeline
+
+    with Gateway("http://127.0.0.1:8000", api_key="...") as seam:
+        result = seam.predict("support-intents", ["I was charged twice"])
+        print(result.predictions[0].label)
+        try:
+            seam.predict("legacy-bert-base", ["hello"])
+        except IncompatiblePipeline as refused:
+            for m in refused.mismatches:
+                print(m.field, m.expected, m.actual)
+
+Results are typed (:class:`Prediction`, :class:`PipelineReport`, ...; each keeps the whole answer in
+``raw``). Every error answer (RFC 9457 problem+json) raises a :class:`SeamError` subclass picked by the
+problem's type, carrying its status, detail, fields and the ``request_id`` to quote in a bug report.
+A 429 or 503 that says ``Retry-After`` is retried after that wait, ``retries`` times at most.
+``train_file`` streams a CSV in chunks, never holding it whole, as ``seam train`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from seam.upload import CHUNK_ROWS, TrainingFile
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_TRAIN_TIMEOUT_S = 3600.0
+REQUEST_ID_HEADER = "X-Request-ID"
+PROBLEM_BASE = "https://seam.dev/problems/"
+
+# --- errors ------------------------------------------------------------------------------------------
+
+
+class SeamError(Exception):
+    """An error answer from seam. ``problem`` is the whole problem+json body."""
+
+    def __init__(self, status: int, problem: Mapping[str, Any], *, request_id: str | None = None,
+                 retry_after: float | None = None) -> None:
+        self.status = status
+        self.problem = dict(problem)
+        self.title = str(problem.get("title") or "")
+        self.detail = str(problem.get("detail") or "")
+        self.type = str(problem.get("type") or "about:blank")
+        self.request_id = request_id or problem.get("request_id")
+        self.retry_after = retry_after
+        super().__init__(f"{status} {self.title}: {self.detail}".strip())
+
+
+class Unreachable(SeamError):
+    """No answer came back: the gateway is down, refused the connection or did not answer in time."""
+
+    def __init__(self, url: str, cause: Exception) -> None:
+        detail = f"cannot reach {url}: {type(cause).__name__}: {cause}"
+        super().__init__(0, {"title": "Unreachable", "detail": detail})
+
+
+class BadRequest(SeamError):
+    """400: the body is not valid JSON (or not UTF-8)."""
+
+
+class Unauthorized(SeamError):
+    """401: no API key, or a wrong one (``api_key=``)."""
+
+
+class Forbidden(SeamError):
+    """403."""
+
+
+class NotFound(SeamError):
+    """404: no such pipeline, model or route."""
+
+
+class PipelineNotFound(NotFound):
+    """404: no pipeline of that name."""
+
+
+class Conflict(SeamError):
+    """409."""
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One field where the producer's output contract does not fit the consumer's input contract."""
+
+    field: str
+    expected: Any
+    actual: Any
+    message: str
+    producer: str | None = None
+    consumer: str | None = None
+
+    @classmethod
+    def from_dict(cls, m: Mapping[str, Any]) -> Mismatch:
+        return cls(str(m.get("field")), m.get("expected"), m.get("actual"), str(m.get("message", "")),
+                   m.get("producer"), m.get("consumer"))
+
+
+class IncompatiblePipeline(Conflict):
+    """409: the pipeline's chain does not fit; ``mismatches`` names every field, both sides."""
+
+    @property
+    def mismatches(self) -> list[Mismatch]:
+        return [Mismatch.from_dict(m) for m in self.problem.get("mismatches") or () if isinstance(m, Mapping)]
+
+
+class PayloadTooLarge(SeamError):
+    """413: too many or too long texts in one request."""
+
+
+class UnsupportedMediaType(SeamError):
+    """415."""
+
+
+class InvalidInput(SeamError):
+    """422: the request is well-formed JSON but its values are not acceptable (``errors``, ``index``)."""
+
+
+class Overloaded(SeamError):
+    """429: still over capacity after the retries."""
+
+
+class ServerError(SeamError):
+    """5xx."""
+
+
+class BadUpstreamResponse(ServerError):
+    """502: an upstream (encoder, classifier) answered something the gateway could not use."""
+
+
+class Unavailable(ServerError):
+    """503: the gateway or an upstream is not ready (after the retries)."""
+
+
+class UpstreamTimeout(ServerError):
+    """504: an upstream did not answer in time."""
+
+
+_BY_SLUG: dict[str, type[SeamError]] = {
+    "malformed-request": BadRequest, "unauthorized": Unauthorized, "forbidden": Forbidden,
+    "pipeline-not-found": PipelineNotFound, "model-not-found": NotFound, "not-found": NotFound,
+    "incompatible-pipeline": IncompatiblePipeline, "conflict": Conflict, "payload-too-large": PayloadTooLarge,
+    "unsupported-media-type": UnsupportedMediaType, "invalid-input": InvalidInput, "overloaded": Overloaded,
+    "bad-upstream-response": BadUpstreamResponse, "upstream-unavailable": Unavailable, "not-ready": Unavailable,
+    "upstream-timeout": UpstreamTimeout,
+}
+_BY_STATUS: dict[int, type[SeamError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
+    415: UnsupportedMediaType, 422: InvalidInput, 429: Overloaded, 502: BadUpstreamResponse, 503: Unavailable,
+    504: UpstreamTimeout,
+}
+
+
+def error_of(response: httpx.Response) -> SeamError:
+    """The typed exception an error answer stands for."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    problem = body if isinstance(body, dict) else {"title": response.reason_phrase, "detail": response.text[:500]}
+    slug = str(problem.get("type") or "").removeprefix(PROBLEM_BASE)
+    cls = _BY_SLUG.get(slug) or _BY_STATUS.get(response.status_code)
+    if cls is None:
+        cls = ServerError if response.status_code >= 500 else SeamError
+    return cls(response.status_code, problem, request_id=response.headers.get(REQUEST_ID_HEADER),
+               retry_after=_retry_after(response))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None  # absent, or an HTTP date (seam sends seconds)
+
+
+# --- results -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: dict[str, float]
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    name: str
+    version: int
+    predictions: list[Prediction]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PredictResult:
+        predictions = [Prediction(p["label"], dict(p["probabilities"]), bool(p.get("truncated")))
+                       for p in d["predictions"]]
+        return cls(d["name"], d["version"], predictions, d)
+
+    @property
+    def labels(self) -> list[str]:
+        return [p.label for p in self.predictions]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    name: str
+    version: int
+    estimator: str
+    feature: str
+    classes: list[str]
+    metrics: dict[str, Any]
+    truncated_texts: int
+    input_contract: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainResult:
+        return cls(d["name"], d["version"], d.get("estimator", ""), d.get("feature", ""), list(d.get("classes", [])),
+                   dict(d.get("metrics") or {}), int(d.get("truncated_texts") or 0), dict(d.get("input_contract") or {}), d)
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link of a chain: what produces its input and the classifier model that consumes it."""
+
+    source: Any
+    producer: str | None
+    consumer: dict[str, Any]
+    compatible: bool
+    mismatches: list[Mismatch]
+
+
+@dataclass(frozen=True)
+class PipelineReport:
+    name: str
+    version: int
+    estimator: str
+    classes: list[str]
+    compatible: bool
+    mismatches: list[Mismatch]
+    chain: list[Link]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PipelineReport:
+        chain = [Link(link.get("source"), link.get("producer"), dict(link.get("consumer") or {}), bool(link.get("compatible")),
+                      [Mismatch.from_dict(m) for m in link.get("mismatches", [])]) for link in d.get("chain", [])]
+        return cls(d["name"], d["version"], d.get("estimator", ""), list(d.get("classes") or []), bool(d.get("compatible")),
+                   [Mismatch.from_dict(m) for m in d.get("mismatches", [])], chain, d)
+
+
+# --- the clients ---------------------------------------------------------------------------------------
+
+def _train_body(texts: list[str], labels: list[str], estimator: str | None, feature: str,
+                params: dict[str, Any] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"texts": list(texts), "labels": list(labels), "feature": feature}
+    if estimator:
+        body["estimator"] = estimator
+    if params:
+        body["params"] = params
+    return body
+
+
+def _file_fields(estimator: str | None, feature: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    return {"feature": feature, **({"estimator": estimator} if estimator else {}), **({"params": params} if params else {})}
+
+
+class _Base:
+    def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                 train_timeout: float = DEFAULT_TRAIN_TIMEOUT_S, connect_timeout: float = 10.0, retries: int = 3,
+                 max_retry_wait: float = 30.0, headers: Mapping[str, str] | None = None) -> None:
+        """``api_key`` goes as a bearer token; ``timeout`` bounds each call (``train_timeout`` a training);
+        a 429/503 with ``Retry-After`` is retried ``retries`` times, each wait capped at ``max_retry_wait``."""
+        if retries < 0 or max_retry_wait < 0:
+            raise ValueError("retries and max_retry_wait must be >= 0")
+        self.url = url.rstrip("/")
+        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.train_timeout = httpx.Timeout(train_timeout, connect=connect_timeout)
+        self.retries = retries
+        self.max_retry_wait = max_retry_wait
+        self.headers = {**({"Authorization": f"Bearer {api_key}"} if api_key else {}), **(headers or {})}
+
+    def _wait(self, error: SeamError, attempt: int, retry: bool) -> float | None:
+        """Seconds to wait before retrying ``error``, or None: raise it."""
+        if not retry or error.status not in (429, 503) or error.retry_after is None or attempt >= self.retries:
+            return None
+        return min(error.retry_after, self.max_retry_wait)
+
+    @staticmethod
+    def _result(response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            raise error_of(response)
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise SeamError(response.status_code, {"title": "Not JSON",
+                            "detail": f"answered with a body that is not JSON: {response.text[:200]}"},
+                            request_id=response.headers.get(REQUEST_ID_HEADER)) from None
+
+
+class Gateway(_Base):
+    """A blocking client of the gateway; use it as a context manager (or call :meth:`close`)."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, transport: httpx.BaseTransport | None = None, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._http = httpx.Client(base_url=self.url, headers=self.headers, timeout=self.timeout, transport=transport)
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, body: Callable[[], Any] | None = None,
+                timeout: httpx.Timeout | None = None, retry: bool = True, **kwargs: Any) -> Any:
+        """Any call: the JSON of a success, a typed :class:`SeamError` otherwise. ``body`` makes a
+        fresh ``content`` per attempt (a streamed body cannot be sent twice)."""
+        attempt = 0
+        while True:
+            if body is not None:
+                kwargs["content"] = body()
+            try:
+                response = self._http.request(method, path, timeout=timeout or self.timeout, **kwargs)
+            except httpx.TransportError as exc:
+                raise Unreachable(self.url + path, exc) from exc
+            try:
+                return self._result(response)
+            except SeamError as error:
+                wait = self._wait(error, attempt, retry)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+                attempt += 1
+
+    def predict(self, name: str, texts: list[str], *, version: int | None = None) -> PredictResult:
+        params = {"version": version} if version is not None else None
+        return PredictResult.from_dict(self.request("POST", f"/v1/pipelines/{name}/predict",
+                                                    json={"texts": list(texts)}, params=params))
+
+    def train(self, name: str, texts: list[str], labels: list[str], *, estimator: str | None = None,
+              feature: str = "embedding", params: dict[str, Any] | None = None) -> TrainResult:
+        body = _train_body(texts, labels, estimator, feature, params)
+        return TrainResult.from_dict(self.request("POST", f"/v1/pipelines/{name}/train", json=body,
+                                                  timeout=self.train_timeout))
+
+    def train_file(self, name: str, path: str | Path | TrainingFile, *, text_column: str = "text",
+                   label_column: str = "label", estimator: str | None = None, feature: str = "embedding",
+                   params: dict[str, Any] | None = None, chunk_rows: int = CHUNK_ROWS) -> TrainResult:
+        """Streams a CSV file's rows in chunks (raises ``seam.upload.CSVProblem`` for a bad file). Given a
+        path, a retry reads it again; a :class:`TrainingFile` (to watch its progress) is sent once."""
+        fields = _file_fields(estimator, feature, params)
+        files = _training_files(path, text_column, label_column, chunk_rows)
+        return TrainResult.from_dict(self.request(
+            "POST", f"/v1/pipelines/{name}/train", body=lambda: next(files).body(fields),
+            headers={"Content-Type": "application/json"}, timeout=self.train_timeout,
+            retry=not isinstance(path, TrainingFile)))
+
+    def pipelines(self) -> list[PipelineReport]:
+        return [PipelineReport.from_dict(p) for p in self.request("GET", "/v1/pipelines")["pipelines"]]
+
+    def pipeline(self, name: str) -> PipelineReport:
+        """The pipeline's chain and compatibility report (an incompatible one is reported, not raised)."""
+        return PipelineReport.from_dict(self.request("GET", f"/v1/pipelines/{name}"))
+
+    def ready(self) -> bool:
+        try:
+            self.request("GET", "/readyz")
+        except (Unavailable, Unreachable):
+            return False
+        return True
+
+
+class AsyncGateway(_Base):
+    """The same client for asyncio: ``async with AsyncGateway(url) as seam: await seam.predict(...)``."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, transport: httpx.AsyncBaseTransport | None = None,
+                 **options: Any) -> None:
+        super().__init__(url, **options)
+        self._http = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=self.timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncGateway:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, *, body: Callable[[], Any] | None = None,
+                      timeout: httpx.Timeout | None = None, retry: bool = True, **kwargs: Any) -> Any:
+        attempt = 0
+        while True:
+            if body is not None:
+                kwargs["content"] = body()
+            try:
+                response = await self._http.request(method, path, timeout=timeout or self.timeout, **kwargs)
+            except httpx.TransportError as exc:
+                raise Unreachable(self.url + path, exc) from exc
+            try:
+                return self._result(response)
+            except SeamError as error:
+                wait = self._wait(error, attempt, retry)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+                attempt += 1
+
+    async def predict(self, name: str, texts: list[str], *, version: int | None = None) -> PredictResult:
+        params = {"version": version} if version is not None else None
+        return PredictResult.from_dict(await self.request("POST", f"/v1/pipelines/{name}/predict",
+                                                          json={"texts": list(texts)}, params=params))
+
+    async def train(self, name: str, texts: list[str], labels: list[str], *, estimator: str | None = None,
+                    feature: str = "embedding", params: dict[str, Any] | None = None) -> TrainResult:
+        body = _train_body(texts, labels, estimator, feature, params)
+        return TrainResult.from_dict(await self.request("POST", f"/v1/pipelines/{name}/train", json=body,
+                                                        timeout=self.train_timeout))
+
+    async def train_file(self, name: str, path: str | Path | TrainingFile, *, text_column: str = "text",
+                         label_column: str = "label", estimator: str | None = None, feature: str = "embedding",
+                         params: dict[str, Any] | None = None, chunk_rows: int = CHUNK_ROWS) -> TrainResult:
+        fields = _file_fields(estimator, feature, params)
+        files = _training_files(path, text_column, label_column, chunk_rows)
+        return TrainResult.from_dict(await self.request(
+            "POST", f"/v1/pipelines/{name}/train", body=lambda: _chunks(next(files).body(fields)),
+            headers={"Content-Type": "application/json"}, timeout=self.train_timeout,
+            retry=not isinstance(path, TrainingFile)))
+
+    async def pipelines(self) -> list[PipelineReport]:
+        return [PipelineReport.from_dict(p) for p in (await self.request("GET", "/v1/pipelines"))["pipelines"]]
+
+    async def pipeline(self, name: str) -> PipelineReport:
+        return PipelineReport.from_dict(await self.request("GET", f"/v1/pipelines/{name}"))
+
+    async def ready(self) -> bool:
+        try:
+            await self.request("GET", "/readyz")
+        except (Unavailable, Unreachable):
+            return False
+        return True
+
+
+def _training_files(path: str | Path | TrainingFile, text_column: str, label_column: str,
+                    chunk_rows: int) -> Iterator[TrainingFile]:
+    """The file to send on each attempt: opened afresh from a path, or the one given, once."""
+    if isinstance(path, TrainingFile):
+        yield path  # sent once: request(retry=False)
+        return
+    while True:
+        yield TrainingFile(Path(path), text_column, label_column, chunk_rows=chunk_rows)
+
+
+async def _chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A file's chunks for the async client, each read in a worker thread (the loop never reads disk)."""
+    done = object()
+    while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
+        yield chunk  # type: ignore[misc]
+
+
+__all__ = [
+    "AsyncGateway", "BadRequest", "BadUpstreamResponse", "Conflict", "Forbidden", "Gateway", "IncompatiblePipeline",
+    "InvalidInput", "Link", "Mismatch", "NotFound", "Overloaded", "PayloadTooLarge", "PipelineNotFound",
+    "PipelineReport", "PredictResult", "Prediction", "SeamError", "ServerError", "TrainResult", "Unauthorized",
+    "Unavailable", "Unreachable", "UnsupportedMediaType", "UpstreamTimeout", "error_of",
+]
