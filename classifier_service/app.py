@@ -16,6 +16,8 @@ from services.memory import install_memory_return
 from services.auth import internal_credentials
 from services.metrics import install_metrics
 from services.protocols import ProtocolErrorMiddleware, oip_error
+from services.requestid import install_request_context
+from services.tracing import install_tracing
 from services.web import install_problem_handlers
 
 
@@ -48,4 +50,6 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
     app.include_router(oip_router)
     app.add_middleware(ProtocolErrorMiddleware, members={"/v2": oip_error})
     install_metrics(app, "classifier")
+    install_request_context(app)  # last: outermost (but for tracing's, which wraps the whole app)
+    install_tracing(app, "classifier")
     return app

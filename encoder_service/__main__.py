@@ -35,12 +35,16 @@ def main() -> None:
 
     import uvicorn
 
+    from services.logs import configure_logging
+
+    logging_options = configure_logging("encoder", level=settings.log_level, fmt=settings.log_format)
+
     from encoder_service.app import create_app  # torch, from here on
     from services.memory import freeze_heap
 
     app = create_app(settings)
     freeze_heap()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, **logging_options)
 
 
 if __name__ == "__main__":

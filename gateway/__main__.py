@@ -2,14 +2,16 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from services.logs import configure_logging
 from services.memory import freeze_heap
 
 
 def main() -> None:
     settings = GatewaySettings()
+    logging_options = configure_logging("gateway", level=settings.log_level, fmt=settings.log_format)
     app = create_app(settings)
     freeze_heap()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, **logging_options)
 
 
 if __name__ == "__main__":

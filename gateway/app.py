@@ -15,6 +15,8 @@ from gateway.upstreams import ClassifierClient, EncoderClient, build_wire
 from services.admission import install_admission
 from services.memory import install_memory_return
 from services.metrics import install_metrics
+from services.requestid import install_request_context
+from services.tracing import install_tracing
 from services.web import install_problem_handlers
 
 
@@ -61,4 +63,6 @@ def create_app(
     install_memory_return(app)
     app.include_router(router)
     install_metrics(app, "gateway")
+    install_request_context(app)  # last: outermost (but for tracing's, which wraps the whole app)
+    install_tracing(app, "gateway")
     return app

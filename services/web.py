@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, PayloadTooLarge, SeamError
+from services.requestid import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger("seam")
 
@@ -32,6 +33,10 @@ class ProblemResponse(JSONResponse):
 
 
 def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    rid = current_request_id()
+    if rid is not None:  # named in the body and the header, even where no middleware adds it (a 500)
+        problem = {**problem, "request_id": problem.get("request_id") or rid}
+        headers = {**(headers or {}), REQUEST_ID_HEADER: rid}
     return ProblemResponse(jsonable_encoder(problem), status_code=problem["status"], headers=headers)
 
 
@@ -96,6 +101,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
+        "request_id": {"type": "string", "description": "The request's X-Request-ID: quote it in a bug report."},
     },
 }
 
