@@ -270,3 +270,18 @@ def test_an_upstream_down_is_503_with_the_request_id(stack):
                                           log=stack.var / "classifier.log").start()
     with stack.client() as seam:
         assert seam.predict(DEMO_PIPELINE, ["hello"]).name == DEMO_PIPELINE
+
+
+# -- the dashboard ----------------------------------------------------------------------------------------
+
+
+def test_every_metric_the_dashboard_queries_exists(stack):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.deploy.test_dashboard import dashboard_metrics
+
+    exposed = set()
+    for service in (stack.encoder, stack.classifier, stack.gateway):
+        text = httpx.get(service.url + "/metrics", timeout=30).text
+        exposed |= {family.name for family in text_string_to_metric_families(text)}
+    assert dashboard_metrics() <= exposed, sorted(dashboard_metrics() - exposed)
