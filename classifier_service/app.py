@@ -16,6 +16,7 @@ from services.memory import install_memory_return
 from services.auth import internal_credentials
 from services.metrics import install_metrics
 from services.protocols import ProtocolErrorMiddleware, oip_error
+from services.docs import documented_app
 from services.requestid import install_request_context
 from services.tracing import install_tracing
 from services.web import install_problem_handlers
@@ -35,7 +36,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
         finally:
             runtime.close()
 
-    app = FastAPI(
+    app = documented_app(  # /docs from the package's own assets, no CDN
         title="seam classifier",
         version="0.1.0",
         description="Named, versioned downstream models fitted on an encoder's output: fit, predict, persist.",

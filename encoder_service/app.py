@@ -21,6 +21,7 @@ from services.protocols import ProtocolErrorMiddleware, oip_error, openai_error
 from services.admission import install_admission
 from services.memory import install_memory_return
 from services.auth import internal_credentials
+from services.docs import documented_app
 from services.requestid import install_request_context
 from services.tracing import install_tracing
 from services.web import install_problem_handlers
@@ -55,7 +56,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
             await app.state.batcher.stop()
             await anyio.to_thread.run_sync(app.state.runtime.close)
 
-    app = FastAPI(
+    app = documented_app(  # /docs from the package's own assets, no CDN
         title="seam encoder",
         version="0.1.0",
         description="Serves a pre-trained transformer's embeddings, token sequences and probabilities.",

@@ -15,6 +15,7 @@ from gateway.upstreams import ClassifierClient, EncoderClient, build_wire
 from services.admission import install_admission
 from services.memory import install_memory_return
 from services.metrics import install_metrics
+from services.docs import documented_app
 from services.requestid import install_request_context
 from services.tracing import install_tracing
 from services.web import install_problem_handlers
@@ -50,7 +51,7 @@ def create_app(
             await app.state.runtime.warm()
             yield
 
-    app = FastAPI(
+    app = documented_app(  # /docs from the package's own assets, no CDN
         title="seam gateway",
         version="0.1.0",
         description="Pipelines of an encoder output (or another pipeline's probabilities) feeding a classifier, "

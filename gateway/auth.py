@@ -8,9 +8,10 @@ is :class:`services.auth.TokenGuardMiddleware`, shared with the services' intern
 from __future__ import annotations
 
 from services.auth import OPEN_PATHS, Credentials
+from services.docs import docs_paths
 from gateway.settings import GatewaySettings
 
-DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOC_PATHS = docs_paths()  # the pages, the schema and their assets
 PUBLIC_PATHS = OPEN_PATHS | DOC_PATHS
 
 

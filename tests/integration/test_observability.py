@@ -9,6 +9,7 @@ import concurrent.futures
 import csv
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,10 @@ def test_request_ids_are_returned_sent_upstream_and_logged(stack):
         assert refused.headers["X-Request-ID"] == "refused-1"
         unauthorized = httpx.get(stack.gateway.url + "/v1/pipelines", headers={"X-Request-ID": "no-key"})
         assert unauthorized.status_code == 401 and unauthorized.json()["request_id"] == "no-key"
+    deadline = time.monotonic() + 10  # access lines are written once the answer has gone: wait for the last
+    while not any(line["request_id"] == "no-key" for line in stack.log_lines("gateway")):
+        assert time.monotonic() < deadline, "no access log line for the last request"
+        time.sleep(0.1)
     # The id went upstream: the encoder and the classifier logged their part under it.
     for service in ("encoder", "classifier", "gateway"):
         access = [line for line in stack.log_lines(service) if line["logger"] == "seam.access"]
@@ -263,8 +268,13 @@ def test_an_upstream_down_is_503_with_the_request_id(stack):
             seam.predict(DEMO_PIPELINE, ["hello"])
         assert down.value.status == 503 and down.value.problem["request_id"] == down.value.request_id
         rid = down.value.request_id
-        logged = [line for line in stack.log_lines("gateway") if line["request_id"] == rid]
-        assert any(line["logger"] == "seam.access" and line["status"] == 503 for line in logged)
+        deadline = time.monotonic() + 10  # the access line is written once the answer has gone
+        while not any(line["request_id"] == rid and line["logger"] == "seam.access" and line["status"] == 503
+                      for line in stack.log_lines("gateway")):
+            assert time.monotonic() < deadline, "no access log line for the 503"
+            time.sleep(0.1)
+        warning = [line for line in stack.log_lines("gateway") if line["request_id"] == rid and line["level"] == "warning"]
+        assert warning and "unreachable" in warning[0]["message"]
     finally:
         stack.classifier = ServiceProcess("classifier_service", stack.classifier.env, port=stack.classifier.port,
                                           log=stack.var / "classifier.log").start()
@@ -285,3 +295,55 @@ def test_every_metric_the_dashboard_queries_exists(stack):
         text = httpx.get(service.url + "/metrics", timeout=30).text
         exposed |= {family.name for family in text_string_to_metric_families(text)}
     assert dashboard_metrics() <= exposed, sorted(dashboard_metrics() - exposed)
+
+
+# -- the API docs, in a real browser ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser():
+    from tests.browser import Browser, chromium
+
+    executable = chromium()
+    if executable is None:
+        pytest.skip("chromium is not installed (CI installs it in .ci/run: apt-get install chromium)")
+    browser = Browser(executable)
+    yield browser
+    browser.close()
+
+
+OPERATIONS_RENDERED = "document.querySelectorAll('.opblock').length"
+
+
+@pytest.mark.parametrize("service", ["encoder", "classifier"])
+def test_the_docs_render_offline(stack, browser, service):
+    url = getattr(stack, service).url
+    browser.open(url + "/docs")
+    operations = sum(len(item) for item in httpx.get(url + "/openapi.json").json()["paths"].values())
+    assert browser.wait_for(f"{OPERATIONS_RENDERED} >= {operations} && {OPERATIONS_RENDERED}") == operations
+    leaving = [u for u in browser.requested_urls() if not u.startswith((url + "/", "data:"))]
+    assert not leaving, leaving
+
+
+def test_try_it_out_predicts_from_the_gateway_docs(stack, browser):
+    url = stack.gateway.url
+    # The docs are public; the API is not: the key goes on every request the page makes.
+    browser.open(url + "/docs", headers={"Authorization": f"Bearer {KEY}"})
+    browser.wait_for(OPERATIONS_RENDERED)
+    block = ("document.querySelector('.opblock-post .opblock-summary-path[data-path=\"/v1/pipelines/{name}/predict\"]')"
+             ".closest('.opblock')")
+    browser.evaluate(f"{block}.querySelector('.opblock-summary-control').click()")
+    browser.wait_for(f"!!{block}.querySelector('.try-out__btn')")
+    browser.evaluate(f"{block}.querySelector('.try-out__btn').click()")
+    browser.wait_for(f"!!{block}.querySelector('button.execute')")
+    # The path parameter starts from its example (the demo pipeline); the body from the request example.
+    assert browser.evaluate(f"{block}.querySelector('.parameters input').value") == DEMO_PIPELINE
+    browser.evaluate(f"{block}.querySelector('button.execute').click()")
+    status = browser.wait_for(f"{block}.querySelector('.live-responses-table tbody .response-col_status')?.innerText.trim()")
+    body = browser.evaluate(f"{block}.querySelector('.live-responses-table tbody .microlight')?.innerText")
+    assert status == "200", body
+    assert json.loads(body)["name"] == DEMO_PIPELINE and len(json.loads(body)["predictions"]) == 1
+    requested = browser.requested_urls()
+    assert f"{url}/v1/pipelines/{DEMO_PIPELINE}/predict" in requested
+    leaving = [u for u in requested if not u.startswith((url + "/", "data:"))]
+    assert not leaving, leaving  # every request the page made went to the gateway on 127.0.0.1
