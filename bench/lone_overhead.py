@@ -1,6 +1,7 @@
 """Lone predict p50 through the gateway, stacks side by side: what request ids, access logging and
 tracing (off) cost. Each stack is three real processes on 127.0.0.1 with a tiny BERT (so the
-per-request overhead is what shows); rounds alternate between the stacks so drift hits all alike.
+per-request overhead is what shows); requests alternate between the stacks, one each in turn,
+so drift hits all alike.
 
     python -m bench.lone_overhead --baseline /path/to/an/older/checkout [--rounds 15 --per-round 20]
 
@@ -95,12 +96,12 @@ def main() -> None:
         for client in clients.values():  # warm up
             for _ in range(20):
                 client.post("/v1/pipelines/bench/predict", json={"texts": ["warm up"]}).raise_for_status()
-        for _ in range(args.rounds):
+        # One request to each stack in turn: on a shared machine, load swings within a second.
+        for _ in range(args.rounds * args.per_round):
             for name, client in clients.items():
-                for _ in range(args.per_round):
-                    t = time.perf_counter()
-                    client.post("/v1/pipelines/bench/predict", json={"texts": ["where is my parcel"]}).raise_for_status()
-                    samples[name].append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                client.post("/v1/pipelines/bench/predict", json={"texts": ["where is my parcel"]}).raise_for_status()
+                samples[name].append((time.perf_counter() - t) * 1000)
         for name, values in samples.items():
             values.sort()
             p90 = values[int(len(values) * 0.9)]
