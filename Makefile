@@ -8,7 +8,13 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 TOOLS_STAMP := $(TOOLS)/.installed-k8s
 
-.PHONY: run test tools bench clean
+# The benchmark's peers (bench/peers.py) live in environments of their own under bench/.work/peers: a
+# peer's pins need not fit seam's. Infinity: torch first, pinned as above (the CPU build).
+PEERS := bench/.work/peers
+INFINITY := $(PEERS)/infinity
+INFINITY_STAMP := $(INFINITY)/.installed
+
+.PHONY: run test tools bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,7 +41,17 @@ run: $(STAMP)
 test: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+$(INFINITY_STAMP):
+	test -x $(INFINITY)/bin/python || $(PYTHON) -m venv $(INFINITY)
+	$(INFINITY)/bin/pip install --quiet torch==2.13.0
+	$(INFINITY)/bin/pip install --quiet 'infinity-emb[torch,server]==0.0.78'
+	touch $(INFINITY_STAMP)
+
+bench-peers: $(INFINITY_STAMP)
+
+# The peer's environment first; where it cannot be built, the bench runs without the peer's rows and says why.
 bench: $(STAMP)
+	-$(MAKE) --no-print-directory bench-peers
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:

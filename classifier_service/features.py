@@ -162,6 +162,11 @@ def validate(
     refusal.raise_if_any(**extra)
 
 
+def values_of(features: Tensor) -> np.ndarray:
+    """The feature values as one 2-D array: a dense matrix, or every token vector of ragged sequences."""
+    return features.values if isinstance(features, Ragged) else features
+
+
 def take(features: Tensor, index: np.ndarray) -> Tensor:
     """The rows ``index`` of dense or ragged features."""
     if isinstance(features, Ragged):

@@ -37,7 +37,8 @@ _PREDICT_CHUNK = 256  # rows padded together at prediction time
 class HeadParams(BaseModel):
     """Hyperparameters of :class:`AttentionPoolingClassifier` (the ``params`` a fit may set)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a boolean is not a number (``max_epochs: true`` is refused, not read as 1)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     learning_rate: float = Field(1e-3, gt=0, le=1)
     weight_decay: float = Field(1e-4, ge=0, le=1)
@@ -46,7 +47,7 @@ class HeadParams(BaseModel):
     max_epochs: int = Field(200, gt=0, le=2000)
     patience: int = Field(10, gt=0, le=500, description="Epochs without a better held-out loss before stopping.")
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
 class AttentionPooling(nn.Module):

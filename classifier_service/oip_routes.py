@@ -23,8 +23,9 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
+from pydantic import BeforeValidator
 
-from classifier_service.deps import ModelName, Runtime
+from classifier_service.deps import ModelName, Runtime, whole_number
 from classifier_service.runtime import ClassifierRuntime, LoadedVersion
 from classifier_service.schemas import PredictFields, PredictInput
 from services import oip
@@ -38,7 +39,9 @@ PLATFORM = "seam-classifier"
 FEATURES, LENGTHS = "FEATURES", "LENGTHS"
 OUTPUTS = ["PROBABILITIES", "LABEL"]
 
-Version = Annotated[int, Path(ge=1, description="A version number.", openapi_examples={"1": {"value": 1}})]
+Version = Annotated[
+    int, Path(ge=1, description="A version number.", openapi_examples={"1": {"value": 1}}), BeforeValidator(whole_number)
+]
 
 INFER_EXAMPLES = {
     "embedding": {

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
 import anyio
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from classifier_service.deps import BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionQuery
+from classifier_service.deps import BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionPath, VersionQuery
 from classifier_service.examples import FIT_BODY, PREDICT_BODY
 from classifier_service.runtime import ClassifierRuntime, LoadedVersion
 from classifier_service.schemas import (
+    DamagedEntry,
     ModelDetail,
     ModelList,
     ModelSummary,
@@ -21,6 +22,7 @@ from classifier_service.schemas import (
     render_prediction,
 )
 from services import tracing
+from services.auth import shows_details
 from services.errors import NotReady
 
 router = APIRouter()
@@ -30,35 +32,48 @@ def _skipped(runtime: ClassifierRuntime) -> list[SkippedEntry]:
     return [SkippedEntry(path=s.path, reason=s.reason) for s in runtime.skipped]
 
 
+def _damaged(damaged: dict[int, str]) -> list[DamagedEntry]:
+    return [DamagedEntry(version=v, reason=damaged[v]) for v in sorted(damaged)]
+
+
 @router.get("/healthz", tags=["health"])
 async def healthz() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/readyz", tags=["health"])
+@router.get("/readyz", tags=["health"], response_model_exclude_none=True)
 async def readyz(request: Request) -> Readiness:
-    """200 once the store is loaded; lists the entries it skipped. Memory only: probes never touch the disk."""
+    """200 once the store is loaded; lists the entries it skipped. Memory only: probes never touch the disk.
+    The counts and entries only for callers with the internal token (when one is set): a probe needs none."""
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None or not runtime.ready:
         raise NotReady("The model store is still loading.")
+    if not shows_details(request.scope):
+        return Readiness(status="ready")
     return Readiness(status="ready", models=runtime.model_count, skipped=_skipped(runtime))
 
 
 @router.get("/v1/models", tags=["models"])
 async def list_models(runtime: Runtime) -> ModelList:
+    """Every model with a version that loads; ``damaged`` lists its versions whose files are damaged (a
+    model none of whose versions load is listed in ``skipped`` only)."""
     models = await anyio.to_thread.run_sync(runtime.list_models)
     summaries = [
-        ModelSummary(name=name, latest=versions[max(versions)].record, versions=sorted(versions))
-        for name, versions in models
+        ModelSummary(name=name, latest=versions[max(versions)].record, versions=sorted(versions), damaged=_damaged(damaged))
+        for name, versions, damaged in models if versions
     ]
     return ModelList(models=summaries, skipped=_skipped(runtime))
 
 
 @router.get("/v1/models/{name}", tags=["models"])
 async def get_model(name: ModelName, runtime: Runtime) -> ModelDetail:
+    """Every version that loads, and every damaged one with why. ``latest`` is null when the newest
+    version is damaged (the latest is then refused, never replaced by an older one)."""
     versions = await anyio.to_thread.run_sync(runtime.versions, name)
+    damaged = runtime.damaged(name)
     records = [versions[v].record for v in sorted(versions)]
-    return ModelDetail(name=name, latest=records[-1], versions=records)
+    newest_loads = bool(records) and (not damaged or max(versions) > max(damaged))
+    return ModelDetail(name=name, latest=records[-1] if newest_loads else None, versions=records, damaged=_damaged(damaged))
 
 
 @router.get("/v1/models/{name}/latest", tags=["models"])
@@ -70,9 +85,22 @@ async def get_latest(name: ModelName, runtime: Runtime) -> VersionRecord:
 
 
 @router.get("/v1/models/{name}/versions/{version}", tags=["models"])
-async def get_version(name: ModelName, version: Annotated[int, Path(ge=1)], runtime: Runtime) -> VersionRecord:
+async def get_version(name: ModelName, version: VersionPath, runtime: Runtime) -> VersionRecord:
     loaded: LoadedVersion = await anyio.to_thread.run_sync(runtime.get, name, version)
     return loaded.record
+
+
+@router.get("/v1/models/{name}/versions/{version}/reference", tags=["models"])
+async def get_reference(name: ModelName, version: VersionPath, runtime: Runtime) -> dict[str, Any]:
+    """The version's reference sample: texts, their labels, and the probabilities the version gave them
+    at fit time (``classes`` order). 404 ``no-retained-data`` when it kept none. Behind the internal token."""
+    return await anyio.to_thread.run_sync(runtime.retained, name, version, "reference")
+
+
+@router.get("/v1/models/{name}/versions/{version}/training-data", tags=["models"])
+async def get_training_data(name: ModelName, version: VersionPath, runtime: Runtime) -> dict[str, Any]:
+    """Every training text of the version and its label. 404 ``no-retained-data`` when it kept none."""
+    return await anyio.to_thread.run_sync(runtime.retained, name, version, "training")
 
 
 @router.delete("/v1/models/{name}", status_code=204, tags=["models"])

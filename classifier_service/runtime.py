@@ -1,49 +1,53 @@
 """The classifier runtime: fitted models in memory, backed by the store. No HTTP here.
 
-Fits run in a dedicated thread pool (``fit_workers`` threads) and predictions in anyio's worker
+Fits are handed by a dedicated thread pool (``fit_workers`` threads) to worker processes
+(:mod:`classifier_service.fitting`), bounded by ``fit_timeout_s``; predictions run in anyio's worker
 threads, so the event loop never computes and predictions keep being served while a fit runs.
+
+Nothing non-finite is ever answered: a prediction whose probabilities are not finite numbers is
+refused (422, naming its rows), and so is a fit whose model gives such probabilities on its own
+training rows. A damaged version is reported and refused by number, and "latest" never skips it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import numpy as np
 from pydantic import ValidationError
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
 
 from classifier_service import features as feature_checks
 from classifier_service import heads
+from classifier_service import retained as retained_data
 from classifier_service.estimators import ESTIMATORS, Estimator, resolve
+from classifier_service.fitting import FitJob, FitWorkers
 from classifier_service.schemas import FitInput, Metrics, PredictInput, VersionRecord
 from classifier_service.settings import ClassifierSettings
-from classifier_service.store import ModelStore, Skipped, StoreEntryError
+from classifier_service.store import Skipped, StoreEntryError, open_store
 from services.codecs import Tensor
-from services.contracts import TensorContract
-from services.errors import InvalidInput, ModelNotFound, Overloaded, PayloadTooLarge
+from services.errors import DamagedVersion, InvalidInput, ModelNotFound, Overloaded, PayloadTooLarge
 
 log = logging.getLogger("seam.classifier")
 
 T = TypeVar("T")
 
-MAX_CV_FOLDS = 5
 # A light model (scikit-learn) predicts this many rows in less time than the round trip to a worker
 # thread and back costs: such predictions run on the event loop. Measured here: the 1-row predict
 # route in-process, 0.52-0.65 ms inline against 0.90-1.02 ms through the thread; a lone text through
 # the gateway, four runs of alternating rounds against a classifier without it, -0.9, -0.1, +0.3 and
 # -0.8 ms at p50 (about 450 requests each way per run).
 INLINE_PREDICT_ROWS = 64
-_CV_SEED = 0
+_SHOWN = 5  # row indices quoted in a message
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,46 @@ class LoadedVersion:
     model: Any
 
     def predict_proba(self, features: Tensor) -> np.ndarray:
-        return np.asarray(self.model.predict_proba(self.estimator.prepare(features)), dtype=np.float64)
+        """Class probabilities per row. Rows whose arithmetic overflows (finite features so extreme
+        that the model's sums leave the float range: its answer would be NaN, or a saturated 0/1 that
+        means nothing) or whose probabilities are not finite are refused with a 422 naming them."""
+        X = self.estimator.prepare(features)
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                probabilities = np.asarray(self.model.predict_proba(X), dtype=np.float64)
+        except FloatingPointError:
+            self._refuse(self._overflowing_rows(X))
+            raise
+        bad = np.flatnonzero(~np.isfinite(probabilities).all(axis=1))
+        if len(bad):
+            self._refuse(bad)
+        return probabilities
+
+    def _overflowing_rows(self, X: Any) -> np.ndarray:
+        """The rows whose prediction alone overflows (the slow path: only after an overflow)."""
+        bad = []
+        for i in range(len(X)):
+            try:
+                with np.errstate(over="raise", invalid="raise"):
+                    row = np.asarray(self.model.predict_proba(feature_checks.take(X, np.array([i]))), dtype=np.float64)
+            except FloatingPointError:
+                bad.append(i)
+                continue
+            if not np.isfinite(row).all():
+                bad.append(i)
+        return np.array(bad, dtype=np.int64)
+
+    def _refuse(self, bad: np.ndarray) -> None:
+        if not len(bad):
+            return
+        record = self.record
+        shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
+        raise InvalidInput(
+            f"features: row {shown} cannot be classified by model {record.name!r} version {record.version} "
+            f"({record.estimator}): the values are so extreme that its arithmetic overflows (e.g. magnitudes near "
+            "1e38), so its probabilities would not be numbers. Send features on the scale the model was fitted on.",
+            name=record.name, version=record.version, rows=[int(i) for i in bad[:_SHOWN]],
+        )
 
 
 @dataclass(frozen=True)
@@ -66,21 +109,35 @@ class PredictionResult:
     probabilities: np.ndarray
 
 
-@dataclass
-class _FitJob:
-    name: str
-    estimator: Estimator
-    params: dict[str, Any]
-    contract: TensorContract
-    source: dict[str, Any] | None
-    features: Tensor
-    labels: np.ndarray
-    data_sha256: str
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
-def _accuracy(model: Any, X: Any, y: np.ndarray) -> float:
-    classes = np.asarray(model.classes_)
-    return float((classes[np.asarray(model.predict_proba(X)).argmax(axis=1)] == y).mean())
+def _check_free_form(field: str, value: Any, *, max_depth: int, max_bytes: int) -> None:
+    """A fit's free-form fields are recorded and echoed back: bounded in depth and size before any work."""
+    if value is None:
+        return
+    depth = _depth(value)
+    if depth > max_depth:
+        raise InvalidInput(
+            f"{field} nests {depth} levels deep; at most {max_depth} (CLASSIFIER_MAX_SOURCE_DEPTH).",
+            field=field, limit=max_depth,
+        )
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"{field} takes {size} bytes as JSON; at most {max_bytes} (CLASSIFIER_MAX_SOURCE_BYTES).",
+            field=field, limit=max_bytes,
+        )
 
 
 class ClassifierRuntime:
@@ -88,12 +145,13 @@ class ClassifierRuntime:
 
     def __init__(self, settings: ClassifierSettings) -> None:
         self.settings = settings
-        self.store = ModelStore(settings.store)
+        self.store = open_store(settings)
         self.ready = False
         self._models: dict[str, dict[int, LoadedVersion]] = {}
         self._skipped: dict[str, Skipped] = {}
         self._lock = threading.RLock()
         self._fit_pool = ThreadPoolExecutor(settings.fit_workers, thread_name_prefix="seam-fit")
+        self._workers = FitWorkers(settings.fit_workers, timeout_s=settings.fit_timeout_s, torch_threads=settings.torch_threads)
         self._pending_fits = 0
 
     # -- loading ---------------------------------------------------------------------------------
@@ -101,7 +159,8 @@ class ClassifierRuntime:
     def load(self) -> None:
         """Loads every stored version; a corrupt or foreign entry is reported and skipped."""
         heads.use_threads(self.settings.torch_threads)
-        self.store.root.mkdir(parents=True, exist_ok=True)
+        self._workers.warm()
+        self.store.prepare()
         for leftover in self.store.remove_leftovers(self.settings.stale_temp_seconds):
             log.info("removed %s, left by an interrupted save or delete", leftover)
         with self._lock:
@@ -111,7 +170,7 @@ class ClassifierRuntime:
                 self._refresh(name)
         self.ready = True
         versions = sum(len(v) for v in self._models.values())
-        log.info("store %s: %d models, %d versions, %d skipped", self.store.root, len(self._models), versions, len(self._skipped))
+        log.info("store %s: %d models, %d versions, %d skipped", self.store.location, len(self._models), versions, len(self._skipped))
 
     def _skip(self, entry: Skipped, *, known: bool = False) -> None:
         if not known:
@@ -152,7 +211,7 @@ class ClassifierRuntime:
                 try:
                     current[version] = self._load_version(name, version)
                 except StoreEntryError as exc:
-                    self._skip(Skipped(path, str(exc), identity))
+                    self._skip(Skipped(path, str(exc), identity, version))
             if current:
                 self._models[name] = current
             else:
@@ -189,29 +248,59 @@ class ClassifierRuntime:
         with self._lock:
             return sorted(self._skipped.values(), key=lambda s: s.path)
 
-    def list_models(self) -> list[tuple[str, dict[int, LoadedVersion]]]:
-        """Every model, re-read from the store's listing (other processes may share it)."""
+    def damaged(self, name: str) -> dict[int, str]:
+        """Versions of ``name`` on disk whose files are damaged, and why (as of the last refresh)."""
+        with self._lock:
+            return {
+                s.version: s.reason for p, s in self._skipped.items() if s.version is not None and p.startswith(f"{name}/")
+            }
+
+    def list_models(self) -> list[tuple[str, dict[int, LoadedVersion], dict[int, str]]]:
+        """Every model, re-read from the store's listing (other processes may share it): its loaded
+        versions and its damaged ones."""
         with self._lock:
             names = self._scan_top()
-            found = [(name, self._refresh(name)) for name in sorted(set(names) | set(self._models))]
-        return [(name, versions) for name, versions in found if versions]
+            found = [(name, self._refresh(name), self.damaged(name)) for name in sorted(set(names) | set(self._models))]
+        return [(name, versions, damaged) for name, versions, damaged in found if versions or damaged]
 
     def versions(self, name: str) -> dict[int, LoadedVersion]:
+        """The loaded versions of ``name`` (none when all are damaged); 404 when it has no version at all."""
         versions = self._refresh(name)
-        if not versions:
+        if not versions and not self.damaged(name):
             raise ModelNotFound(f"No model named {name!r}.", name=name)
         return versions
 
     def get(self, name: str, version: int | None = None) -> LoadedVersion:
+        """A version by number, or the latest: the highest number on disk. A damaged one is refused
+        (409 naming it and why), never replaced by another version."""
         versions = self.versions(name)
-        if version is None:
-            return versions[max(versions)]
-        if version not in versions:
+        damaged = self.damaged(name)
+        wanted = max([*versions, *damaged]) if version is None else version
+        if wanted in damaged:
+            which = f"The latest version of model {name!r}, version {wanted}," if version is None else (
+                f"Version {wanted} of model {name!r}")
+            fallback = (" No older version is served in its place." if version is None else "")
+            raise DamagedVersion(
+                f"{which} is damaged: {damaged[wanted]}.{fallback} Restore its files, or delete the model "
+                f"(DELETE /v1/models/{name}) and fit it again; versions that load: {sorted(versions) or 'none'} "
+                "(ask for one with ?version=N).",
+                name=name, version=wanted, reason=damaged[wanted], versions=sorted(versions),
+            )
+        if wanted not in versions:
             raise ModelNotFound(
                 f"Model {name!r} has no version {version}; it has {sorted(versions)}.",
                 name=name, version=version, versions=sorted(versions),
             )
-        return versions[version]
+        return versions[wanted]
+
+    def retained(self, name: str, version: int, what: str) -> dict[str, Any]:
+        """A version's kept training data (``training``) or reference sample (``reference``); NoRetainedData
+        when it kept none."""
+        record = self.get(name, version).record
+        filename = retained_data.REFERENCE_FILE if what == "reference" else retained_data.TRAINING_FILE
+        data = retained_data.read(self.store.read(name, version).folder, filename, name=name, version=version,
+                                  summary=record.retained)
+        return {"name": name, "version": version, **data}
 
     def delete(self, name: str) -> None:
         with self._lock:
@@ -274,9 +363,12 @@ class ClassifierRuntime:
         finally:
             self._pending_fits -= 1
 
-    def prepare_fit(self, name: str, request: FitInput) -> _FitJob:
-        """Every check a fit can fail before any training: estimator, parameters, features, labels."""
+    def prepare_fit(self, name: str, request: FitInput) -> FitJob:
+        """Every check a fit can fail before any training: estimator, parameters, features, labels,
+        and the size of the model they would make."""
         fields = request.fields
+        for field, value in (("source", fields.source), ("params", fields.params)):
+            _check_free_form(field, value, max_depth=self.settings.max_source_depth, max_bytes=self.settings.max_source_bytes)
         contract = fields.contract
         estimator = resolve(fields.estimator, contract.kind)
         params = estimator.resolve_params(fields.params)
@@ -286,90 +378,74 @@ class ClassifierRuntime:
         rows = len(tensor)
         if rows > self.settings.max_fit_rows:
             raise PayloadTooLarge(
-                f"{rows} rows, at most {self.settings.max_fit_rows} per fit.", limit_rows=self.settings.max_fit_rows
+                f"{rows} rows, at most {self.settings.max_fit_rows} per fit (CLASSIFIER_MAX_FIT_ROWS).",
+                limit_rows=self.settings.max_fit_rows,
             )
         if rows and len(fields.labels) != rows:
             raise InvalidInput(f"{len(fields.labels)} labels for {rows} rows of features: one label per row.")
         feature_checks.validate(tensor, contract, subject=subject, consumer=consumer, max_rows=self.settings.max_fit_rows)
+        self._check_labels(fields.labels)
         labels = np.asarray(fields.labels, dtype=str)
         classes = np.unique(labels)
         if len(classes) < 2:
             raise InvalidInput(f"A classifier needs at least two classes; every label is {str(classes[0])!r}.")
-        if any(not label for label in fields.labels):
-            raise InvalidInput("Labels must be non-empty strings.")
         estimator.check_labels(labels)
-        return _FitJob(
+        estimator.check_size(params, dim=contract.dim, classes=len(classes), limit=self.settings.max_model_parameters)
+        if fields.texts is not None and len(fields.texts) != rows:
+            raise InvalidInput(f"{len(fields.texts)} texts for {rows} rows of features: one text per row, or none.")
+        return FitJob(
             name, estimator, params, contract, fields.source, tensor, labels,
             feature_checks.data_sha256(tensor, list(fields.labels), contract.kind),
+            retained_data.Retained(list(fields.texts), fields.reference_sample) if fields.texts is not None else None,
         )
 
-    def run_fit(self, job: _FitJob) -> VersionRecord:
-        """Trains, scores, saves a new version and serves it. Runs in the fit pool."""
+    def _check_labels(self, labels: list[str]) -> None:
+        """Every label names a class: some visible character, at most ``max_label_chars`` characters."""
+        limit = self.settings.max_label_chars
+        for i, label in enumerate(labels):
+            if not label.strip():
+                raise InvalidInput(
+                    f"labels[{i}] is {'empty' if not label else 'blank'} ({label!r}); every label needs at least one "
+                    "non-space character.", index=i,
+                )
+            if len(label) > limit:
+                raise InvalidInput(
+                    f"labels[{i}] has {len(label)} characters; a label has at most {limit} (CLASSIFIER_MAX_LABEL_CHARS).",
+                    index=i, limit=limit,
+                )
+
+    def run_fit(self, job: FitJob) -> VersionRecord:
+        """Trains (in a worker process), saves a new version and serves it. Runs in the fit pool."""
         model, metrics = self._train(job)
         record = VersionRecord(
             name=job.name, version=0, estimator=job.estimator.name, params=job.params, input_contract=job.contract,
             source=job.source, classes=[str(c) for c in model.classes_], metrics=metrics, data_sha256=job.data_sha256,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
+        keep = job.retained
+        if keep is not None:  # the reference sample, with the probabilities this version gives it now
+            rows = retained_data.reference_rows(job.labels, keep.reference_size)
+            reference = (np.asarray(model.predict_proba(job.estimator.prepare(feature_checks.take(job.features, rows))))
+                         if len(rows) else np.zeros((0, len(record.classes))))
+            record = record.model_copy(update={"retained": {"texts": len(keep.texts), "reference_sample": len(rows)}})
+
+        def write_artifacts(folder: Path) -> None:
+            job.estimator.save(model, folder)
+            if keep is not None:
+                retained_data.write(folder, keep, job.labels, rows, record.classes, reference)
+
         stored = record.model_dump(mode="json", exclude={"name", "version"})
-        version = self.store.save(job.name, stored, lambda folder: job.estimator.save(model, folder))
+        version = self.store.save(job.name, stored, write_artifacts)
         record = record.model_copy(update={"version": version})
         with self._lock:
             self._models.setdefault(job.name, {})[version] = LoadedVersion(record, job.estimator, model)
         log.info("fitted %s version %d (%s, %d rows)", job.name, version, job.estimator.name, len(job.labels))
         return record
 
-    def _train(self, job: _FitJob) -> tuple[Any, Metrics]:
-        estimator, y = job.estimator, job.labels
-        X = estimator.prepare(job.features)
-        # A fit that stops at max_iter still serves; it says so in its metrics instead of warning.
-        # (catch_warnings is process-wide before Python 3.14: fits run one per fit_workers thread.)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            try:
-                model = estimator.build(job.params, y).fit(X, y)
-            except ValueError as exc:
-                raise InvalidInput(f"{estimator.name} could not be fitted: {exc}", estimator=estimator.name) from exc
-            cv_accuracy, cv_folds, cv_skipped = self._cross_validate(job, X)
-        notes = sorted({str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)})
-        for w in caught:
-            if not issubclass(w.category, ConvergenceWarning):
-                log.warning("%s fit: %s: %s", job.name, w.category.__name__, w.message)
-        classes, counts = np.unique(y, return_counts=True)
-        metrics = Metrics(
-            train_accuracy=_accuracy(model, X, y),
-            cv_accuracy=cv_accuracy,
-            cv_folds=cv_folds,
-            n_samples=len(y),
-            cv_skipped_reason=cv_skipped,
-            class_counts={str(c): int(n) for c, n in zip(classes, counts)},
-            **estimator.fit_report(model),
-            **({"convergence_warnings": notes} if notes else {}),
-        )
-        return model, metrics
-
-    def _cross_validate(self, job: _FitJob, X: Any) -> tuple[float | None, int | None, str | None]:
-        """Mean stratified k-fold accuracy: 5 folds, fewer when a class is small, none below 2."""
-        estimator, y = job.estimator, job.labels
-        if estimator.cv_skipped_reason:
-            return None, None, estimator.cv_skipped_reason
-        smallest = int(np.unique(y, return_counts=True)[1].min())
-        folds = min(MAX_CV_FOLDS, smallest)
-        if folds < 2:
-            return None, None, f"the smallest class has {smallest} example; k-fold needs at least 2 per class"
-        scores = []
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=_CV_SEED)
-        for train, test in splitter.split(np.zeros(len(y)), y):
-            try:
-                estimator.check_labels(y[train])
-            except InvalidInput as exc:
-                return None, None, f"a training fold is too small for {estimator.name}: {exc.detail}"
-            try:
-                model = estimator.build(job.params, y[train]).fit(feature_checks.take(X, train), y[train])
-            except ValueError as exc:
-                return None, None, f"a training fold could not be fitted: {exc}"
-            scores.append(_accuracy(model, feature_checks.take(X, test), y[test]))
-        return float(np.mean(scores)), folds, None
+    def _train(self, job: FitJob) -> tuple[Any, Metrics]:
+        """The fitted model and its metrics, from a worker process within ``fit_timeout_s``."""
+        return self._workers.run(job)
 
     def close(self) -> None:
         self._fit_pool.shutdown(wait=False, cancel_futures=True)
+        self._workers.close()

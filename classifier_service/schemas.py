@@ -38,6 +38,14 @@ class FitFields(BaseModel):
     source: dict[str, Any] | None = Field(
         None, description="Where the features come from; recorded as given, for the gateway's chains."
     )
+    texts: list[Text] | None = Field(
+        None, description="The training texts, one per row: kept with the version (never logged), for measured "
+        "acceptance and refits. Absent: nothing is kept.",
+    )
+    reference_sample: int = Field(
+        0, ge=0, description="Rows of the texts kept as the reference sample (stratified by label), with the "
+        "probabilities the fitted version gives them.",
+    )
 
     # Both are recorded and echoed back: they must encode as UTF-8 (no lone surrogates).
     encodable = field_validator("params", "source")(encodable_json)
@@ -133,6 +141,9 @@ class VersionRecord(BaseModel):
     metrics: Metrics
     data_sha256: str
     created_at: str
+    retained: dict[str, int] | None = Field(
+        None, description="What training data the version kept: {'texts': N, 'reference_sample': M}; null: none."
+    )
 
 
 class SkippedEntry(BaseModel):
@@ -140,10 +151,16 @@ class SkippedEntry(BaseModel):
     reason: str
 
 
+class DamagedEntry(BaseModel):
+    version: int
+    reason: str = Field(description="Why its files cannot be served.")
+
+
 class ModelSummary(BaseModel):
     name: str
-    latest: VersionRecord
+    latest: VersionRecord = Field(description="The newest version that loads (see ``damaged`` for newer ones).")
     versions: list[int]
+    damaged: list[DamagedEntry] = Field(default_factory=list, description="Versions whose files are damaged: never served.")
 
 
 class ModelList(BaseModel):
@@ -153,8 +170,9 @@ class ModelList(BaseModel):
 
 class ModelDetail(BaseModel):
     name: str
-    latest: VersionRecord
+    latest: VersionRecord | None = Field(description="The latest version; null when it is damaged.")
     versions: list[VersionRecord]
+    damaged: list[DamagedEntry] = Field(default_factory=list, description="Versions whose files are damaged: never served.")
 
 
 class Prediction(BaseModel):
@@ -171,8 +189,9 @@ class PredictResponse(BaseModel):
 
 class Readiness(BaseModel):
     status: str
-    models: int
-    skipped: list[SkippedEntry]
+    models: int | None = Field(None, description="Models loaded (with the internal token only, when one is set).")
+    skipped: list[SkippedEntry] | None = Field(
+        None, description="Store entries not loaded, and why (with the internal token only, when one is set).")
 
 
 def render_prediction(name: str, version: int, classes: list[str], probabilities: np.ndarray, binary: bool) -> Response:

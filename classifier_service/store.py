@@ -9,9 +9,19 @@ Layout::
 
 A version is written into ``<store>/<name>/.tmp-<random>/`` (artifacts first, manifest last, each
 fsynced) and then renamed to its number. ``rename(2)`` is atomic and refuses to replace a non-empty
-directory, so a crash never leaves half a version, never damages an existing one, and two processes
-sharing the store each claim their own number (the loser of a race retries with the next one).
-Entries starting with ``.`` are the store's own bookkeeping and are never read as models.
+directory, so a crash never leaves half a version and never damages an existing one.
+
+Version numbers are never reused, not even after the model is deleted: before its rename, a save
+claims its number in ``<store>/.claims/<name>/<number>``, a file created with ``O_CREAT | O_EXCL``
+(create-if-absent), and the claims outlive ``DELETE``. The next number is one above the highest
+claim and the highest version on disk; two processes sharing the store that race for one number get
+distinct ones (the loser of the create retries with the next). A claim whose save then fails leaves
+a gap, never a reuse. An object store implements :meth:`ModelStore.claim_version` the same way with a
+conditional put (``If-None-Match: *``).
+
+Entries starting with ``.`` are the store's own bookkeeping and are never read as models. An
+``OSError`` that means the store cannot be written (full, read-only, no permission) becomes
+:class:`~services.errors.StoreUnavailable` (507) naming the store and the cause.
 """
 
 from __future__ import annotations
@@ -27,12 +37,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import skops.io
 
 from services.contracts import is_valid_model_name
-from services.errors import Conflict, InvalidInput
+from services.errors import Conflict, InvalidInput, StoreUnavailable
 
 log = logging.getLogger("seam.classifier.store")
 
@@ -40,6 +50,15 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "seam.classifier.version.v1"
 _TEMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".deleted-"
+CLAIMS_DIR = ".claims"
+# errno values that mean "the store cannot be written" rather than a bug: full, read-only, forbidden.
+_UNWRITABLE = {
+    errno.ENOSPC: "the store's file system is full (ENOSPC)",
+    errno.EDQUOT: "the store's disk quota is exhausted (EDQUOT)",
+    errno.EROFS: "the store's file system is read-only (EROFS)",
+    errno.EACCES: "the service may not write to the store (EACCES)",
+    errno.EPERM: "the service may not write to the store (EPERM)",
+}
 _MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
@@ -54,7 +73,8 @@ class Skipped:
 
     path: str
     reason: str
-    identity: tuple[int, int] | None = field(default=None, compare=False)
+    identity: tuple | None = field(default=None, compare=False)
+    version: int | None = field(default=None, compare=False)  # set when a version directory is damaged
 
 
 @dataclass(frozen=True)
@@ -108,11 +128,64 @@ def load_skops(path: Path, *, allowed: frozenset[str], expected: type) -> Any:
     return obj
 
 
+def check_manifest(raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:
+    """A manifest's artifacts (file name -> SHA-256) and record, or StoreEntryError saying what is wrong."""
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise StoreEntryError(f"unreadable {MANIFEST_FILE} ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise StoreEntryError(f"{MANIFEST_FILE} is not a seam classifier manifest ({MANIFEST_FORMAT})")
+    artifacts, record = manifest.get("artifacts"), manifest.get("record")
+    if not isinstance(artifacts, dict) or not artifacts or not isinstance(record, dict):
+        raise StoreEntryError(f"{MANIFEST_FILE} lacks its artifacts or record")
+    for filename, digest in artifacts.items():
+        if not isinstance(filename, str) or "/" in filename or filename.startswith(".") or filename == MANIFEST_FILE:
+            raise StoreEntryError(f"{MANIFEST_FILE} names an invalid artifact {filename!r}")
+        if not isinstance(digest, str):
+            raise StoreEntryError(f"{MANIFEST_FILE} gives artifact {filename} no SHA-256")
+    return artifacts, record
+
+
+class VersionStore(Protocol):
+    """What the runtime needs of a store; :class:`ModelStore` (a directory) and
+    :class:`classifier_service.object_store.ObjectModelStore` (S3) implement it with the same guarantees:
+    a version appears whole or not at all, its number is claimed once and never reused (not even after
+    a DELETE), a crash mid-save leaves nothing visible, and processes sharing the store see each
+    other's versions."""
+
+    location: str  # named in errors and logs
+
+    def prepare(self) -> None: ...
+    def names(self) -> tuple[list[str], list[Skipped]]: ...
+    def versions(self, name: str) -> tuple[list[int], list[Skipped]]: ...
+    def identity(self, name: str, version: int) -> tuple | None: ...
+    def read(self, name: str, version: int) -> StoredVersion: ...
+    def save(self, name: str, record: dict[str, Any], write_artifacts: Callable[[Path], None]) -> int: ...
+    def delete(self, name: str) -> bool: ...
+    def claim_version(self, name: str, *, at_least: int = 1) -> int: ...
+    def highest_claimed(self, name: str) -> int: ...
+    def remove_leftovers(self, older_than_s: float) -> list[str]: ...
+
+
+def open_store(settings: Any) -> VersionStore:
+    """The store ``CLASSIFIER_STORE`` names: a directory, or ``s3://bucket/prefix``."""
+    if isinstance(settings.store, str) and settings.store.startswith("s3://"):
+        from classifier_service.object_store import ObjectModelStore  # boto3 only where it is used
+
+        return ObjectModelStore.from_settings(settings)
+    return ModelStore(settings.store)
+
+
 class ModelStore:
     """Versions on disk. Pure file handling: what a version's artifacts mean is the caller's business."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.location = str(self.root)
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def _folder(self, name: str) -> Path:
         if not is_valid_model_name(name):  # never build a path from an unchecked name
@@ -153,13 +226,16 @@ class ModelStore:
                 foreign.append(Skipped(f"{name}/{entry.name}", "not a version directory (a version is a directory named by its number)"))
         return sorted(numbers), foreign
 
-    def identity(self, name: str, version: int) -> tuple[int, int] | None:
-        """(inode, mtime) of a version directory: a rename-in replaces both."""
+    def identity(self, name: str, version: int) -> tuple | None:
+        """What tells a version directory's state apart: its (inode, mtime), which a rename-in
+        replaces, and each file's (name, size, mtime), which a repair in place changes."""
+        folder = self._folder(name) / str(version)
         try:
-            stat = os.stat(self._folder(name) / str(version))
+            stat = os.stat(folder)
+            files = tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder)))
         except OSError:
             return None
-        return stat.st_ino, stat.st_mtime_ns
+        return stat.st_ino, stat.st_mtime_ns, files
 
     def read(self, name: str, version: int) -> StoredVersion:
         """The manifest of one version, after checking every artifact against its recorded hash."""
@@ -168,19 +244,13 @@ class ModelStore:
         try:
             if path.stat().st_size > _MAX_MANIFEST_BYTES:
                 raise StoreEntryError(f"{MANIFEST_FILE} is larger than {_MAX_MANIFEST_BYTES} bytes")
-            manifest = json.loads(path.read_bytes())
+            raw = path.read_bytes()
         except FileNotFoundError as exc:
             raise StoreEntryError(f"no {MANIFEST_FILE}") from exc
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise StoreEntryError(f"unreadable {MANIFEST_FILE} ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise StoreEntryError(f"{MANIFEST_FILE} is not a seam classifier manifest ({MANIFEST_FORMAT})")
-        artifacts, record = manifest.get("artifacts"), manifest.get("record")
-        if not isinstance(artifacts, dict) or not artifacts or not isinstance(record, dict):
-            raise StoreEntryError(f"{MANIFEST_FILE} lacks its artifacts or record")
+        artifacts, record = check_manifest(raw)
         for filename, digest in artifacts.items():
-            if not isinstance(filename, str) or "/" in filename or filename.startswith(".") or filename == MANIFEST_FILE:
-                raise StoreEntryError(f"{MANIFEST_FILE} names an invalid artifact {filename!r}")
             try:
                 actual = _sha256(folder / filename)
             except OSError as exc:
@@ -196,9 +266,14 @@ class ModelStore:
         the model files; the manifest (``record`` plus their hashes) is written after them. Either
         the whole version appears under its number or nothing does."""
         folder = self._folder(name)
-        folder.mkdir(parents=True, exist_ok=True)
         temp = folder / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
-        temp.mkdir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            temp.mkdir()
+        except FileNotFoundError as exc:  # the model's directory was renamed away between the two
+            raise self._deleted_meanwhile(name) from exc
+        except OSError as exc:
+            raise self._unwritable(exc, f"save a version of {name!r}") from exc
         try:
             write_artifacts(temp)
             artifacts = {}
@@ -211,29 +286,101 @@ class ModelStore:
                 f.flush()
                 os.fsync(f.fileno())
             _fsync(temp)
-            version = self._claim(folder, temp)
-        except BaseException:
+            version = self._publish(name, folder, temp)
+        except BaseException as exc:
+            vanished = isinstance(exc, FileNotFoundError) and not (temp.is_dir() and folder.is_dir())
             shutil.rmtree(temp, ignore_errors=True)
+            if vanished:
+                # DELETE (here or in another process sharing the store) renamed the model away
+                raise self._deleted_meanwhile(name) from exc
+            if isinstance(exc, OSError):
+                raise self._unwritable(exc, f"save a version of {name!r}") from exc
             raise
-        _fsync(folder)
+        try:
+            _fsync(folder)
+        except FileNotFoundError as exc:
+            raise self._deleted_meanwhile(name) from exc
         return version
 
-    def _claim(self, folder: Path, temp: Path) -> int:
-        try:
-            numbers = [n for n in (_version_number(p.name) for p in folder.iterdir()) if n is not None]
-        except FileNotFoundError:
-            numbers = []
-        version = max(numbers, default=0) + 1
+    def _publish(self, name: str, folder: Path, temp: Path) -> int:
+        """Claims the next number and renames ``temp`` to it."""
         while True:
+            version = self.claim_version(name, at_least=max(self._numbers_on_disk(folder), default=0) + 1)
             try:
                 os.rename(temp, folder / str(version))
                 return version
-            except FileNotFoundError as exc:
-                raise Conflict(f"model {folder.name!r} was deleted while this version was being saved") from exc
+            except FileNotFoundError:
+                raise
             except OSError as exc:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
+                # a version directory with this number exists without a claim (a store written before
+                # claims existed, or by hand): claim on past it
+
+    @staticmethod
+    def _numbers_on_disk(folder: Path) -> list[int]:
+        try:
+            return [n for n in (_version_number(p.name) for p in folder.iterdir()) if n is not None]
+        except FileNotFoundError:
+            return []
+
+    # -- version numbers ----------------------------------------------------------------------
+
+    def _claims(self, name: str) -> Path:
+        self._folder(name)  # checks the name
+        return self.root / CLAIMS_DIR / name
+
+    def highest_claimed(self, name: str) -> int:
+        """The highest version number ever claimed for ``name`` (0 when none): deleted ones count."""
+        try:
+            entries = os.listdir(self._claims(name))
+        except FileNotFoundError:
+            return 0
+        return max((n for n in map(_version_number, entries) if n is not None), default=0)
+
+    def claim_version(self, name: str, *, at_least: int = 1) -> int:
+        """Claims a version number of ``name`` no other save, in this process or another sharing the
+        store, ever got or will get: above every earlier claim and at least ``at_least``. Each number
+        is a file created if absent (atomic on a local file system; a conditional put on an object
+        store), fsynced with its directory, so a claim survives a crash and a DELETE."""
+        claims = self._claims(name)
+        claims.mkdir(parents=True, exist_ok=True)
+        version = max(self.highest_claimed(name) + 1, at_least)
+        while True:
+            try:
+                fd = os.open(claims / str(version), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
                 version += 1  # another writer claimed this number first
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync(claims)
+            return version
+
+    # -- failures -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _deleted_meanwhile(name: str) -> Conflict:
+        return Conflict(
+            f"The model {name!r} was deleted meanwhile (by another request, perhaps through another "
+            "classifier sharing the store), while this version was being saved; nothing was saved. "
+            "Fit again to create it anew.",
+            name=name,
+        )
+
+    def _unwritable(self, exc: OSError, action: str) -> Exception:
+        """StoreUnavailable for an OSError meaning the store cannot be written; ``exc`` itself otherwise."""
+        cause = _UNWRITABLE.get(exc.errno or 0)
+        if cause is None:
+            return exc
+        return StoreUnavailable(
+            f"Could not {action}: {cause}, in the model store {str(self.root)!r} (CLASSIFIER_STORE); "
+            f"{exc.strerror or exc}. Nothing stored was changed. Free space or make the store writable, then retry.",
+            store=str(self.root),
+            errno=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+        )
 
     def delete(self, name: str) -> bool:
         """Removes every version of ``name``; False when there was nothing to remove. The directory is
@@ -244,6 +391,8 @@ class ModelStore:
             os.rename(folder, trash)
         except (FileNotFoundError, NotADirectoryError):
             return False
+        except OSError as exc:
+            raise self._unwritable(exc, f"delete {name!r}") from exc
         shutil.rmtree(trash, ignore_errors=True)
         return True
 

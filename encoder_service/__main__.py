@@ -1,5 +1,6 @@
 """``python -m encoder_service``: serve on ``ENCODER_HOST``:``ENCODER_PORT`` (127.0.0.1:8001)."""
 
+import logging
 import os
 
 # OpenMP threads wait for the next operator by spinning, then sleeping. Spinning without end
@@ -16,20 +17,40 @@ from encoder_service.settings import EncoderSettings  # noqa: E402  (imports no 
 # entries each by default). With packed weights, each entry also holds memory of the order of a
 # layer's weights: under the benchmark's varied batches the encoder peaked at 755 MB with the
 # defaults, 716 with 64 entries, 700 with 32 and 672 with 16 (625 unpacked), while a lone text took
-# 6.7 ms in-process with the defaults and 8.2 with 16 (9.5 unpacked). So 16, where weights are packed:
-# bfloat16 runs its own oneDNN kernels, whose lone text the small caches slow by 0.6 ms.
+# 6.7 ms in-process with the defaults and 8.2 with 16 (9.5 unpacked). So 16, where weights are packed.
+# bfloat16 (never packed) runs its own oneDNN kernels, a primitive per shape too: unbounded, the
+# encoder grew to 766 MB under the benchmark's load; on a short run of that load, +114 MB of anonymous
+# memory with the defaults, +55 with 64 entries, +44 with 16, and small caches slow its lone text
+# (0.6 ms with 16). So 64 there: the memory bounded, a lone text's few shapes kept.
 PACKED_CACHE_ENTRIES = "16"
+BFLOAT16_CACHE_ENTRIES = "64"
 
 
 def library_env(settings: EncoderSettings) -> dict[str, str]:
     """Variables torch's libraries read once, at their first use: set before torch is imported."""
-    if not settings.packs_weights:
+    if settings.packs_weights:
+        entries = PACKED_CACHE_ENTRIES
+    elif settings.backend == "torch" and settings.compute_precision == "bfloat16":
+        entries = BFLOAT16_CACHE_ENTRIES
+    else:
         return {}
-    return {"LRU_CACHE_CAPACITY": PACKED_CACHE_ENTRIES, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": PACKED_CACHE_ENTRIES}
+    return {"LRU_CACHE_CAPACITY": entries, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": entries}
+
+
+def show_log(level: str) -> None:
+    """seam's own log lines (what the encoder computes in and why, what it loaded) at ENCODER_LOG_LEVEL,
+    beside uvicorn's; without a handler only warnings would reach stderr."""
+    seam = logging.getLogger("seam")
+    if not seam.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        seam.addHandler(handler)
+        seam.setLevel(level.upper())
 
 
 def main() -> None:
     settings = EncoderSettings()
+    show_log(settings.log_level)
     for name, value in library_env(settings).items():
         os.environ.setdefault(name, value)  # what the operator set wins
 

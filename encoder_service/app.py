@@ -61,6 +61,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
         version="0.1.0",
         description="Serves a pre-trained transformer's embeddings, token sequences and probabilities.",
         lifespan=lifespan,
+        redirect_slashes=False,  # a trailing slash is a 404, never a redirect to the Host the caller named
     )
     app.state.settings = settings
     install_problem_handlers(app)

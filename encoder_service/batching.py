@@ -80,8 +80,12 @@ class Batcher:
                 job.future.set_exception(NotReady("the encoder is shutting down; retry on another replica"))
         self._queue.clear()
 
-    async def encode(self, texts: list[str], output: str) -> tuple[list[TokenizedText], list[np.ndarray]]:
-        """Tokenize ``texts`` and queue them; their tokenization and one array per text, in order."""
+    async def encode(
+        self, texts: list[str], output: str, check: Callable[[list[TokenizedText]], None] | None = None
+    ) -> tuple[list[TokenizedText], list[np.ndarray]]:
+        """Tokenize ``texts`` and queue them; their tokenization and one array per text, in order.
+        ``check`` sees the tokenization first and may refuse it (a JSON answer too large, say) before
+        any forward pass runs."""
         self._arriving += 1
         try:
             if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
@@ -91,6 +95,8 @@ class Batcher:
         finally:
             self._arriving -= 1
             self._wakeup.set()
+        if check is not None:
+            check(items)
         return items, await self.submit(items, output)
 
     async def submit(self, items: list[TokenizedText], output: str) -> list[np.ndarray]:

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from encoder_service.batching import Batcher
-from encoder_service.routes import BatcherDep, Runtime, Settings, check_limits
+from encoder_service.routes import BatcherDep, Runtime, Settings, check_json_size, check_limits
 from encoder_service.runtime import EncoderRuntime, Output
 from encoder_service.settings import EncoderSettings
 from services import oip
@@ -172,9 +172,16 @@ async def _infer(
     texts = _texts(decoded)
     wanted = requested(decoded, list(OUTPUT_NAMES[name]))
     check_limits(texts, settings)
-    items, vectors = await batcher.encode(texts, name)
+    padded_json = name == "tokens" and not dict(wanted).get("TOKENS", True)
+
+    def check(items: list) -> None:  # the padded TOKENS answer in JSON: refused before the forward pass
+        if padded_json:
+            check_json_size(len(items) * max(i.n_tokens for i in items) * output.contract.dim, settings, name)
+
+    items, vectors = await batcher.encode(texts, name, check)
     tensors = await anyio.to_thread.run_sync(_tensors, name, output, vectors, [item.truncated for item in items])
     outputs = [(tensors[n], binary) for n, binary in wanted]
+    check_json_size(sum(t.array.size for t, binary in outputs if not binary), settings, name)
     return await inference_response(name, VERSION, decoded, outputs, headers={"X-Seam-Contract": output.id})
 
 

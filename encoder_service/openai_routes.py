@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from encoder_service.routes import BatcherDep, Runtime, Settings, check_limits
 from encoder_service.runtime import DEFAULT_MODEL_ID, EncoderRuntime
 from services.errors import InvalidInput, ModelNotFound
+from services.inputs import encodable
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -82,7 +83,7 @@ def _accepted_names(runtime: EncoderRuntime) -> list[str]:
 
 def _texts(body: EmbeddingsRequest) -> list[str]:
     if isinstance(body.input, str):
-        return [body.input]
+        body.input = [body.input]
     if body.input and not isinstance(body.input[0], str):
         raise InvalidInput(
             "input holds token ids; this encoder takes text only (ids of another tokenizer would mean other tokens)",
@@ -90,7 +91,13 @@ def _texts(body: EmbeddingsRequest) -> list[str]:
         )
     if not body.input:
         raise InvalidInput("input is an empty list; send at least one text", field="input")
-    return list(body.input)  # type: ignore[arg-type]
+    texts: list[str] = list(body.input)  # type: ignore[arg-type]
+    for i, text in enumerate(texts):
+        try:
+            encodable(text)
+        except ValueError as exc:  # a lone surrogate: a tokenizer would fail on it (500)
+            raise InvalidInput(f"input[{i}] is {exc}; send UTF-8 text", field="input", index=i) from None
+    return texts
 
 
 def _encode_item(vector: np.ndarray, fmt: str) -> list[float] | str:

@@ -6,7 +6,8 @@ cache): a plain ``F.linear`` reads the row-major weight through MKL, which on th
 uses a second core at a handful of rows. The reordered (blocked) layout streams better: a lone
 sentence's pass drops from about 9.5 to 7 ms in-process (8 with the bounded caches below), and
 batches of 32 run a few per cent faster.
-bfloat16 already takes oneDNN's path and gains nothing, so only float32 is packed.
+bfloat16 already takes oneDNN's path and gains nothing, so only float32 is packed (bfloat16 is loaded
+straight in bfloat16, and its own oneDNN caches are bounded by the entry point too).
 
 It is on by default (``ENCODER_PREPACK=false`` turns it off), and costs little memory with MiniLM
 (peak under the benchmark's load: 672 MB against 625 unpacked) for two reasons:

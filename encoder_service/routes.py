@@ -13,8 +13,9 @@ from encoder_service.batching import Batcher
 from encoder_service.runtime import EncoderRuntime
 from encoder_service.schemas import EncodeRequest, EncodeResponse, OutputsResponse
 from encoder_service.settings import EncoderSettings
+from services.auth import shows_details
 from services.codecs import BINARY_CONTENT_TYPE, Ragged, encode_binary
-from services.errors import NotReady
+from services.errors import NotReady, PayloadTooLarge
 from services.inputs import check_texts
 
 router = APIRouter()
@@ -49,6 +50,18 @@ def check_limits(texts: list[str], settings: EncoderSettings) -> None:
                 max_chars=settings.max_chars, chars_setting="ENCODER_MAX_CHARS")
 
 
+def check_json_size(values: int, settings: EncoderSettings, output: str) -> None:
+    """A JSON answer costs ~30 bytes of memory per number while it is built: at most
+    ``ENCODER_MAX_JSON_VALUES`` of them; the binary frame carries any size at 4 bytes a number."""
+    if values > settings.max_json_values:
+        raise PayloadTooLarge(
+            f"the {output} answer holds {values} numbers, more than a JSON answer may ({settings.max_json_values}, "
+            f"ENCODER_MAX_JSON_VALUES): ask for the binary frame (Accept: {BINARY_CONTENT_TYPE}, or binary_data "
+            "outputs on /v2), or send fewer or shorter texts",
+            values=values, limit=settings.max_json_values,
+        )
+
+
 @router.get("/healthz", tags=["health"])
 async def healthz() -> dict[str, str]:
     """The process is alive (says nothing about the model)."""
@@ -56,8 +69,11 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"])
-async def readyz(runtime: Runtime) -> dict[str, object]:
-    """The model is loaded and warmed up: 200; before that, 503."""
+async def readyz(runtime: Runtime, request: Request) -> dict[str, object]:
+    """The model is loaded and warmed up: 200; before that, 503. The model and its outputs only for
+    callers with the internal token (when one is set): a probe needs none."""
+    if not shows_details(request.scope):
+        return {"status": "ready"}
     return {"status": "ready", "model": runtime.model_id, "outputs": sorted(runtime.outputs)}
 
 
@@ -80,15 +96,21 @@ async def encode(body: EncodeRequest, request: Request, runtime: Runtime, batche
     """Encode texts. Send `Accept: application/vnd.seam.tensor` for the binary frame."""
     check_limits(body.texts, settings)
     output = runtime.output(body.output)
-    items, vectors = await batcher.encode(body.texts, body.output)
+    binary = BINARY_CONTENT_TYPE in request.headers.get("accept", "")
+    # Refused after tokenizing, before the forward pass: a tokens answer holds a vector per token.
+    per_token = body.output == "tokens" and not binary
+    check = (lambda items: check_json_size(sum(i.n_tokens for i in items) * output.contract.dim, settings, "tokens")
+             ) if per_token else None
+    items, vectors = await batcher.encode(body.texts, body.output, check)
     truncated = [item.truncated for item in items]
     counts = [item.n_tokens for item in items]
     headers = {"X-Seam-Contract": output.id}
-    if BINARY_CONTENT_TYPE in request.headers.get("accept", ""):
+    if binary:
         tensor = Ragged.from_rows(vectors, dim=output.contract.dim) if body.output == "tokens" else _stack(vectors, output.contract.dim)
         meta = {"model": runtime.model_id, "output": body.output, "contract_id": output.id,
                 "truncated": truncated, "token_counts": counts}
         return Response(encode_binary(tensor, meta), media_type=BINARY_CONTENT_TYPE, headers=headers)
+    check_json_size(sum(v.size for v in vectors), settings, body.output)
     if not all(np.isfinite(v).all() for v in vectors):  # JSON has no NaN: never answer with invalid JSON
         raise RuntimeError(f"{runtime.model_id} produced NaN or infinite values for {body.output}")
     payload = {

@@ -26,7 +26,7 @@ from encoder_service import prepack
 from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
 from services.contracts import CANARY_TEXTS, EmbeddingSpace, TensorContract
-from services.errors import OutputUnavailable
+from services.errors import InvalidInput, OutputUnavailable
 from services.memory import RETURNER
 
 log = logging.getLogger("seam.encoder")
@@ -35,6 +35,10 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 # Weight formats that torch reads by unpickling: never loaded, whatever their origin.
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+# Characters handed to the tokenizer at once (see EncoderRuntime.tokenize): bounds its memory.
+TOKENIZE_GROUP_CHARS = 100_000
 
 
 class ModelLoadError(RuntimeError):
@@ -152,21 +156,26 @@ class EncoderRuntime:
     def _load(self, threads: int) -> None:
         settings = self.settings
         folder, self.model_id = resolve_model(settings)
-        if settings.precision == "bfloat16" and not bfloat16_supported():
-            raise ModelLoadError("ENCODER_PRECISION=bfloat16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use float32")
-        if settings.precision == "bfloat16" and settings.backend == "onnxruntime":
-            raise ModelLoadError("ENCODER_BACKEND=onnxruntime computes in float32; set ENCODER_PRECISION=float32 or use torch")
+        choice = settings.precision_choice
+        if choice.precision == "bfloat16" and not bfloat16_supported():
+            raise ModelLoadError("ENCODER_PRECISION=bfloat16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use float32 or auto")
+        if choice.precision == "bfloat16" and settings.backend == "onnxruntime":
+            raise ModelLoadError("ENCODER_BACKEND=onnxruntime computes in float32; set ENCODER_PRECISION=float32 (or auto) or use torch")
+        log.info("computing in %s: %s", choice.precision, choice.reason)
         RETURNER.fixed_mmap_threshold()
         log.info("loading %s from %s", self.model_id, folder)
         require_safetensors(folder)
+        # Loaded straight in the precision computed in: a bfloat16 model converted after a float32 load
+        # held both copies for a moment (the encoder's peak RSS is set at load as much as under load).
+        dtype = getattr(torch, choice.precision)
         try:
             self._st = SentenceTransformer(
-                str(folder), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True}
+                str(folder), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True, "dtype": dtype}
             )
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             if any(a.endswith("ForSequenceClassification") for a in config.architectures or ()):
                 self._head = AutoModelForSequenceClassification.from_pretrained(
-                    folder, local_files_only=True, use_safetensors=True
+                    folder, local_files_only=True, use_safetensors=True, dtype=dtype
                 ).eval()
                 # The head's encoder is the same network: share it rather than hold the weights twice.
                 # (``auto_model`` is a read-only view of ``model``; assigning it would add a copy.)
@@ -174,10 +183,8 @@ class EncoderRuntime:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load a transformer from {folder}: {exc}") from exc
         self._st.eval()
-        if settings.precision == "bfloat16":
+        if choice.precision == "bfloat16":  # what the loader kept in float32 (a module's own buffers, say)
             self._st.to(torch.bfloat16)
-            if self._head is not None:
-                self._head.to(torch.bfloat16)
         sha = weights_sha256(folder)
         if settings.backend == "onnxruntime":
             self._onnx = self._load_onnx(sha, threads)
@@ -241,7 +248,7 @@ class EncoderRuntime:
             max_tokens=self.max_tokens,
             fingerprint=[[round(float(x), 6) for x in row["embedding"]] for row in canaries],
         )
-        dtype = self.settings.precision
+        dtype = self.settings.compute_precision
         contracts = {
             "embedding": TensorContract(kind="embedding", dim=len(canaries[0]["embedding"]), dtype=dtype, space=space),
             "tokens": TensorContract(kind="tokens", dim=canaries[0]["tokens"].shape[1], dtype=dtype, space=space),
@@ -266,12 +273,32 @@ class EncoderRuntime:
 
     # -- inference ---------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[TokenizedText]:
-        """Token ids per text, truncated to the model window; ``truncated`` says where that happened."""
+        """Token ids per text, truncated to the model window; ``truncated`` says where that happened.
+        Texts go to the tokenizer in groups of at most :data:`TOKENIZE_GROUP_CHARS` characters: it
+        tokenizes each text whole before cutting it, so 256 texts of 20,000 characters at once held
+        ~300 MB of pieces the model never reads; a group's pieces are dropped before the next."""
+        items: list[TokenizedText] = []
+        start = 0
+        while start < len(texts):
+            end, chars = start + 1, len(texts[start])
+            while end < len(texts) and chars + len(texts[end]) <= TOKENIZE_GROUP_CHARS:
+                chars += len(texts[end])
+                end += 1
+            try:
+                items += self._tokenize_group(texts[start:end])
+            except InvalidInput as exc:
+                index = exc.extra["index"] + start
+                raise InvalidInput(exc.detail.replace(f"texts[{exc.extra['index']}]", f"texts[{index}]", 1), index=index) from None
+            start = end
+        return items
+
+    def _tokenize_group(self, texts: list[str]) -> list[TokenizedText]:
         assert self._st is not None
         tokenizer = self._st[0].tokenizer
         enc = tokenizer(
             texts, truncation=True, max_length=self.max_tokens, return_overflowing_tokens=True, stride=0
         )
+        self._refuse_empty(texts, enc["input_ids"], enc["overflow_to_sample_mapping"], tokenizer)
         mapping = enc["overflow_to_sample_mapping"]
         type_ids = enc.get("token_type_ids")
         first: dict[int, int] = {}
@@ -287,6 +314,22 @@ class EncoderRuntime:
             )
             for i in range(len(texts))
         ]
+
+    @staticmethod
+    def _refuse_empty(texts: list[str], ids: list[list[int]], mapping: list[int], tokenizer) -> None:
+        """A text whose tokens are all special ([CLS], [SEP], padding) gives the model nothing to read:
+        refused like a blank text (an unknown token, [UNK], still stands for something)."""
+        special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+        seen = set()
+        for row, sample in enumerate(mapping):
+            if sample not in seen:
+                seen.add(sample)
+                if all(token in special for token in ids[row]):
+                    raise InvalidInput(
+                        f"texts[{sample}] is empty to the model: it tokenizes to special tokens only (its characters "
+                        "are ones the tokenizer drops); every text needs a letter, number, symbol or punctuation",
+                        index=sample,
+                    )
 
     def submit(self, items: list[TokenizedText], want: list[str]) -> Future[list[dict[str, np.ndarray]]]:
         """Queue a forward pass on the runtime's lead thread (what the batcher awaits)."""

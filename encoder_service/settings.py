@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from encoder_service.precision import PrecisionChoice, choose_precision, cpu_flags
 from services.settings import ServiceSettings
 
 
@@ -20,17 +21,24 @@ class EncoderSettings(ServiceSettings):
     )
     model_id: str | None = Field(None, description="Name recorded in contracts; default: derived from the model.")
     offline: bool = Field(True, description="Never reach a model hub; a hub id must already be cached.")
-    precision: Literal["float32", "bfloat16"] = Field("float32", description="Compute precision.")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Compute precision: auto is bfloat16 where the CPU computes it natively (avx512_bf16 or amx_bf16 flags; torch backend), float32 elsewhere; the contracts and /v1/outputs say which.",
+    )
     backend: Literal["torch", "onnxruntime"] = Field(
         "torch", description="torch, or onnxruntime (exported from the same weights at first start, then cached)."
     )
     prepack: bool = Field(
         True,
-        description="torch float32: reorder Linear weights once for oneDNN at load (a lone text ~3 ms faster); false serves them as loaded.",
+        description="torch float32 (bfloat16 is not packed): reorder Linear weights once for oneDNN at load (a lone text ~3 ms faster); false serves them as loaded.",
     )
     cache_dir: Path = Field(Path("var/cache/encoder"), description="Where exported ONNX models are kept.")
     max_texts: int = Field(256, gt=0, description="Most texts in one request (413 above).")
     max_chars: int = Field(20_000, gt=0, description="Most characters in one text (413 above).")
+    max_json_values: int = Field(
+        2 * 1024 * 1024, gt=0,
+        description="Most numbers in one JSON answer (413 above; the binary tensor frame has no such limit): bounds the memory of a tokens answer.",
+    )
     max_batch_tokens: int = Field(8192, gt=0, description="Tokens the batcher gathers into one forward pass.")
     micro_batch_tokens: int = Field(
         512, gt=0, description="Padded tokens in one micro-batch of a pass (about 16 short sentences: what CPU caches like)."
@@ -48,6 +56,16 @@ class EncoderSettings(ServiceSettings):
     )
 
     @property
+    def precision_choice(self) -> PrecisionChoice:
+        """The precision computed in (``auto`` resolved on this CPU) and why."""
+        return choose_precision(self.precision, self.backend, cpu_flags())
+
+    @property
+    def compute_precision(self) -> str:
+        """``float32`` or ``bfloat16``: what the encoder computes in and its contracts declare."""
+        return self.precision_choice.precision
+
+    @property
     def packs_weights(self) -> bool:
         """Whether the runtime serves oneDNN-packed Linear weights (``encoder_service/prepack.py``)."""
-        return self.prepack and self.precision == "float32" and self.backend == "torch"
+        return self.prepack and self.compute_precision == "float32" and self.backend == "torch"

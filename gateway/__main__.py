@@ -8,6 +8,7 @@ from services.memory import freeze_heap
 
 def main() -> None:
     settings = GatewaySettings()
+    # Key reloads and admin actions (seam.access) are logged at INFO, as each request is (seam.requests).
     logging_options = configure_logging("gateway", level=settings.log_level, fmt=settings.log_format)
     app = create_app(settings)
     freeze_heap()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import Counter
 
-from gateway.auth import PUBLIC_PATHS, api_key_credentials
+from gateway.auth import PUBLIC_PATHS, ApiKeys, api_keys
+from gateway.encoders import EncoderRegistry, NamedEncoderClient
 from gateway.routes import router
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
-from gateway.upstreams import ClassifierClient, EncoderClient, build_wire
+from gateway.upstreams import ClassifierClient, build_wire
 from services.admission import install_admission
 from services.memory import install_memory_return
 from services.metrics import install_metrics
@@ -26,29 +30,39 @@ def create_app(
     *,
     encoder_transport: httpx.AsyncBaseTransport | None = None,
     classifier_transport: httpx.AsyncBaseTransport | None = None,
+    encoder_transports: dict[str, httpx.AsyncBaseTransport] | None = None,
 ) -> FastAPI:
-    """The transports are for tests: ``httpx.ASGITransport(encoder_app)`` wires a service in-process.
+    """The transports are for tests: ``httpx.ASGITransport(encoder_app)`` wires a service in-process
+    (``encoder_transports`` one per registered encoder name; ``encoder_transport`` serves them all).
     Without them, the gateway reaches its upstreams over the network with aiohttp."""
     settings = settings or GatewaySettings()
     token = settings.internal_token.get_secret_value() if settings.internal_token else None
+    keys = api_keys(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async with AsyncExitStack() as stack:
             wires = {}
-            for role, url, transport in (
-                ("encoder", settings.encoder_url, encoder_transport),
-                ("classifier", settings.classifier_url, classifier_transport),
-            ):
+            urls = {("encoder", name): url for name, url in settings.encoder_urls().items()}
+            urls[("classifier", "")] = settings.classifier_url
+            for (role, name), url in urls.items():
+                transport = classifier_transport if role == "classifier" else (encoder_transports or {}).get(
+                    name, encoder_transport)
                 # One pooled wire per upstream for the app's lifetime.
-                wires[role] = build_wire(url, connect_timeout_s=settings.connect_timeout_s,
-                                         max_connections=settings.max_connections, transport=transport)
-                stack.push_async_callback(wires[role].aclose)
+                wires[role, name] = build_wire(url, connect_timeout_s=settings.connect_timeout_s,
+                                               max_connections=settings.max_connections, transport=transport)
+                stack.push_async_callback(wires[role, name].aclose)
             limits = {"timeout_s": settings.timeout_s, "token": token}
-            encoder = EncoderClient(settings.encoder_url, wires["encoder"], **limits)
-            classifier = ClassifierClient(settings.classifier_url, wires["classifier"], **limits)
-            app.state.runtime = GatewayRuntime(settings, encoder, classifier)
+            encoders = EncoderRegistry(
+                {name: NamedEncoderClient(name, url, wires["encoder", name], **limits)
+                 for name, url in settings.encoder_urls().items()},
+                retry_s=settings.recheck_interval_s,
+            )
+            classifier = ClassifierClient(settings.classifier_url, wires["classifier", ""], **limits)
+            app.state.runtime = GatewayRuntime(settings, encoders, classifier)
             await app.state.runtime.warm()
+            if keys is not None:
+                stack.enter_context(_reload_on_sighup(keys))
             yield
 
     app = documented_app(  # /docs from the package's own assets, no CDN
@@ -57,13 +71,39 @@ def create_app(
         description="Pipelines of an encoder output (or another pipeline's probabilities) feeding a classifier, "
         "every seam checked before a request flows.",
         lifespan=lifespan,
+        redirect_slashes=False,  # a trailing slash is a 404, never a redirect to the Host the caller named
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    install_admission(app, settings, credentials=api_key_credentials(settings), open_paths=PUBLIC_PATHS)
+    app.state.api_keys = keys
+    install_admission(app, settings, access=keys, open_paths=PUBLIC_PATHS)
     install_memory_return(app)
     app.include_router(router)
     install_metrics(app, "gateway")
+    if keys is not None:
+        keys.counts = Counter("seam_api_key_requests", "Requests by API key id and outcome (allowed, scope, "
+                              "pipeline, rate; invalid keys under '<invalid>').", ["key", "outcome"],
+                              registry=app.state.metrics.registry)
     install_request_context(app)  # last: outermost (but for tracing's, which wraps the whole app)
     install_tracing(app, "gateway")
     return app
+
+
+class _reload_on_sighup:
+    """SIGHUP re-reads the API keys while the app runs (where signals can be handled: the main thread)."""
+
+    def __init__(self, keys: ApiKeys) -> None:
+        self.keys = keys
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def __enter__(self) -> "_reload_on_sighup":
+        try:
+            self.loop = asyncio.get_running_loop()
+            self.loop.add_signal_handler(signal.SIGHUP, self.keys.reload)
+        except (NotImplementedError, RuntimeError, ValueError):
+            self.loop = None  # not the main thread (an app inside a test): reload() by hand
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.loop is not None:
+            self.loop.remove_signal_handler(signal.SIGHUP)

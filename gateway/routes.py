@@ -5,10 +5,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from gateway.runtime import GatewayRuntime
-from gateway.schemas import PipelineList, PipelineReport, PredictRequest, PredictResponse, TrainRequest, TrainResponse
+from gateway.schemas import (
+    EncoderList,
+    PipelineList,
+    PipelineReport,
+    PredictRequest,
+    PredictResponse,
+    TrainRequest,
+    TrainResponse,
+    Version,
+)
+from services.auth import shows_details
+from services.errors import NotReady
 
 router = APIRouter()
 
@@ -34,15 +45,35 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"])
-async def readyz(runtime: Runtime) -> dict[str, Any]:
-    """Both upstreams ready and the encoder's contracts loaded: 200; else 503 naming who fails."""
-    return await runtime.readiness()
+async def readyz(runtime: Runtime, request: Request) -> dict[str, Any]:
+    """The classifier and at least one encoder ready (its contracts loaded): 200, each encoder reported;
+    else 503 naming who fails. Upstream URLs, models and causes only for callers with an API key (when
+    keys are set): a probe needs none."""
+    if shows_details(request.scope):
+        return await runtime.readiness()
+    try:
+        await runtime.readiness()
+    except NotReady as exc:
+        upstreams = exc.extra.get("upstreams", {})
+        failing = [role for role, state in upstreams.items() if state != "ready"] or ["an upstream"]
+        raise NotReady(
+            f"not ready: {', '.join(failing)} not ready (send an API key to see why)", headers=exc.headers,
+            upstreams={role: "ready" if state == "ready" else "not ready" for role, state in upstreams.items()},
+        ) from None
+    return {"status": "ready"}
+
+
+@router.get("/v1/encoders", response_model=EncoderList, tags=["encoders"])
+async def list_encoders(runtime: Runtime) -> JSONResponse:
+    """Every registered encoder: name, URL, readiness, model, and its outputs with their contract ids."""
+    return JSONResponse(await runtime.encoders_report())
 
 
 @router.post("/v1/pipelines/{name}/train", status_code=201, response_model=TrainResponse, tags=["pipelines"])
 async def train(name: NewPipelineName, body: TrainRequest, runtime: Runtime) -> JSONResponse:
     """Encode the texts with the requested feature and fit a new version of the pipeline's model."""
-    result = await runtime.train(name, body.texts, body.labels, body.estimator, body.feature, body.params)
+    result = await runtime.train(name, body.texts, body.labels, body.estimator, body.feature, body.params,
+                                 encoder=body.encoder, retain_texts=body.retain_texts)
     return JSONResponse(result, status_code=201)
 
 
@@ -51,7 +82,7 @@ async def predict(
     name: PipelineName,
     body: PredictRequest,
     runtime: Runtime,
-    version: Annotated[int | None, Query(gt=0, description="A fixed version; default: the latest.")] = None,
+    version: Annotated[Version | None, Query(gt=0, description="A fixed version; default: the latest.")] = None,
 ) -> JSONResponse:
     """Resolve the pipeline's chain, check every link, encode and predict."""
     return JSONResponse(await runtime.predict(name, body.texts, version))
@@ -67,3 +98,11 @@ async def list_pipelines(runtime: Runtime) -> JSONResponse:
 async def get_pipeline(name: PipelineName, runtime: Runtime) -> JSONResponse:
     """The pipeline's chain (each link's source, producer and consumer) and its compatibility report."""
     return JSONResponse(await runtime.pipeline_report(name))
+
+
+@router.delete("/v1/pipelines/{name}", status_code=204, tags=["pipelines"])
+async def delete_pipeline(name: PipelineName, runtime: Runtime) -> Response:
+    """Delete every version of the pipeline's model (needs the ``admin`` scope when keys are scoped).
+    Other replicas' caches may serve it for up to ``GATEWAY_PIPELINE_TTL_S``."""
+    await runtime.delete(name)
+    return Response(status_code=204)

@@ -8,9 +8,11 @@ producer's output contract with a consumer's input contract and carries the mism
 
 Nothing but caches lives here, so several gateways can run side by side:
 
-- the encoder's output contracts, re-read when an encode answer carries another contract id
-  (``X-Seam-Contract``: the encoder restarted with another model or other settings), when a report
-  is asked for, and by /readyz;
+- each registered encoder's output contracts (``gateway.encoders``), re-read when an encode answer
+  carries another contract id (``X-Seam-Contract``: the encoder restarted with another model or other
+  settings), when a report is asked for, and by /readyz;
+- which encoder serves each version's encoder-fed link (``gateway.routing``), and the measurements that
+  accepted an encoder computing the same space differently (``gateway.acceptance``);
 - classifier version records, reused for ``pipeline_ttl_s`` (a version trained through another
   gateway is seen after at most that long);
 - check results, keyed by the identity of both contracts: ``check`` runs again only when one side
@@ -28,13 +30,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from gateway.acceptance import AcceptanceMeter
 from gateway.coalescing import Coalescer
-from gateway.settings import GatewaySettings
+from gateway.deadlines import Progress, out_of_time, tracked
+from gateway.encoders import EncoderRegistry, readiness
+from gateway.routing import Route, Router, refuse_if_unreachable
+from gateway.settings import DEFAULT_ENCODER, GatewaySettings
 from gateway.upstreams import (
     ClassifierClient,
     Encoded,
     EncoderClient,
-    EncoderOutputs,
     ModelVersion,
     Predicted,
     UpstreamRejected,
@@ -45,14 +50,12 @@ from services.contracts import KINDS, MODEL_NAME_PATTERN, TensorContract, is_val
 from services.errors import (
     IncompatiblePipeline,
     InvalidInput,
-    NotReady,
     OutputUnavailable,
     PipelineNotFound,
-    SeamError,
     UpstreamUnavailable,
 )
 from services import tracing
-from services.inputs import check_texts
+from services.inputs import check_labels, check_texts
 
 log = logging.getLogger("seam.gateway")
 
@@ -66,12 +69,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class EncoderSource:
-    """Features straight from one of the encoder's outputs."""
+    """Features straight from an encoder's output; ``encoder``: the registered name it was fitted through
+    (None in records that predate several encoders, and for a gateway's one unnamed encoder)."""
 
     output: str
+    encoder: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"type": "encoder", "output": self.output}
+        found = {"type": "encoder", "output": self.output}
+        return found if self.encoder is None else {**found, "encoder": self.encoder}
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,8 @@ def parse_source(raw: Any) -> Source:
         raise ValueError("no source was recorded when it was fitted (fit it through the gateway)")
     kind = raw.get("type")
     if kind == "encoder" and raw.get("output") in KINDS:
-        return EncoderSource(raw["output"])
+        encoder = raw.get("encoder")
+        return EncoderSource(raw["output"], encoder if isinstance(encoder, str) and is_valid_model_name(encoder) else None)
     if kind == "pipeline" and isinstance(raw.get("name"), str) and is_valid_model_name(raw["name"]):
         version = raw.get("version")
         if isinstance(version, int) and not isinstance(version, bool) and version > 0:
@@ -143,19 +150,34 @@ class Link:
     produced: TensorContract | None
     producer_id: str | None  # the encoder's contract id, for an encoder link
     mismatches: tuple[Mismatch, ...]
+    route: Route | None = None  # for an encoder link: the encoder chosen, and every one weighed
 
     @property
     def compatible(self) -> bool:
         return not self.mismatches
 
+    @property
+    def encoder(self) -> str | None:
+        """The registered name of the encoder serving this link."""
+        return self.route.chosen.encoder if self.route and self.route.chosen else None
+
     def report(self) -> dict[str, Any]:
-        return {
+        report = {
             "source": self.source.as_dict() if self.source else self.model.source,
             "producer": self.producer,
             "consumer": {"model": self.model.name, "version": self.model.version, "estimator": self.model.estimator},
             "compatible": self.compatible,
             "mismatches": [m.model_dump(mode="json") for m in self.mismatches],
         }
+        if self.route is not None:
+            chosen = self.route.chosen
+            report["encoder"] = chosen.encoder if chosen else None
+            report["acceptance"] = chosen.acceptance if chosen else None
+            if chosen is None:
+                report["encoders"] = [c.report() for c in self.route.candidates]
+        else:
+            report["acceptance"] = {"accepted": "exact"} if self.compatible else None
+        return report
 
 
 @dataclass(frozen=True)
@@ -237,18 +259,19 @@ class GatewayRuntime:
     def __init__(
         self,
         settings: GatewaySettings,
-        encoder: EncoderClient,
+        encoders: EncoderRegistry | EncoderClient,
         classifier: ClassifierClient,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.encoder = encoder
+        if isinstance(encoders, EncoderClient):  # one encoder: the default
+            encoders = EncoderRegistry({DEFAULT_ENCODER: encoders}, retry_s=settings.recheck_interval_s, clock=clock)
+        self.encoders = encoders
         self.classifier = classifier
         self._clock = clock
-        self._outputs: EncoderOutputs | None = None
-        self._outputs_read_at = float("-inf")
-        self._outputs_lock = asyncio.Lock()
+        self.meter = AcceptanceMeter(settings, classifier)
+        self.router = Router(encoders, self.meter, self._checked)
         self._latest: dict[str, tuple[float, ModelVersion]] = {}
         self._versions: dict[tuple[str, int], tuple[float, ModelVersion]] = {}
         self._purge_at = 64  # the size of _versions at which expired records are dropped
@@ -257,40 +280,15 @@ class GatewayRuntime:
         self.coalescer: Coalescer[tuple[str, list[float], bool]] = Coalescer(
             self._run_rows, max_texts=settings.max_texts, max_in_flight=settings.coalesce_max_in_flight
         )
-        self.outputs_reads = 0  # how often /v1/outputs was read
 
-    # -- encoder contracts --
-
-    async def encoder_outputs(self, *, refresh: bool = False) -> EncoderOutputs:
-        if self._outputs is None or refresh:
-            async with self._outputs_lock:
-                if self._outputs is None or refresh:
-                    await self._read_outputs()
-        assert self._outputs is not None
-        return self._outputs
-
-    async def _read_outputs(self) -> None:
-        self._outputs = await self.encoder.outputs()
-        self._outputs_read_at = self._clock()
-        self.outputs_reads += 1
-
-    async def _reread_outputs(self, seen_id: str) -> EncoderOutputs:
-        """An encode answer carried ``seen_id``, unknown to the cache: the encoder changed; read it again
-        (once, however many requests noticed at the same time)."""
-        async with self._outputs_lock:
-            current = self._outputs
-            if current is None or all(o.id != seen_id for o in current.outputs.values()):
-                log.info("%s changed its contract (now %s): re-reading its outputs", self.encoder.name, seen_id[:12])
-                await self._read_outputs()
-            assert self._outputs is not None
-            return self._outputs
+    @property
+    def encoder(self) -> EncoderClient:
+        """The default encoder (the first registered): the one training uses unless told otherwise."""
+        return self.encoders.client(self.encoders.default)
 
     async def warm(self) -> None:
         """At start, best effort: the contracts are read on first use anyway."""
-        try:
-            await self.encoder_outputs(refresh=True)
-        except SeamError as exc:
-            log.warning("encoder contracts not loaded at start: %s", exc.detail)
+        await self.encoders.warm()
 
     # -- classifier records --
 
@@ -388,15 +386,14 @@ class GatewayRuntime:
         return Link(record, source, producer, consumer, None, None, (mismatch,))
 
     async def _encoder_link(self, record: ModelVersion, source: EncoderSource) -> Link:
-        outputs = await self.encoder_outputs()
-        producer = f"{self.encoder.name} model {outputs.model} output {source.output}"
-        offered = outputs.outputs.get(source.output)
-        if offered is None:
-            why = f"the encoder serves no {source.output} output (model {outputs.model} offers {', '.join(sorted(outputs.outputs))})"
-            return self._broken(record, source, producer, why, sorted(outputs.outputs))
+        """Routed to a registered encoder that fits (``gateway.routing``), or refused with every one's reasons."""
         consumer = self._consumer(record)
-        found = self._checked(("encoder", source.output, offered.id), offered.contract, producer, record, consumer)
-        return Link(record, source, producer, consumer, offered.contract, offered.id, found)
+        route = await self.router.route(record, source.output, source.encoder, consumer)
+        chosen = route.chosen
+        if chosen is not None and chosen.offered is not None:
+            return Link(record, source, chosen.producer, consumer, chosen.offered.contract, chosen.offered.id, (), route)
+        producer = route.candidates[0].producer if len(route.candidates) == 1 else "any registered encoder"
+        return Link(record, source, producer, consumer, None, None, route.mismatches(), route)
 
     async def chain_from(self, head: ModelVersion, *, fresh: bool = False) -> Chain:
         """Walk the sources from ``head`` down to the encoder; every link checked (or taken from the cache).
@@ -423,7 +420,8 @@ class GatewayRuntime:
             try:
                 base = await self.version(source.name, source.version, fresh=fresh)
             except PipelineNotFound:
-                why = f"pipeline {source.name} v{source.version}, its source, no longer exists"
+                why = (f"pipeline {source.name} v{source.version}, its source, no longer exists (deleted): "
+                       f"train {record.name} again on a pipeline that exists")
                 links.append(self._broken(record, source, producer, why, None))
                 break
             consumer = self._consumer(record)
@@ -442,9 +440,13 @@ class GatewayRuntime:
         have come back with the fitted model under the same id, so its contracts are read again first
         (at most every ``recheck_interval_s``)."""
         chain = await self.chain(name, version, fresh=fresh)
-        if not chain.compatible and self._clock() - self._outputs_read_at >= self.settings.recheck_interval_s:
-            await self.encoder_outputs(refresh=True)
+        if not chain.compatible and not fresh:
+            # Never refuse on cached records: one deleted meanwhile answers 404, not this chain's 409.
+            chain = await self.chain(name, version, fresh=True)
+        if not chain.compatible and self._clock() - self.encoders.checked_at >= self.settings.recheck_interval_s:
+            await self.encoders.refresh_all()
             chain = await self.chain_from(chain.head)
+        refuse_if_unreachable(chain.root.route, chain.head)
         chain.refuse_if_incompatible()
         return chain
 
@@ -453,24 +455,31 @@ class GatewayRuntime:
     async def _encode_for(self, chain: Chain, texts: list[str]) -> tuple[Chain, Encoded]:
         """Encode for the chain's root. An answer under another contract id means the encoder changed:
         re-read its contracts, re-check the chain, and refuse if it no longer fits."""
-        root = chain.root
-        assert isinstance(root.source, EncoderSource) and root.producer_id is not None
-        encoded = await self.encoder.encode(list(texts), root.source.output)
-        if encoded.contract_id != root.producer_id:
-            await self._reread_outputs(encoded.contract_id)
-            chain = await self.chain_from(chain.head)
-            chain.refuse_if_incompatible()
+        for _ in range(2):
             root = chain.root
-            if encoded.contract_id != root.producer_id:
-                raise UpstreamUnavailable(
-                    f"{self.encoder.name} answered under contract {encoded.contract_id[:12]} but lists "
-                    f"{(root.producer_id or '?')[:12]} for {root.source.output}: is it restarting? retry",
-                    upstream=self.encoder.name, stage=f"encode {root.source.output}",
-                )
+            assert isinstance(root.source, EncoderSource) and root.producer_id is not None and root.encoder is not None
+            encoder = self.encoders.client(root.encoder)
+            encoded = await encoder.encode(list(texts), root.source.output)
+            if encoded.contract_id == root.producer_id:
+                break
+            await self.encoders.reread(root.encoder, encoded.contract_id)
+            chain = await self.chain_from(chain.head)
+            refuse_if_unreachable(chain.root.route, chain.head)
+            chain.refuse_if_incompatible()
+            if chain.root.encoder == root.encoder and chain.root.producer_id == encoded.contract_id:
+                root = chain.root
+                break
+            # routed to another encoder meanwhile, or the answer's contract is still not listed: once more
+        else:
+            raise UpstreamUnavailable(
+                f"{encoder.name} answered under contract {encoded.contract_id[:12]} but lists "
+                f"{(root.producer_id or '?')[:12]} for {root.source.output}: is it restarting? retry",
+                upstream=encoder.name, stage=f"encode {root.source.output}",
+            )
         assert root.produced is not None
         width = _width(encoded.tensor)
         if width != root.produced.dim:
-            raise self.encoder.bad(
+            raise encoder.bad(
                 f"encode {root.source.output}", f"{width}-wide vectors where its contract says {root.produced.dim}"
             )
         return chain, encoded
@@ -512,14 +521,15 @@ class GatewayRuntime:
     async def predict(self, name: str, texts: list[str], version: int | None = None) -> dict[str, Any]:
         check_name(name)
         check_texts(texts, max_texts=self.settings.max_texts, setting="GATEWAY_MAX_TEXTS")
-        chain = await self.runnable_chain(name, version)
+        # One deadline from arrival to answer, however long the request waits behind others (gateway.deadlines).
+        progress = Progress()
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout_s
         try:
-            # Requests for the same version arriving together share one encoder and one classifier call.
-            (chain, classes), rows = await self.coalescer.submit(chain.head.identity, chain, texts)
-        except UpstreamRejected as exc:
-            if exc.status == 404:  # deleted since it was resolved
-                self._forget(name)
-            raise
+            with tracked(progress):
+                async with asyncio.timeout_at(deadline):
+                    chain, classes, rows = await self._predict(name, texts, version, deadline, progress)
+        except TimeoutError:
+            raise out_of_time(progress, self.settings.timeout_s) from None
         return {
             "name": chain.head.name,
             "version": chain.head.version,
@@ -529,36 +539,60 @@ class GatewayRuntime:
             ],
         }
 
-    async def _encoder_features(self, output: str, texts: list[str]) -> tuple[TensorContract, Tensor, int]:
-        """Encode a training set in chunks, all under one contract (the one the fit records)."""
-        chunks = _chunks(texts, self.settings.train_chunk_size)
+    async def _predict(
+        self, name: str, texts: list[str], version: int | None, deadline: float, progress: Progress
+    ) -> tuple[Chain, list[str], list[tuple[str, list[float], bool]]]:
+        chain = await self.runnable_chain(name, version)
         for attempt in range(2):
-            outputs = await self.encoder_outputs()
+            try:
+                # Requests for the same version arriving together share one encoder and one classifier call.
+                (chain, classes), rows = await self.coalescer.submit(
+                    chain.head.identity, chain, texts, deadline=deadline, progress=progress
+                )
+                return chain, classes, rows
+            except UpstreamRejected as exc:
+                progress.follows = None
+                if exc.status != 404 or attempt:
+                    raise
+                # A cached record is gone (deleted since it was resolved): the answer must be the one for
+                # the store as it is, not for the cache, so resolve again from the classifier: 404 for
+                # a deleted pipeline, 409 for one whose base is gone, or the new state, run once more.
+                for link in chain.links:
+                    self._forget(link.model.name)
+                chain = await self.runnable_chain(name, version, fresh=True)
+        raise AssertionError("unreachable")
+
+    async def _encoder_features(self, encoder: str, output: str, texts: list[str]) -> tuple[TensorContract, Tensor, int]:
+        """Encode a training set in chunks on one encoder, all under one contract (the one the fit records)."""
+        chunks = _chunks(texts, self.settings.train_chunk_size)
+        client = self.encoders.client(encoder)
+        for attempt in range(2):
+            outputs = await self.encoders.outputs(encoder)
             offered = outputs.outputs.get(output)
             if offered is None:  # the cache may predate a restart with another model: ask before refusing
-                outputs = await self.encoder_outputs(refresh=True)
+                outputs = await self.encoders.outputs(encoder, refresh=True)
                 offered = outputs.outputs.get(output)
             if offered is None:
                 raise OutputUnavailable(
-                    f"{self.encoder.name} (model {outputs.model}) has no {output} output; it offers "
+                    f"{client.name} (model {outputs.model}) has no {output} output; it offers "
                     f"{', '.join(sorted(outputs.outputs))}",
-                    output=output,
+                    output=output, encoder=encoder,
                 )
-            encoded = await self._gather([lambda c=c: self.encoder.encode(list(c), output) for c in chunks])
+            encoded = await self._gather([lambda c=c: client.encode(list(c), output) for c in chunks])
             ids = {e.contract_id for e in encoded}
             if ids != {offered.id}:
-                outputs = await self._reread_outputs(next(iter(ids - {offered.id})))
+                outputs = await self.encoders.reread(encoder, next(iter(ids - {offered.id})))
                 offered = outputs.outputs.get(output)
                 if offered is None or ids != {offered.id}:
                     if attempt == 0:
                         continue  # the encoder changed mid-way: encode everything again under one contract
                     raise UpstreamUnavailable(
-                        f"{self.encoder.name} changed its contract while the training set was encoded; retry",
-                        upstream=self.encoder.name, stage=f"encode {output}",
+                        f"{client.name} changed its contract while the training set was encoded; retry",
+                        upstream=client.name, stage=f"encode {output}",
                     )
             features = _concat([e.tensor for e in encoded])
             if _width(features) != offered.contract.dim:
-                raise self.encoder.bad(
+                raise client.bad(
                     f"encode {output}", f"{_width(features)}-wide vectors where its contract says {offered.contract.dim}"
                 )
             return offered.contract, features, sum(sum(e.truncated) for e in encoded)
@@ -566,6 +600,13 @@ class GatewayRuntime:
 
     async def _pipeline_features(self, base: str, texts: list[str]) -> tuple[TensorContract, Tensor, int, ModelVersion]:
         chain = await self.runnable_chain(base, fresh=True)
+        if len(chain.links) >= self.settings.max_chain_depth:  # refused now, not on every predict after a 201
+            raise InvalidInput(
+                f"pipeline {base} is already a chain of {len(chain.links)} links: one more would exceed the "
+                f"maximum depth of {self.settings.max_chain_depth} (GATEWAY_MAX_CHAIN_DEPTH); build on a shorter "
+                "pipeline or raise GATEWAY_MAX_CHAIN_DEPTH",
+                pipeline=base, max_chain_depth=self.settings.max_chain_depth,
+            )
         chunks = _chunks(texts, self.settings.train_chunk_size)
         runs = await self._gather([lambda c=c: self._run(chain, c) for c in chunks])
         features = np.concatenate([predicted.probabilities for _, predicted, _ in runs], axis=0)
@@ -580,19 +621,28 @@ class GatewayRuntime:
         estimator: str | None,
         feature: str,
         params: dict[str, Any],
+        encoder: str | None = None,
+        retain_texts: bool = True,
     ) -> dict[str, Any]:
+        """A new version fitted on ``feature`` of ``texts``; an encoder feature comes from ``encoder`` (default:
+        the first registered), recorded in its source. With ``retain_texts`` the texts are kept with the version
+        in the classifier's store, with a reference sample for measured acceptance."""
         check_name(name)
         source = parse_feature(feature)
+        encoder = self.encoders.get(encoder or self.encoders.default).name  # UnknownEncoder: 422 listing them
         if len(texts) != len(labels):
             raise InvalidInput(f"{len(texts)} texts but {len(labels)} labels: one label per text")
         check_texts(texts, max_texts=self.settings.max_train_texts, setting="GATEWAY_MAX_TRAIN_TEXTS")
+        check_labels(labels, self.settings.max_label_chars)
         if isinstance(source, PipelineSource):
             if source.name == name:
                 raise InvalidInput(f"pipeline {name} cannot be fed by its own probabilities; name another pipeline")
             contract, features, truncated, base = await self._pipeline_features(source.name, texts)
             source = PipelineSource(base.name, base.version)
         else:
-            contract, features, truncated = await self._encoder_features(source.output, texts)
+            contract, features, truncated = await self._encoder_features(encoder, source.output, texts)
+            # The one unnamed encoder is not recorded: a record without a name resolves to the first encoder.
+            source = EncoderSource(source.output, None if encoder == DEFAULT_ENCODER else encoder)
         meta = {
             "labels": labels,
             "contract": contract.model_dump(mode="json"),
@@ -600,6 +650,8 @@ class GatewayRuntime:
             "params": params,
             "source": source.as_dict(),
         }
+        if retain_texts:  # the user's data: kept with the version, never logged
+            meta.update(texts=texts, reference_sample=self.settings.reference_sample)
         record = await self.classifier.fit(name, features, meta, timeout_s=self.settings.fit_timeout_s)
         self._remember(record, latest=True)
         return {
@@ -614,15 +666,34 @@ class GatewayRuntime:
             "metrics": record.metrics,
             "truncated_texts": truncated,
             "created_at": record.created_at,
+            "retained": getattr(record, "retained", None),
         }
+
+    async def delete(self, name: str) -> None:
+        """Deletes every version of the pipeline's model (admin scope at the gateway)."""
+        check_name(name)
+        try:
+            await self.classifier.delete(name)
+        except UpstreamRejected as exc:
+            if exc.status == 404:
+                raise PipelineNotFound(f"no pipeline named {name!r} to delete", pipeline=name) from exc
+            raise
+        finally:
+            self._forget(name)
 
     async def pipeline_report(self, name: str) -> dict[str, Any]:
         check_name(name)
-        await self.encoder_outputs(refresh=True)  # a report tells how things stand now
+        await self._refresh_for_report()
         return (await self.chain(name, fresh=True)).report()  # records read again too
 
+    async def _refresh_for_report(self) -> None:
+        """A report tells how things stand now: every encoder re-read; it fails only when none answers."""
+        errors = await self.encoders.refresh_all()
+        if all(errors.values()):
+            raise next(iter(errors.values()))  # type: ignore[misc]
+
     async def pipelines_report(self) -> dict[str, Any]:
-        await self.encoder_outputs(refresh=True)
+        await self._refresh_for_report()
         reports = []
         for record in await self.classifier.models():
             self._remember(record, latest=True)
@@ -630,31 +701,10 @@ class GatewayRuntime:
         return {"pipelines": sorted(reports, key=lambda r: r["name"])}
 
     async def readiness(self) -> dict[str, Any]:
-        """Both upstreams answer /readyz and the encoder's contracts are loaded; NotReady names who fails."""
-        encoder_ok, classifier_ok = await asyncio.gather(
-            self.encoder.ready(), self.classifier.ready(), return_exceptions=True
-        )
-        failing: dict[str, str] = {}
-        for upstream, result in ((self.encoder, encoder_ok), (self.classifier, classifier_ok)):
-            if isinstance(result, SeamError):
-                failing[upstream.role] = result.detail
-            elif isinstance(result, BaseException):
-                raise result
-        outputs = None
-        if "encoder" not in failing:
-            try:
-                outputs = await self.encoder_outputs(refresh=True)
-            except SeamError as exc:
-                failing["encoder"] = f"contracts not loaded: {exc.detail}"
-        if failing or outputs is None:
-            raise NotReady(
-                "not ready: " + "; ".join(failing.values()),
-                headers={"Retry-After": "2"},
-                upstreams={role: failing.get(role, "ready") for role in ("encoder", "classifier")},
-            )
-        return {
-            "status": "ready",
-            "encoder": {"url": self.encoder.url, "model": outputs.model,
-                        "outputs": {name: o.id for name, o in outputs.outputs.items()}},
-            "classifier": {"url": self.classifier.url},
-        }
+        """The classifier and at least one encoder ready; NotReady names who fails (``gateway.encoders``)."""
+        return await readiness(self.encoders, self.classifier)
+
+    async def encoders_report(self) -> dict[str, Any]:
+        """``GET /v1/encoders``: each registered encoder, its readiness, model and outputs."""
+        return {"encoders": await self.encoders.status()}
+

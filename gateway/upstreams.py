@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.deadlines import note
 from services.codecs import BINARY_CONTENT_TYPE, CodecError, Frame, Ragged, Tensor, decode_binary, encode_binary
 from services.contracts import TensorContract
 from services import tracing
@@ -284,6 +285,7 @@ class Upstream:
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> WireResponse:
+        note(self.name, stage)  # what a request out of time was waiting for
         headers = {**self.headers, **(headers or {})}
         if (rid := current_request_id()) is not None:
             headers[REQUEST_ID_HEADER] = rid
@@ -430,6 +432,10 @@ class ClassifierClient(Upstream):
         stage = f"read model {name} v{version}"
         response = await self.request(stage, "GET", f"/v1/models/{name}/versions/{version}")
         return self.parse(stage, response, ModelVersion)
+
+    async def delete(self, name: str) -> None:
+        """Every version of the model; never retried (the first may have been done)."""
+        await self.request(f"delete model {name}", "DELETE", f"/v1/models/{name}", retry=False)
 
     async def fit(self, name: str, features: Tensor, meta: dict[str, Any], *, timeout_s: float) -> ModelVersion:
         """Features as a binary frame, labels, contract, estimator, params and source in its ``meta``.

@@ -4,6 +4,7 @@
     seam train NAME FILE.csv [--estimator E] [--feature F] [--text-column T] [--label-column L]
     seam predict NAME "text" ["text" ...]
     seam check NAME
+    seam encoders                             the gateway's encoders: readiness, model, outputs
 
 ``--gateway`` (env SEAM_GATEWAY) picks the gateway, ``--api-key`` (env SEAM_API_KEY) is sent as a bearer
 token. Errors print the service's problem+json detail, not a traceback; the exit code is 2 (3 when
@@ -88,7 +89,7 @@ def train(gateway: str, name: str, texts: list[str], labels: list[str], estimato
 
 def train_file(gateway: str, name: str, path: Path, *, text_column: str, label_column: str, estimator: str | None,
                feature: str, api_key: str | None = None, timeout_s: float = DEFAULT_TRAIN_TIMEOUT_S,
-               chunk_rows: int = CHUNK_ROWS) -> dict:
+               chunk_rows: int = CHUNK_ROWS, encoder: str | None = None) -> dict:
     """Streams the CSV to the gateway in chunks of rows, drawing a progress bar on stderr meanwhile."""
     try:
         training = TrainingFile(path, text_column, label_column, chunk_rows=chunk_rows)
@@ -98,7 +99,7 @@ def train_file(gateway: str, name: str, path: Path, *, text_column: str, label_c
 
     def send() -> dict:
         with gateway_client(gateway, api_key, train_timeout=timeout_s) as client:
-            return client.train_file(name, training, estimator=estimator, feature=feature).raw
+            return client.train_file(name, training, estimator=estimator, feature=feature, encoder=encoder).raw
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, ProgressBar(label, training.counter, training.size):
         sending = pool.submit(send)
@@ -116,6 +117,15 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
+def _accepted(acceptance: Any) -> str:
+    if not isinstance(acceptance, dict):
+        return "-"
+    if acceptance.get("accepted") == "measured":
+        return (f"measured: agreement {acceptance.get('agreement')} on {acceptance.get('sample_size')} texts, "
+                f"largest change {acceptance.get('max_probability_change')}")
+    return str(acceptance.get("accepted"))
+
+
 def print_report(report: dict[str, Any]) -> None:
     """The chain, one link a row from the encoder-fed one, then every mismatch with both sides."""
     verdict = "compatible" if report.get("compatible") else "INCOMPATIBLE"
@@ -127,8 +137,8 @@ def print_report(report: dict[str, Any]) -> None:
         consumer = link.get("consumer") or {}
         links.append([str(i), str(link.get("producer") or "?"),
                       f"{consumer.get('model')} v{consumer.get('version')} ({consumer.get('estimator')})",
-                      "yes" if link.get("compatible") else "NO"])
-    for row in _table(["link", "producer", "consumer", "fits"], links):
+                      "yes" if link.get("compatible") else "NO", _accepted(link.get("acceptance"))])
+    for row in _table(["link", "producer", "consumer", "fits", "accepted"], links):
         print(f"  {row}")
     mismatches = report.get("mismatches", [])
     if mismatches:
@@ -229,9 +239,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_file(
         args.gateway, args.name, Path(args.file), text_column=args.text_column, label_column=args.label_column,
         estimator=args.estimator, feature=args.feature, api_key=args.api_key, timeout_s=args.timeout,
-        chunk_rows=args.chunk_rows,
+        chunk_rows=args.chunk_rows, encoder=args.encoder,
     )
-    print(json.dumps({k: result.get(k) for k in ("name", "version", "classes", "metrics", "truncated_texts")}, indent=2))
+    print(json.dumps({k: result.get(k) for k in ("name", "version", "source", "classes", "metrics", "truncated_texts")},
+                     indent=2))
     return 0
 
 
@@ -261,6 +272,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.get("compatible") else 3
 
 
+def cmd_encoders(args: argparse.Namespace) -> int:
+    """One row per registered encoder and output; exit 1 when one is not ready."""
+    try:
+        with gateway_client(args.gateway, args.api_key) as client:
+            encoders = client.encoders()
+    except SeamError as exc:
+        raise CLIError(problem_lines(exc)) from exc
+    rows = []
+    for e in encoders:
+        ready = "yes" if e["ready"] else "NO"
+        outputs = e.get("outputs") or {}
+        if not outputs:
+            rows.append([e["name"], e["url"], ready, str(e.get("model") or "?"), "-", "", "", ""])
+        for output, o in outputs.items():
+            rows.append([e["name"], e["url"], ready, str(e.get("model") or "?"), output, str(o["dim"]), o["dtype"],
+                         o["id"][:12]])
+    for row in _table(["encoder", "url", "ready", "model", "output", "dim", "dtype", "contract"], rows):
+        print(row)
+    for e in encoders:
+        if not e["ready"]:
+            print(f"{e['name']} is not ready: {e.get('error')}")
+    return 0 if all(e["ready"] for e in encoders) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --gateway and --api-key work before or after the command (`seam --gateway URL check x`, `seam check x --gateway URL`).
     common = argparse.ArgumentParser(add_help=False)
@@ -281,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default="label")
     p.add_argument("--estimator", default=None)
     p.add_argument("--feature", default="embedding", help="embedding | tokens | probabilities | pipeline:<name>")
+    p.add_argument("--encoder", default=None, help="the registered encoder to fit through (`seam encoders`); "
+                   "default: the gateway's first")
     p.add_argument("--timeout", type=float, default=DEFAULT_TRAIN_TIMEOUT_S, help="seconds to wait for the fit")
     p.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, help="rows read and sent per chunk")
     p.set_defaults(func=cmd_train)
@@ -288,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("texts", nargs="+")
     p.set_defaults(func=cmd_predict)
+    p = add("encoders", help="list the gateway's encoders: readiness, model, outputs and contract ids")
+    p.set_defaults(func=cmd_encoders)
     p = add("check", help="print a pipeline's compatibility report as a table")
     p.add_argument("name")
     p.set_defaults(func=cmd_check)

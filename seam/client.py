@@ -60,18 +60,16 @@ DEFAULT_TRAIN_TIMEOUT_S = 3600.0
 
 # --- the clients ---------------------------------------------------------------------------------------
 
+def _file_fields(estimator: str | None, feature: str, params: dict[str, Any] | None, encoder: str | None = None,
+                 retain_texts: bool | None = None) -> dict[str, Any]:
+    """The train request's fields but texts and labels; those left unset are the gateway's defaults."""
+    optional = {"estimator": estimator, "params": params or None, "encoder": encoder, "retain_texts": retain_texts}
+    return {"feature": feature, **{k: v for k, v in optional.items() if v is not None}}
+
+
 def _train_body(texts: list[str], labels: list[str], estimator: str | None, feature: str,
-                params: dict[str, Any] | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"texts": list(texts), "labels": list(labels), "feature": feature}
-    if estimator:
-        body["estimator"] = estimator
-    if params:
-        body["params"] = params
-    return body
-
-
-def _file_fields(estimator: str | None, feature: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    return {"feature": feature, **({"estimator": estimator} if estimator else {}), **({"params": params} if params else {})}
+                params: dict[str, Any] | None, encoder: str | None = None, retain_texts: bool | None = None) -> dict[str, Any]:
+    return {"texts": list(texts), "labels": list(labels), **_file_fields(estimator, feature, params, encoder, retain_texts)}
 
 
 class _Base:
@@ -150,17 +148,20 @@ class Gateway(_Base):
                                                     json={"texts": list(texts)}, params=params))
 
     def train(self, name: str, texts: list[str], labels: list[str], *, estimator: str | None = None,
-              feature: str = "embedding", params: dict[str, Any] | None = None) -> TrainResult:
-        body = _train_body(texts, labels, estimator, feature, params)
+              feature: str = "embedding", params: dict[str, Any] | None = None, encoder: str | None = None,
+              retain_texts: bool | None = None) -> TrainResult:
+        """``encoder``: the registered encoder to fit through (``encoders()``); default: the gateway's first."""
+        body = _train_body(texts, labels, estimator, feature, params, encoder, retain_texts)
         return TrainResult.from_dict(self.request("POST", f"/v1/pipelines/{name}/train", json=body,
                                                   timeout=self.train_timeout))
 
     def train_file(self, name: str, path: str | Path | TrainingFile, *, text_column: str = "text",
                    label_column: str = "label", estimator: str | None = None, feature: str = "embedding",
-                   params: dict[str, Any] | None = None, chunk_rows: int = CHUNK_ROWS) -> TrainResult:
+                   params: dict[str, Any] | None = None, chunk_rows: int = CHUNK_ROWS,
+                   encoder: str | None = None, retain_texts: bool | None = None) -> TrainResult:
         """Streams a CSV file's rows in chunks (raises ``seam.upload.CSVProblem`` for a bad file). Given a
         path, a retry reads it again; a :class:`TrainingFile` (to watch its progress) is sent once."""
-        fields = _file_fields(estimator, feature, params)
+        fields = _file_fields(estimator, feature, params, encoder, retain_texts)
         files = _training_files(path, text_column, label_column, chunk_rows)
         return TrainResult.from_dict(self.request(
             "POST", f"/v1/pipelines/{name}/train", body=lambda: next(files).body(fields),
@@ -173,6 +174,10 @@ class Gateway(_Base):
     def pipeline(self, name: str) -> PipelineReport:
         """The pipeline's chain and compatibility report (an incompatible one is reported, not raised)."""
         return PipelineReport.from_dict(self.request("GET", f"/v1/pipelines/{name}"))
+
+    def encoders(self) -> list[dict[str, Any]]:
+        """The gateway's registered encoders: name, url, ready, model, outputs (with their contracts)."""
+        return list(self.request("GET", "/v1/encoders")["encoders"])
 
     def ready(self) -> bool:
         try:
@@ -224,15 +229,18 @@ class AsyncGateway(_Base):
                                                           json={"texts": list(texts)}, params=params))
 
     async def train(self, name: str, texts: list[str], labels: list[str], *, estimator: str | None = None,
-                    feature: str = "embedding", params: dict[str, Any] | None = None) -> TrainResult:
-        body = _train_body(texts, labels, estimator, feature, params)
+                    feature: str = "embedding", params: dict[str, Any] | None = None, encoder: str | None = None,
+              retain_texts: bool | None = None) -> TrainResult:
+        """``encoder``: the registered encoder to fit through (``encoders()``); default: the gateway's first."""
+        body = _train_body(texts, labels, estimator, feature, params, encoder, retain_texts)
         return TrainResult.from_dict(await self.request("POST", f"/v1/pipelines/{name}/train", json=body,
                                                         timeout=self.train_timeout))
 
     async def train_file(self, name: str, path: str | Path | TrainingFile, *, text_column: str = "text",
                          label_column: str = "label", estimator: str | None = None, feature: str = "embedding",
-                         params: dict[str, Any] | None = None, chunk_rows: int = CHUNK_ROWS) -> TrainResult:
-        fields = _file_fields(estimator, feature, params)
+                         params: dict[str, Any] | None = None, chunk_rows: int = CHUNK_ROWS,
+                         encoder: str | None = None, retain_texts: bool | None = None) -> TrainResult:
+        fields = _file_fields(estimator, feature, params, encoder, retain_texts)
         files = _training_files(path, text_column, label_column, chunk_rows)
         return TrainResult.from_dict(await self.request(
             "POST", f"/v1/pipelines/{name}/train", body=lambda: _chunks(next(files).body(fields)),
@@ -244,6 +252,9 @@ class AsyncGateway(_Base):
 
     async def pipeline(self, name: str) -> PipelineReport:
         return PipelineReport.from_dict(await self.request("GET", f"/v1/pipelines/{name}"))
+
+    async def encoders(self) -> list[dict[str, Any]]:
+        return list((await self.request("GET", "/v1/encoders"))["encoders"])
 
     async def ready(self) -> bool:
         try:

@@ -1,10 +1,14 @@
 """What decides whether a request gets in, before any route runs. Each service installs the same
 chain with :func:`install_admission`, checked in this order:
 
-1. credentials (:mod:`services.auth`): 401 / 403;
-2. requests in flight (``*_MAX_IN_FLIGHT``): 429 with ``Retry-After`` instead of queueing without bound;
-3. the body's media type: 415 for anything but JSON or the binary tensor frame;
-4. the body's size (``*_MAX_BODY_BYTES``): 413 before it is read into memory.
+1. credentials (:mod:`services.auth`): 401 / 403, and for scoped keys 403 naming the scope or pipeline
+   a key lacks, 429 with ``Retry-After`` over its rate;
+2. the body's media type: 415 for anything but JSON or the binary tensor frame;
+3. the body, read in full (:class:`services.web.BodyLimitMiddleware`): its size (``*_MAX_BODY_BYTES``,
+   413 before it is all in memory), the time it takes to arrive (``*_BODY_TIMEOUT_S``, 408) and how deep
+   its JSON nests (``*_MAX_JSON_DEPTH``, 400, before anything parses it);
+4. requests in flight (``*_MAX_IN_FLIGHT``): 429 with ``Retry-After`` instead of queueing without bound.
+   A request counts only once its body is in: clients trickling their bodies cannot take every slot.
 
 Probes (``/healthz``, ``/readyz``, ``/metrics``) are never counted nor refused for load.
 """
@@ -16,9 +20,10 @@ from collections.abc import Iterable
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.auth import OPEN_PATHS, Credentials, TokenGuardMiddleware
+from services.auth import OPEN_PATHS, Credentials, KeyAccess, ScopedKeyGuardMiddleware, TokenGuardMiddleware
 from services.codecs import BINARY_CONTENT_TYPE
 from services.errors import Overloaded, UnsupportedMediaType
+from services.inputs import has_content
 from services.settings import ServiceSettings
 from services.web import BodyLimitMiddleware, problem_response
 
@@ -93,14 +98,24 @@ def install_admission(
     settings: ServiceSettings,
     *,
     credentials: Credentials | None = None,
+    access: KeyAccess | None = None,
     open_paths: Iterable[str] = OPEN_PATHS,
 ) -> None:
-    """Installs the chain described above. ``credentials``: who may call (None: anyone)."""
+    """Installs the chain described above. ``credentials``: who may call (None: anyone); or ``access``:
+    scoped keys (the gateway's), checked for scope, pipeline and rate."""
     prefix = settings.model_config.get("env_prefix", "")
+    has_content("")  # builds the content check's character class once per process (~0.2 s), not on a request
     # add_middleware puts each new one outside the previous: add them innermost first.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MediaTypeMiddleware)
     app.add_middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight,
                        setting=f"{prefix}MAX_IN_FLIGHT")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s,
+                       max_depth=settings.max_json_depth, prefix=prefix)
+    app.add_middleware(MediaTypeMiddleware)
     if credentials is not None:
         app.add_middleware(TokenGuardMiddleware, credentials=credentials, open_paths=open_paths)
+    if access is not None:
+        app.add_middleware(
+            ScopedKeyGuardMiddleware, access=access, open_paths=open_paths,
+            missing_hint="This gateway needs an API key: send 'Authorization: Bearer <API key>'.",
+            wrong_hint="The API key sent is not valid for this gateway.",
+        )

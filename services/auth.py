@@ -4,26 +4,40 @@
   that send it as ``X-Seam-Internal-Token`` (the gateway does, from ``GATEWAY_INTERNAL_TOKEN``).
 - The public API: the gateway, when API keys are configured, answers only ``Authorization: Bearer <key>``.
 
+The gateway's keys are scoped (:class:`ScopedKeyGuardMiddleware`): each has an id, scopes
+(``predict``, ``train``, ``admin``), optional pipeline globs and an optional rate.
+
 Missing credentials get 401 (with ``WWW-Authenticate: Bearer``), wrong ones 403. The given value is
 compared in constant time against every accepted one, and never logged nor echoed. Probes
-(``/healthz``, ``/readyz``, ``/metrics``, ``/v2/health/*``) stay open, so orchestrators need no secret.
+(``/healthz``, ``/readyz``, ``/metrics``, ``/v2/health/*``) stay open, so orchestrators need no secret;
+what they tell beyond ready or not (models, upstream URLs) is for callers with credentials only:
+:func:`shows_details`.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import hmac
-from collections.abc import Iterable
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.errors import Forbidden, SeamError, Unauthorized
+from services.errors import Forbidden, Overloaded, SeamError, Unauthorized
 from services.settings import ServiceSettings
 from services.web import problem_response
+
+access_log = logging.getLogger("seam.access")
 
 INTERNAL_TOKEN_HEADER = "X-Seam-Internal-Token"
 # Probes: liveness, readiness (also the Open Inference Protocol's), and metrics scrapes.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+# Set by the guard on the scope of an open path: whether the caller sent accepted credentials.
+_CREDENTIALED = "seam.credentialed"
 
 
 @dataclass(frozen=True)
@@ -82,10 +96,14 @@ class TokenGuardMiddleware:
         self.open_paths = frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         given = self.credentials.given(scope)
+        if scope["path"] in self.open_paths:
+            credentialed = given is not None and self.credentials.accepts(given)
+            await self.app({**scope, _CREDENTIALED: credentialed}, receive, send)
+            return
         error: SeamError | None = None
         if given is None:
             error = Unauthorized(self.credentials.missing_hint)
@@ -95,3 +113,181 @@ class TokenGuardMiddleware:
             await self.app(scope, receive, send)
             return
         await problem_response(error.to_problem(scope.get("path")), error.headers)(scope, receive, send)
+
+
+def shows_details(scope: Scope) -> bool:
+    """Whether a probe may tell this caller more than ready or not (model names, upstream URLs): it sent
+    accepted credentials, or the service requires none (it is open anyway)."""
+    return bool(scope.get(_CREDENTIALED, True))
+
+
+# --- scoped API keys -------------------------------------------------------------------------------------
+
+SCOPES = ("predict", "train", "admin")
+
+
+@dataclass(frozen=True)
+class ScopedKey:
+    """One API key: an id (named in logs and metrics; the key itself never is), the SHA-256 of the key,
+    its scopes, the pipelines it may touch (globs; None: all) and an optional rate (per second) and burst."""
+
+    id: str
+    digest: bytes = field(repr=False)
+    scopes: frozenset[str] = frozenset(SCOPES)
+    pipelines: tuple[str, ...] | None = None
+    rate: float | None = None
+    burst: int | None = None
+
+    def covers(self, pipeline: str) -> bool:
+        return self.pipelines is None or any(fnmatch.fnmatchcase(pipeline, glob) for glob in self.pipelines)
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; a request takes one."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = float(burst)
+        self.stamp = clock()
+
+    def take(self) -> float:
+        """0 when a token was taken; else the seconds until one is there."""
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class KeyRing:
+    """The keys a guard accepts, with a token bucket for each rate-limited one."""
+
+    def __init__(self, keys: Iterable[ScopedKey], clock: Callable[[], float] = time.monotonic) -> None:
+        self.keys = tuple(keys)
+        if not self.keys:
+            raise ValueError("a key ring needs at least one key")
+        ids = [key.id for key in self.keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"two keys share one id: {sorted({i for i in ids if ids.count(i) > 1})}")
+        self.buckets = {key.id: TokenBucket(key.rate, key.burst or max(1, math.ceil(key.rate)), clock)
+                        for key in self.keys if key.rate}
+
+    def identify(self, given: bytes) -> ScopedKey | None:
+        # Every digest is compared, so the time taken does not tell which one came close.
+        digest = hashlib.sha256(given).digest()
+        found = None
+        for key in self.keys:
+            if hmac.compare_digest(digest, key.digest):
+                found = key
+        return found
+
+    def wait(self, key: ScopedKey) -> float:
+        bucket = self.buckets.get(key.id)
+        return bucket.take() if bucket else 0.0
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a request needs: a scope (None: any key) and the pipeline it touches (None: none in particular)."""
+
+    scope: str | None
+    pipeline: str | None = None
+
+
+class KeyAccess:
+    """A key ring that can be swapped while serving (key rotation), the route-to-need table and the
+    per-key counters. The guard below reads it on every request."""
+
+    def __init__(self, ring: KeyRing, needs: Callable[[str, str], Need], source: str = "the API keys") -> None:
+        self.ring = ring
+        self.needs = needs
+        self.source = source  # named in refusals: where to add a scope or a pipeline
+        self.counts = None
+
+    def count(self, key_id: str, outcome: str) -> None:
+        if self.counts is not None:
+            self.counts.labels(key=key_id, outcome=outcome).inc()
+
+
+class ScopedKeyGuardMiddleware:
+    """401 without a key, 403 with a wrong one, 403 naming the scope or pipeline a key lacks, 429 with
+    ``Retry-After`` when a key is over its rate. Admin actions are logged with the key's id."""
+
+    def __init__(self, app: ASGIApp, access: KeyAccess, open_paths: Iterable[str] = OPEN_PATHS,
+                 missing_hint: str = "Send 'Authorization: Bearer <API key>'.",
+                 wrong_hint: str = "The API key is not valid.") -> None:
+        self.app = app
+        self.access = access
+        self.open_paths = frozenset(open_paths)
+        self.bearer = Credentials(secrets=(b"-",), missing_hint=missing_hint, wrong_hint=wrong_hint)
+
+    def _refusal(self, key: ScopedKey, need: Need, method: str, path: str) -> tuple[SeamError, str] | None:
+        where = self.access.source
+        if need.scope is not None and need.scope not in key.scopes:
+            return Forbidden(
+                f"The API key {key.id!r} lacks the {need.scope!r} scope that {method} {path} needs "
+                f"(it has: {', '.join(sorted(key.scopes))}); add {need.scope!r} to its scopes in {where}, "
+                "or use a key that has it.", key=key.id, scope=need.scope), "scope"
+        if need.pipeline is not None and not key.covers(need.pipeline):
+            return Forbidden(
+                f"The API key {key.id!r} may not use the pipeline {need.pipeline!r} (its pipelines: "
+                f"{', '.join(key.pipelines or ())}); add a matching glob to its pipelines in {where}.",
+                key=key.id, pipeline=need.pipeline), "pipeline"
+        wait = self.access.ring.wait(key)
+        if wait > 0:
+            return Overloaded(
+                f"The API key {key.id!r} is over its rate ({key.rate:g} requests/s, burst {key.burst}); "
+                f"retry after {wait:.2f}s, or raise its rate in {where}.",
+                retry_after=max(1, math.ceil(wait)), key=key.id), "rate"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = self.bearer.given(scope)
+        if scope["path"] in self.open_paths:
+            credentialed = given is not None and self.access.ring.identify(given) is not None
+            await self.app({**scope, _CREDENTIALED: credentialed}, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        key = self.access.ring.identify(given) if given is not None else None
+        if given is None:
+            error: SeamError = Unauthorized(self.bearer.missing_hint)
+        elif key is None:
+            self.access.count("<invalid>", "invalid")
+            error = Forbidden(self.bearer.wrong_hint)
+        else:
+            need = self.access.needs(method, path)
+            refused = self._refusal(key, need, method, path)
+            if refused is None:
+                self.access.count(key.id, "allowed")
+                if need.scope == "admin":
+                    await self._admin(key, scope, receive, send)
+                else:
+                    await self.app(scope, receive, send)
+                return
+            error, outcome = refused
+            self.access.count(key.id, outcome)
+            access_log.info("refused %s %s for API key %r: %s", method, path, key.id, outcome)
+        await problem_response(error.to_problem(path), error.headers)(scope, receive, send)
+
+    async def _admin(self, key: ScopedKey, scope: Scope, receive: Receive, send: Send) -> None:
+        status = 500
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            access_log.info("admin action %s %s by API key %r -> %d", scope["method"], scope["path"], key.id, status)

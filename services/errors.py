@@ -51,6 +51,10 @@ class PayloadTooLarge(SeamError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 
+class RequestTimeout(SeamError):
+    status, title, slug = 408, "Request timeout", "request-timeout"
+
+
 class NotFound(SeamError):
     status, title, slug = 404, "Not found", "not-found"
 
@@ -121,3 +125,27 @@ class UpstreamTimeout(SeamError):
 
 class BadUpstreamResponse(SeamError):
     status, title, slug = 502, "Bad upstream response", "bad-upstream-response"
+
+
+class StoreUnreachable(SeamError):
+    """The model store (an object store) does not answer, or refuses the service's credentials."""
+
+    status, title, slug = 503, "Store unreachable", "store-unreachable"
+
+
+class StoreUnavailable(SeamError):
+    """The model store cannot be written: full, read-only, or not ours to write. Nothing was changed."""
+
+    status, title, slug = 507, "Insufficient storage", "store-unavailable"
+
+
+class DamagedVersion(SeamError):
+    """A stored version exists but its files are damaged: it is not served, and nothing is served in its place."""
+
+    status, title, slug = 409, "Damaged version", "damaged-version"
+
+
+class FitTimedOut(SeamError):
+    """A fit ran past its time limit and was stopped."""
+
+    status, title, slug = 422, "Fit took too long", "fit-timed-out"

@@ -67,7 +67,7 @@ class JSONFormatter(logging.Formatter):
 
 def configure_logging(service: str, *, level: str = "info", fmt: str = "text") -> dict[str, Any]:
     """Sets up the root logger for a service process; returns what ``uvicorn.run`` needs to log the
-    same way (its own config off, its access log replaced by ``seam.access``). Call it first, before
+    same way (its own config off, its access log replaced by ``seam.requests``). Call it first, before
     the app (and the model libraries) are imported."""
     if fmt == "json":  # progress bars (transformers loading weights) would be lines that are not JSON
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -50,6 +50,11 @@ class OIPError(ValueError):
     """A request that does not follow the protocol, or asks for what this model does not offer (400)."""
 
 
+class OIPInvalidValue(OIPError):
+    """A request that follows the protocol but holds a value no model can take, such as a string that
+    is not valid Unicode (422)."""
+
+
 # -- the data model ------------------------------------------------------------------------------
 
 
@@ -222,7 +227,14 @@ def tensor_from_json(data: Any, datatype: str, shape: list[int], name: str) -> n
     if datatype == BYTES:
         if any(not isinstance(x, str) for x in flat):
             raise OIPError(f"input {name!r}: BYTES data in JSON must be strings")
-        return _object_array([x.encode() for x in flat], shape)
+        try:
+            return _object_array([x.encode() for x in flat], shape)
+        except UnicodeEncodeError as exc:
+            index = next(i for i, x in enumerate(flat) if not _encodable(x))
+            raise OIPInvalidValue(
+                f"input {name!r}: element {index} is not valid Unicode: it holds a lone surrogate "
+                f"{exc.object[exc.start]!r} at character {exc.start}; send UTF-8 text"
+            ) from None
     dtype = _dtype(datatype, name)
     if dtype.kind == "b":
         ok = all(isinstance(x, bool) for x in flat)
@@ -236,6 +248,14 @@ def tensor_from_json(data: Any, datatype: str, shape: list[int], name: str) -> n
         return np.asarray(flat, dtype=dtype).reshape(shape)
     except OverflowError as exc:
         raise OIPError(f"input {name!r}: a value does not fit {datatype}") from exc
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _dtype(datatype: str, name: str) -> np.dtype:

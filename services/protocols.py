@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import oip
-from services.errors import PROBLEM_CONTENT_TYPE, MalformedRequest
+from services.errors import PROBLEM_CONTENT_TYPE, InvalidInput, MalformedRequest
 
 ErrorMember = Callable[[dict[str, Any]], Any]
 
@@ -93,6 +93,8 @@ async def read_inference(request: Request) -> oip.DecodedRequest:
     try:
         length = oip.parse_header_length(request.headers.get(oip.HEADER_LENGTH))
         return await anyio.to_thread.run_sync(oip.decode_request, body, length)
+    except oip.OIPInvalidValue as exc:
+        raise InvalidInput(str(exc)) from exc
     except oip.OIPError as exc:
         raise MalformedRequest(str(exc)) from exc
 

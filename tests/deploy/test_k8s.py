@@ -117,3 +117,30 @@ def test_resources_security_autoscaling_and_the_shared_store(documents):
     store = {e["name"]: e.get("value") for e in container(documents, "classifier")["env"]}["CLASSIFIER_STORE"]
     assert container(documents, "classifier")["volumeMounts"] == [{"name": "models", "mountPath": store}]
     assert classifier["securityContext"]["fsGroup"] == 10001  # the volume is writable by the image's user
+
+
+OBJECT_STORE = ROOT / "deploy" / "k8s-object-store"
+
+
+def test_the_object_store_overlay_drops_the_volume_and_reads_credentials_from_a_secret(tmp_path):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (for kustomize) is not installed")
+    built = subprocess.run([kubectl, "kustomize", str(OBJECT_STORE)], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    documents = [d for d in yaml.safe_load_all(built.stdout) if d]
+    assert not [d for d in documents if d["kind"] == "PersistentVolumeClaim"]
+    deployment = find(documents, "Deployment", "seam-classifier")
+    spec = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] >= 2
+    assert [v for v in spec["volumes"] if "persistentVolumeClaim" in v] == []
+    (c,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["CLASSIFIER_STORE"].startswith("s3://")
+    assert c["envFrom"] == [{"secretRef": {"name": "seam-object-store"}}]
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {env["CLASSIFIER_STORE_CACHE"]}
+    assert not any(e["name"].startswith("AWS_") for e in c["env"])  # never in plain text
+    manifest = tmp_path / "object-store.yaml"
+    manifest.write_text(built.stdout)
+    result = subprocess.run([str(VALIDATE), "--strict", str(manifest)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

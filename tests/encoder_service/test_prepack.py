@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from encoder_service import prepack
-from encoder_service.__main__ import PACKED_CACHE_ENTRIES, library_env
+from encoder_service.__main__ import BFLOAT16_CACHE_ENTRIES, PACKED_CACHE_ENTRIES, library_env
 from encoder_service.runtime import EncoderRuntime, ModelLoadError
 from encoder_service.settings import EncoderSettings
 from tests.processes import ROOT
@@ -103,8 +103,10 @@ def test_the_plain_weights_packing_replaced_are_not_left_resident(minilm_path, t
     assert figures["resident"] < figures["packed"] / 4
 
 
-def test_the_entry_point_bounds_onednn_caches_only_where_weights_are_packed():
+def test_the_entry_point_bounds_onednn_caches_where_weights_are_packed_or_bfloat16():
     bounded = {"LRU_CACHE_CAPACITY": PACKED_CACHE_ENTRIES, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": PACKED_CACHE_ENTRIES}
     assert EncoderSettings().packs_weights and library_env(EncoderSettings()) == bounded
-    for unpacked in (EncoderSettings(prepack=False), EncoderSettings(precision="bfloat16"), EncoderSettings(backend="onnxruntime")):
+    bf16 = {"LRU_CACHE_CAPACITY": BFLOAT16_CACHE_ENTRIES, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": BFLOAT16_CACHE_ENTRIES}
+    assert not EncoderSettings(precision="bfloat16").packs_weights and library_env(EncoderSettings(precision="bfloat16")) == bf16
+    for unpacked in (EncoderSettings(prepack=False), EncoderSettings(backend="onnxruntime")):
         assert not unpacked.packs_weights and library_env(unpacked) == {}

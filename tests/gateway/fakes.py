@@ -68,8 +68,10 @@ class FakeEncoder(FakeUpstream):
         super().__init__()
         self.serve(model, dim, labels)
 
-    def serve(self, model: str, dim: int, labels: list[str] | None = None, *, fingerprint_noise: float = 0.0) -> None:
-        """(Re)start with another model: its contracts, and so their ids, change."""
+    def serve(self, model: str, dim: int, labels: list[str] | None = None, *, fingerprint_noise: float = 0.0,
+              dtype: str = "float32") -> None:
+        """(Re)start with another model (or the same computed in another ``dtype``): its contracts, and so
+        their ids, change."""
         self.model, self.dim, self.labels = model, dim, labels
         fingerprint = [self.vector(text, dim) for text in ("canary one", "canary two")]
         if fingerprint_noise:
@@ -83,8 +85,8 @@ class FakeEncoder(FakeUpstream):
             fingerprint=fingerprint,
         )
         self.contracts = {
-            "embedding": TensorContract(kind="embedding", dim=dim, space=space),
-            "tokens": TensorContract(kind="tokens", dim=dim, space=space),
+            "embedding": TensorContract(kind="embedding", dim=dim, space=space, dtype=dtype),
+            "tokens": TensorContract(kind="tokens", dim=dim, space=space, dtype=dtype),
         }
         if labels:
             self.contracts["probabilities"] = TensorContract(kind="probabilities", dim=len(labels), labels=labels, space=space)
@@ -136,6 +138,8 @@ class FakeClassifier(FakeUpstream):
         self.models: dict[str, list[dict[str, Any]]] = {}
         self.fitted: dict[tuple[str, int], Any] = {}  # (name, version) -> features
         self.predicted: list[tuple[str, int, Any]] = []
+        self.references: dict[tuple[str, int], dict[str, Any]] = {}  # kept texts, as the real one keeps them
+        self.shift = 0  # predictions move this many classes on: a version that no longer agrees with its fit
 
     def add(self, name: str, input_contract: TensorContract, source: Any, classes: list[str], **extra: Any) -> dict:
         """A version fitted behind the gateway's back (straight on the classifier)."""
@@ -149,6 +153,11 @@ class FakeClassifier(FakeUpstream):
         versions.append(record)
         return record
 
+    def rule(self, rows: int, k: int) -> np.ndarray:
+        probabilities = np.full((rows, k), 0.3 / max(k - 1, 1), np.float32)
+        probabilities[np.arange(rows), (np.arange(rows) + self.shift) % k] = 0.7
+        return probabilities
+
     def route(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/readyz":
@@ -156,7 +165,7 @@ class FakeClassifier(FakeUpstream):
         if path == "/v1/models" and request.method == "GET":
             models = [{"name": n, "latest": v[-1], "versions": [r["version"] for r in v]} for n, v in self.models.items()]
             return httpx.Response(200, json={"models": models})
-        m = re.fullmatch(r"/v1/models/([^/]+)(?:/(fit|predict|latest|versions/(\d+)))?", path)
+        m = re.fullmatch(r"/v1/models/([^/]+)(?:/(fit|predict|latest|versions/(\d+)(/reference)?))?", path)
         if not m:
             return problem(404, f"no route {path}", "not-found")
         name, action, number = m.group(1), m.group(2), m.group(3)
@@ -169,11 +178,21 @@ class FakeClassifier(FakeUpstream):
                 contract.kind, "logistic_regression")
             if estimator not in ("logistic_regression", "gaussian_nb", "attention_pooling", "mean_pooling"):
                 return problem(422, f"unknown estimator {estimator}", "incompatible-estimator")
-            record = self.add(name, contract, meta["source"], sorted(set(meta["labels"])), estimator=estimator)
+            classes = sorted(set(meta["labels"]))
+            texts = meta.get("texts")
+            retained = {"texts": len(texts), "reference_sample": min(len(texts), meta["reference_sample"])} if texts else None
+            record = self.add(name, contract, meta["source"], classes, estimator=estimator, retained=retained)
             self.fitted[(name, record["version"])] = frame.tensor
+            if retained:  # the first rows, with the probabilities the fixed rule gives them
+                sample = texts[: retained["reference_sample"]]
+                self.references[(name, record["version"])] = {
+                    "texts": sample, "classes": classes, "probabilities": self.rule(len(sample), len(classes)).tolist()}
             return httpx.Response(201, json=record)
         if not versions:
             return problem(404, f"no model named {name}", "model-not-found")
+        if action is None and request.method == "DELETE":
+            del self.models[name]
+            return httpx.Response(204)
         if action is None:
             return httpx.Response(200, json={"name": name, "latest": versions[-1], "versions": versions})
         if action == "latest":
@@ -181,6 +200,11 @@ class FakeClassifier(FakeUpstream):
         if number is not None:
             if int(number) > len(versions):
                 return problem(404, f"{name} has no version {number}", "model-not-found")
+            if m.group(4):
+                kept = self.references.get((name, int(number)))
+                if kept is None:
+                    return problem(404, f"{name} v{number} kept no training data", "no-retained-data")
+                return httpx.Response(200, json=kept)
             return httpx.Response(200, json=versions[int(number) - 1])
         # predict
         version = int(request.url.params.get("version", len(versions)))
@@ -192,7 +216,7 @@ class FakeClassifier(FakeUpstream):
         self.predicted.append((name, version, frame.tensor))
         classes = record["classes"]
         k, rows = len(classes), len(frame.tensor)
-        probabilities = np.full((rows, k), 0.3 / max(k - 1, 1), np.float32)
-        probabilities[np.arange(rows), np.arange(rows) % k] = 0.7
-        meta = {"name": name, "version": version, "classes": classes, "labels": [classes[i % k] for i in range(rows)]}
+        probabilities = self.rule(rows, k)
+        labels = [classes[i] for i in probabilities.argmax(axis=1)]
+        meta = {"name": name, "version": version, "classes": classes, "labels": labels}
         return httpx.Response(200, content=encode_binary(probabilities, meta), headers={"content-type": BINARY_CONTENT_TYPE})

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from gateway.coalescing import Coalescer
+from gateway.deadlines import Progress, RunOutOfTime, note
 from tests.gateway.test_app import gateway, train as train_real, world  # noqa: F401 - fixtures
 from tests.gateway.test_pipelines import TEXTS, train
 
@@ -79,6 +80,36 @@ async def test_a_cancelled_request_is_dropped_from_its_batch():
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert seen == [["a"], ["kept"]]
+
+
+async def test_a_run_never_outlives_the_latest_deadline_of_its_requests():
+    started = []
+
+    async def run(context, texts):
+        started.append(list(texts))
+        if "stuck" in texts:
+            note("encoder http://e", "encode embedding")
+            await asyncio.sleep(60)  # an upstream that never answers
+        return None, texts
+
+    loop = asyncio.get_running_loop()
+    coalescer = Coalescer(run, max_texts=16, max_in_flight=1)
+    t0 = loop.time()
+    mine, theirs = Progress(stage="read model m"), Progress()
+    stuck = asyncio.create_task(coalescer.submit("k", None, ["stuck"], deadline=t0 + 0.2, progress=mine))
+    await asyncio.sleep(0)
+    assert coalescer.progress("k") is not None
+    behind = asyncio.create_task(coalescer.submit("k", None, ["next"], deadline=t0 + 5, progress=theirs))
+    await asyncio.sleep(0.05)
+    # each caller can tell what it waits on: its run's upstream call, or the one of the run it queues behind
+    assert mine.current().stage == theirs.current().stage == "encode embedding"
+    with pytest.raises(RunOutOfTime) as failed:
+        await stuck
+    assert failed.value.progress.stage == "encode embedding" and failed.value.progress.upstream == "encoder http://e"
+    assert mine.current().upstream == "encoder http://e"
+    assert await behind == (None, ["next"])  # the slot was freed at the deadline, not after 60 s
+    assert loop.time() - t0 < 1 and started == [["stuck"], ["next"]]
+    assert coalescer.progress("k") is None
 
 
 async def _closed_loop(coalescer: Coalescer, clients: int, rounds: int) -> None:

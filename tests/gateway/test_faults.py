@@ -241,7 +241,9 @@ async def test_fit_sends_one_binary_frame_with_the_other_fields_in_meta(client, 
     assert (await client.post("/v1/pipelines/intents/train", json=body)).status_code == 201
     (frame,) = frames
     assert frame.tensor.shape == (4, 8)
-    assert set(frame.meta) == {"labels", "contract", "estimator", "params", "source"}
+    # The texts travel with the fit, to be kept with the version (train with retain_texts false: they do not).
+    assert set(frame.meta) == {"labels", "contract", "estimator", "params", "source", "texts", "reference_sample"}
+    assert frame.meta["texts"] == TEXTS and frame.meta["reference_sample"] == 64
     assert frame.meta["labels"] == LABELS and frame.meta["params"] == {"C": 0.5}
     assert json.loads(json.dumps(frame.meta["source"])) == {"type": "encoder", "output": "embedding"}
 

@@ -173,12 +173,12 @@ def test_request_ids_are_returned_sent_upstream_and_logged(stack):
         time.sleep(0.1)
     # The id went upstream: the encoder and the classifier logged their part under it.
     for service in ("encoder", "classifier", "gateway"):
-        access = [line for line in stack.log_lines(service) if line["logger"] == "seam.access"]
+        access = [line for line in stack.log_lines(service) if line["logger"] == "seam.requests"]
         mine = [line for line in access if line["request_id"] == "bug-report-42"]
         assert mine and all(line["status"] == 200 for line in mine), service
         assert {"time", "level", "service", "trace_id", "route", "status", "duration_ms", "method"} <= set(mine[0])
         assert mine[0]["service"] == service and len(mine[0]["trace_id"]) == 32
-    gateway_access = {line["request_id"]: line for line in stack.log_lines("gateway") if line["logger"] == "seam.access"}
+    gateway_access = {line["request_id"]: line for line in stack.log_lines("gateway") if line["logger"] == "seam.requests"}
     assert gateway_access["refused-1"]["status"] == 409
     assert gateway_access["refused-1"]["route"] == "/v1/pipelines/{name}/predict"
 
@@ -269,7 +269,7 @@ def test_an_upstream_down_is_503_with_the_request_id(stack):
         assert down.value.status == 503 and down.value.problem["request_id"] == down.value.request_id
         rid = down.value.request_id
         deadline = time.monotonic() + 10  # the access line is written once the answer has gone
-        while not any(line["request_id"] == rid and line["logger"] == "seam.access" and line["status"] == 503
+        while not any(line["request_id"] == rid and line["logger"] == "seam.requests" and line["status"] == 503
                       for line in stack.log_lines("gateway")):
             assert time.monotonic() < deadline, "no access log line for the 503"
             time.sleep(0.1)

@@ -7,6 +7,7 @@ import json
 import logging
 import pickle
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,10 @@ import pytest
 
 from encoder_service.runtime import EncoderRuntime, ModelLoadError
 from encoder_service.settings import EncoderSettings
+from gateway.app import create_app as create_gateway
 from gateway.auth import ApiKeysError
+from services.auth import TokenBucket
+from services.contracts import TensorContract
 from gateway.settings import GatewaySettings
 from tests.classifier_service.synthetic import classifier_client, fit
 from tests.gateway.fakes import FakeClassifier, FakeEncoder
@@ -105,6 +109,48 @@ async def test_no_keys_means_an_open_gateway():
     assert (await call(gateway_app(), "GET", "/v1/pipelines")).status_code == 200
 
 
+async def test_the_gateway_readyz_tells_ready_or_not_to_anyone_and_the_details_to_key_holders():
+    encoder = FakeEncoder()
+    app = create_gateway(GatewaySettings(encoder_url="http://encoder.internal:8001", classifier_url="http://c",
+                                         api_keys=",".join(KEYS)),
+                         encoder_transport=encoder.transport(), classifier_transport=FakeClassifier().transport())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            anonymous = await client.get("/readyz")
+            assert anonymous.status_code == 200 and anonymous.json() == {"status": "ready"}
+            detailed = (await client.get("/readyz", headers={"Authorization": f"Bearer {KEYS[0]}"})).json()
+            assert detailed["encoder"]["url"] == "http://encoder.internal:8001"
+            assert (await client.get("/readyz", headers={"Authorization": "Bearer nope"})).json() == {"status": "ready"}
+
+            encoder.fault = lambda request: httpx.Response(503, json={"detail": "model still loading"})
+            body = assert_problem(await client.get("/readyz"), 503, "encoder not ready")
+            assert "encoder.internal" not in json.dumps(body) and "loading" not in json.dumps(body)
+            assert body["upstreams"] == {"encoder": "not ready", "classifier": "ready"}
+            detailed = await client.get("/readyz", headers={"Authorization": f"Bearer {KEYS[1]}"})
+            assert_problem(detailed, 503, "encoder http://encoder.internal:8001")
+
+
+async def test_the_classifier_readyz_names_no_model_without_the_internal_token(tmp_path):
+    async with classifier_client(tmp_path / "models", internal_token="s3cret-token") as client:
+        client.headers["X-Seam-Internal-Token"] = "s3cret-token"
+        assert (await fit(client, "secret-project")).status_code == 201
+        assert (await client.get("/readyz")).json()["models"] == 1
+        del client.headers["X-Seam-Internal-Token"]
+        anonymous = await client.get("/readyz")
+        assert anonymous.status_code == 200 and anonymous.json() == {"status": "ready"}
+        client.headers["X-Seam-Internal-Token"] = "wrong"
+        assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_the_encoder_readyz_names_no_model_without_the_internal_token(tiny_bert):
+    from tests.encoder_service.conftest import encoder_client
+
+    async with encoder_client(model=str(tiny_bert), internal_token="s3cret-token") as client:
+        assert (await client.get("/readyz")).json() == {"status": "ready"}
+        detailed = (await client.get("/readyz", headers={"X-Seam-Internal-Token": "s3cret-token"})).json()
+        assert detailed["status"] == "ready" and "embedding" in detailed["outputs"]
+
+
 # --- the internal token ----------------------------------------------------------------------------------
 
 
@@ -191,3 +237,172 @@ async def test_the_classifier_never_unpickles_a_stored_model(tmp_path):
     assert "not a readable skops file" in reasons["m/1"]
     assert "could not be loaded" in reasons["h/1"]
     assert not marker.exists()
+
+
+# --- scoped keys (TOML) ----------------------------------------------------------------------------------
+
+SCOPED = {"reporting": "k-reporting-5b1e0c7d", "trainer": "k-trainer-90ad13f2", "ops": "k-ops-4c2e88b1",
+          "limited": "k-limited-e3f07a55"}
+SCOPED_TOML = f"""
+[[keys]]
+id = "reporting"
+key = "sha256:{hashlib.sha256(SCOPED['reporting'].encode()).hexdigest()}"
+scopes = ["predict"]
+pipelines = ["support-*"]
+
+[[keys]]
+id = "trainer"
+key = "{SCOPED['trainer']}"
+scopes = ["predict", "train"]
+
+[[keys]]
+id = "ops"
+key = "{SCOPED['ops']}"
+scopes = ["admin"]
+
+[[keys]]
+id = "limited"
+key = "{SCOPED['limited']}"
+scopes = ["predict"]
+rate = 0.5
+burst = 2
+"""
+PREDICT = {"texts": ["hi"]}
+TRAIN = {"texts": ["a", "b"], "labels": ["x", "y"]}
+
+
+@dataclass(frozen=True)
+class AccessCase:
+    id: str
+    key: str
+    method: str
+    path: str
+    status: int  # what the guard answers; 0: let through (whatever the route then says, never 401/403/429)
+    says: str = ""
+    body: dict | None = None
+
+
+# The reliability table's access rows: each scope and pipeline refusal names what the key lacks.
+ACCESS_CASES = [
+    AccessCase("scope-predict-key-trains", "reporting", "POST", "/v1/pipelines/support-a/train", 403,
+               "lacks the 'train' scope", TRAIN),
+    AccessCase("scope-predict-key-deletes", "reporting", "DELETE", "/v1/pipelines/support-a", 403,
+               "lacks the 'admin' scope"),
+    AccessCase("scope-train-key-deletes", "trainer", "DELETE", "/v1/pipelines/support-a", 403, "'admin'"),
+    AccessCase("scope-aliases-are-admin", "trainer", "POST", "/v1/pipelines/support-a/aliases", 403, "'admin'", {}),
+    AccessCase("scope-refit-is-admin", "trainer", "POST", "/v1/pipelines/support-a/refit", 403, "'admin'", {}),
+    AccessCase("scope-admin-key-predicts", "ops", "POST", "/v1/pipelines/support-a/predict", 403,
+               "lacks the 'predict' scope", PREDICT),
+    AccessCase("pipeline-outside-globs-predict", "reporting", "POST", "/v1/pipelines/billing/predict", 403,
+               "may not use the pipeline 'billing'", PREDICT),
+    AccessCase("pipeline-outside-globs-read", "reporting", "GET", "/v1/pipelines/billing", 403, "support-*"),
+    AccessCase("in-scope-predict", "reporting", "POST", "/v1/pipelines/support-a/predict", 0, "", PREDICT),
+    AccessCase("in-scope-read-listing", "reporting", "GET", "/v1/pipelines", 0),
+    AccessCase("in-scope-train", "trainer", "POST", "/v1/pipelines/anything/train", 0, "", TRAIN),
+    AccessCase("in-scope-admin-delete", "ops", "DELETE", "/v1/pipelines/support-a", 0),
+]
+
+
+@pytest.fixture
+def scoped_keys(tmp_path) -> Path:
+    path = tmp_path / "keys.toml"
+    path.write_text(SCOPED_TOML)
+    return path
+
+
+@pytest.mark.parametrize("case", ACCESS_CASES, ids=[c.id for c in ACCESS_CASES])
+async def test_scoped_keys_refuse_what_a_key_lacks(scoped_keys, case: AccessCase, caplog):
+    caplog.set_level(logging.INFO, logger="seam.access")
+    app = gateway_app(api_keys_file=scoped_keys)
+    response = await call(app, case.method, case.path, key=SCOPED[case.key], json=case.body)
+    if case.status:
+        problem = assert_problem(response, case.status, case.says)
+        assert problem["key"] == case.key
+        assert "GATEWAY_API_KEYS_FILE" in problem["detail"]  # where to change it
+    else:
+        assert response.status_code not in (401, 403, 429), response.text
+    assert all(secret not in caplog.text and secret not in response.text for secret in SCOPED.values())
+
+
+async def test_a_key_over_its_rate_gets_429_with_retry_after_and_others_do_not(scoped_keys):
+    app = gateway_app(api_keys_file=scoped_keys)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            def get(key: str):
+                return client.get("/v1/pipelines", headers={"Authorization": f"Bearer {SCOPED[key]}"})
+
+            assert [(await get("limited")).status_code for _ in range(2)] == [200, 200]  # the burst
+            over = await get("limited")
+            assert_problem(over, 429, "over its rate (0.5 requests/s, burst 2)")
+            assert int(over.headers["retry-after"]) in (1, 2)
+            assert (await get("trainer")).status_code == 200  # no rate: never limited
+            metrics = (await client.get("/metrics")).text
+    assert 'seam_api_key_requests_total{key="limited",outcome="allowed"} 2.0' in metrics
+    assert 'seam_api_key_requests_total{key="limited",outcome="rate"} 1.0' in metrics
+    assert 'seam_api_key_requests_total{key="trainer",outcome="allowed"} 1.0' in metrics
+    assert SCOPED["limited"] not in metrics
+
+
+def test_a_token_bucket_refills_at_its_rate():
+    now = [0.0]
+    bucket = TokenBucket(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take() == pytest.approx(0.5)
+    now[0] = 0.5
+    assert bucket.take() == 0.0 and bucket.take() > 0
+    now[0] = 100.0
+    assert [bucket.take() for _ in range(4)].count(0.0) == 3  # never more than the burst saved up
+
+
+async def test_admin_actions_and_refusals_are_logged_with_the_key_id(scoped_keys, caplog):
+    caplog.set_level(logging.INFO, logger="seam.access")
+    app = gateway_app(api_keys_file=scoped_keys)
+    assert (await call(app, "DELETE", "/v1/pipelines/support-a", key=SCOPED["ops"])).status_code == 404
+    assert "admin action DELETE /v1/pipelines/support-a by API key 'ops' -> 404" in caplog.text
+    await call(app, "DELETE", "/v1/pipelines/support-a", key=SCOPED["reporting"])
+    assert "refused DELETE /v1/pipelines/support-a for API key 'reporting': scope" in caplog.text
+
+
+async def test_admin_delete_through_the_gateway_removes_the_pipeline(scoped_keys):
+    classifier = FakeClassifier()
+    classifier.add("support-a", TensorContract(kind="embedding", dim=8), {"kind": "encoder", "output": "embedding"},
+                   ["x", "y"])
+    from gateway.app import create_app
+
+    app = create_app(GatewaySettings(encoder_url="http://e", classifier_url="http://c", api_keys_file=scoped_keys),
+                     encoder_transport=FakeEncoder().transport(), classifier_transport=classifier.transport())
+    assert (await call(app, "DELETE", "/v1/pipelines/support-a", key=SCOPED["ops"])).status_code == 204
+    assert "support-a" not in classifier.models
+    assert_problem(await call(app, "DELETE", "/v1/pipelines/support-a", key=SCOPED["ops"]), 404, "no pipeline")
+
+
+@pytest.mark.parametrize(("toml", "says"), [
+    ("[[keys]]\nid = 'a'\nkey = 'k'\nscopes = ['read']\n", "scopes must be a non-empty list of predict, train, admin"),
+    ("[[keys]]\nid = 'a'\nkey = 'sha256:abc'\n", "64 hex digits"),
+    ("[[keys]]\nkey = 'k'\n", "needs an id"),
+    ("[[keys]]\nid = 'a'\nkey = 'k'\nscope = ['predict']\n", "unknown fields ['scope']"),
+    ("[[keys]]\nid = 'a'\nkey = 'k'\nburst = 3\n", "given with a rate"),
+    ("[[keys]]\nid = 'a'\nkey = 'k'\nrate = 0\n", "rate must be"),
+    ("[[keys]]\nid = 'a'\nkey = 'k1'\n[[keys]]\nid = 'a'\nkey = 'k2'\n", "share the id"),
+    ("[[keys]\nid = 'a'\n", "not valid TOML"),
+])
+def test_a_bad_toml_keys_file_is_refused_at_start_naming_the_field(tmp_path, toml, says):
+    path = tmp_path / "keys.toml"
+    path.write_text(toml)
+    with pytest.raises(ApiKeysError, match="GATEWAY_API_KEYS_FILE") as refused:
+        gateway_app(api_keys_file=path)
+    assert says in str(refused.value)
+
+
+async def test_reload_swaps_keys_and_a_broken_file_keeps_the_previous_ones(scoped_keys, caplog):
+    app = gateway_app(api_keys_file=scoped_keys)
+    keys = app.state.api_keys
+    scoped_keys.write_text('[[keys]]\nid = "new"\nkey = "k-new-0f0f0f0f"\nscopes = ["predict"]\n')
+    assert keys.reload()
+    assert (await call(app, "GET", "/v1/pipelines", key="k-new-0f0f0f0f")).status_code == 200
+    assert (await call(app, "GET", "/v1/pipelines", key=SCOPED["trainer"])).status_code == 403
+    scoped_keys.write_text('[[keys]]\nid = "new"\nkey = \n')
+    caplog.set_level(logging.ERROR, logger="seam.access")
+    assert not keys.reload()
+    assert "not reloaded, the previous 1 keys stay in force" in caplog.text and "not valid TOML" in caplog.text
+    assert (await call(app, "GET", "/v1/pipelines", key="k-new-0f0f0f0f")).status_code == 200

@@ -19,9 +19,10 @@ from tests.classifier_service.synthetic import DIM, features_for, fit_body
 from tests.reliability.world import world
 
 LIMITS = {
-    "encoder": {"max_texts": 8, "max_chars": 200, "max_body_bytes": 64_000},
+    "encoder": {"max_texts": 8, "max_chars": 200, "max_body_bytes": 64_000, "max_json_values": 32 * 40},
     "classifier": {"max_fit_rows": 100, "max_predict_rows": 16, "max_body_bytes": 400_000},
-    "gateway": {"max_texts": 8, "max_train_texts": 64, "max_body_bytes": 64_000, "train_chunk_size": 8},
+    "gateway": {"max_texts": 8, "max_train_texts": 64, "max_body_bytes": 64_000, "train_chunk_size": 8,
+                "max_chain_depth": 1},
 }
 TEXTS = ["where is my parcel", "my parcel is late", "the package was lost", "delivery arrived late",
          "i was charged twice", "refund my payment", "the invoice is wrong", "cancel my subscription",
@@ -61,6 +62,11 @@ class Case:
 ENCODE, FIT, PREDICT = "/v1/encode", "/v1/models/m/fit", "/v1/models/m/predict"
 G_TRAIN, G_PREDICT = "/v1/pipelines/intents/train", "/v1/pipelines/intents/predict"
 NAN_ROW = "[" + ",".join(["NaN"] + ["1.0"] * (DIM - 1)) + "]"
+EXTREME = [[1e38] * (DIM // 2) + [-1e38] * (DIM // 2)]  # finite, but a linear model's sums overflow
+BINARY_BOTH = {"content-type": BINARY_CONTENT_TYPE, "accept": BINARY_CONTENT_TYPE}
+DEEP_SOURCE = json.dumps(fit_json(source="@")).replace('"@"', '{"a": ' * 900 + "1" + "}" * 900).encode()
+# Within the body's depth limit (64) but deeper than a recorded field may nest (CLASSIFIER_MAX_SOURCE_DEPTH, 16).
+NESTED_SOURCE = json.dumps(fit_json(source="@")).replace('"@"', '{"a": ' * 40 + "1" + "}" * 40).encode()
 BAD_UTF8 = b'{"texts": ["caf\xe9 \xff"]}'
 
 CASES = [
@@ -128,6 +134,33 @@ CASES = [
     Case("clf-huge-predict", "classifier", PREDICT, js({"features": to_json(np.ones((17, DIM), np.float32))}), 413,
          "at most 16 per request"),
     Case("clf-unknown-route", "classifier", "/v1/models/m/explain", js({}), 404, "Not Found"),
+    # issue 15: nothing non-finite answered, strict and bounded parameters, cheap checks first
+    Case("clf-extreme-features", "classifier", PREDICT, js({"features": EXTREME}), 422, "row 0 cannot be classified"),
+    Case("clf-extreme-features-binary", "classifier", PREDICT,
+         {"content": encode_binary(np.array(EXTREME, np.float32), {}), "headers": BINARY_BOTH}, 422,
+         "row 0 cannot be classified"),
+    Case("clf-extreme-features-v2", "classifier", "/v2/models/m/infer",
+         js({"inputs": [{"name": "FEATURES", "shape": [1, DIM], "datatype": "FP32", "data": EXTREME}]}), 422,
+         "row 0 cannot be classified"),
+    Case("clf-degenerate-fit", "classifier", FIT,
+         js(fit_json(features=[[1.0] * DIM] * len(FEATURE_LABELS), estimator="gaussian_nb")), 422,
+         "variance is zero"),
+    Case("clf-hidden-layers-huge", "classifier", FIT, js(fit_json(estimator="mlp", params={"hidden_layer_sizes": [10**7]})),
+         422, "CLASSIFIER_MAX_MODEL_PARAMETERS"),
+    Case("clf-hidden-layers-object", "classifier", FIT, js(fit_json(estimator="mlp", params={"hidden_layer_sizes": {"a": 1}})),
+         422, "hidden_layer_sizes must be a non-empty list of layer widths"),
+    Case("clf-hidden-layers-float", "classifier", FIT, js(fit_json(estimator="mlp", params={"hidden_layer_sizes": [1.5]})),
+         422, "hidden_layer_sizes must be a non-empty list of layer widths"),
+    Case("clf-max-iter-bool", "classifier", FIT, js(fit_json(estimator="mlp", params={"max_iter": True})), 422,
+         "max_iter must be an int in the range [1, inf); got true"),
+    Case("clf-deep-source", "classifier", FIT, raw(DEEP_SOURCE), 400, "CLASSIFIER_MAX_JSON_DEPTH"),
+    Case("clf-nested-source", "classifier", FIT, raw(NESTED_SOURCE), 422, "CLASSIFIER_MAX_SOURCE_DEPTH"),
+    Case("clf-blank-labels", "classifier", FIT, js(fit_json(labels=[" ", "  "] * (len(FEATURE_LABELS) // 2))), 422,
+         "labels[0] is blank"),
+    Case("clf-long-label", "classifier", FIT, js(fit_json(labels=["x" * 201] + FEATURE_LABELS[1:])), 422,
+         "CLASSIFIER_MAX_LABEL_CHARS"),
+    Case("clf-version-not-integer", "classifier", PREDICT + "?version=1.0", js({"features": to_json(FEATURES[:2])}), 422,
+         "a version is a whole number written in digits"),
     # -- gateway ---------------------------------------------------------------------------------
     Case("gw-malformed-json", "gateway", G_PREDICT, raw(b'{"texts": "'), 400, "not valid JSON"),
     Case("gw-invalid-utf8", "gateway", G_PREDICT, raw(BAD_UTF8), 400, "not valid UTF-8"),
@@ -141,10 +174,19 @@ CASES = [
     Case("gw-unknown-pipeline", "gateway", "/v1/pipelines/nothing/predict", js({"texts": ["hi"]}), 404,
          "no pipeline named 'nothing'"),
     Case("gw-unknown-version", "gateway", G_PREDICT + "?version=9", js({"texts": ["hi"]}), 404, "has no version 9"),
+    Case("gw-version-float", "gateway", G_PREDICT + "?version=1.0", js({"texts": ["hi"]}), 422,
+         "'1.0' is not a whole number"),
+    Case("gw-version-bool", "gateway", G_PREDICT + "?version=true", js({"texts": ["hi"]}), 422,
+         "'true' is not a whole number"),
+    Case("gw-version-exponent", "gateway", G_PREDICT + "?version=1e0", js({"texts": ["hi"]}), 422,
+         "'1e0' is not a whole number"),
     Case("gw-path-like-name", "gateway", "/v1/pipelines/..%2Fx/predict", js({"texts": ["hi"]}), 404, "Not Found"),
     Case("gw-bad-name", "gateway", "/v1/pipelines/Intents/predict", js({"texts": ["hi"]}), 422,
          "'Intents' is not a valid pipeline name"),
     Case("gw-labels-length", "gateway", G_TRAIN, js(train_json(labels=LABELS[:-1])), 422, "12 texts but 11 labels"),
+    Case("gw-blank-label", "gateway", G_TRAIN, js(train_json(labels=LABELS[:-2] + [" ", "  "])), 422,
+         "labels[10] is blank"),
+    Case("gw-label-wrong-type", "gateway", G_TRAIN, js(train_json(labels=LABELS[:-1] + [True])), 422, "labels.11"),
     Case("gw-one-class", "gateway", G_TRAIN, js(train_json(labels=["billing"] * len(TEXTS))), 422, "at least two classes"),
     Case("gw-unknown-estimator", "gateway", G_TRAIN, js(train_json(estimator="random_forest")), 422, "random_forest"),
     Case("gw-unknown-param", "gateway", G_TRAIN, js(train_json(params={"learning_rat": 0.1})), 422, "learning_rat"),
@@ -155,9 +197,76 @@ CASES = [
     Case("gw-estimator-wrong-type", "gateway", G_TRAIN, js(train_json(estimator=5)), 422, "estimator"),
     Case("gw-train-huge-string", "gateway", G_TRAIN, js(train_json(texts=TEXTS[:-1] + ["x" * 201])), 413,
          "201 characters"),
+    Case("gw-chain-too-deep", "gateway", "/v1/pipelines/deeper/train", js(train_json(feature="pipeline:intents")), 422,
+         "maximum depth of 1 (GATEWAY_MAX_CHAIN_DEPTH)"),
     Case("gw-too-many-train-texts", "gateway", G_TRAIN, js(train_json(texts=["hi"] * 65, labels=["a"] * 65)), 413,
          "GATEWAY_MAX_TRAIN_TEXTS"),
 ]
+
+# -- issue 15, the HTTP edge: no-content texts, deep JSON, lone surrogates, trailing slashes ---------
+V2_INFER = "/v2/models/embedding/infer"
+DEEP = b"[" * 3000 + b"]" * 3000
+
+
+def deep(prefix: bytes, suffix: bytes = b"}") -> dict[str, Any]:
+    return raw(prefix + DEEP + suffix)
+
+
+def v2_text(text_json: str) -> dict[str, Any]:
+    body = '{"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["%s"]}]}' % text_json
+    return raw(body.encode())
+
+
+def frame_with_deep_header() -> bytes:
+    head = b'{"layout": "dense", "shape": [1, 8], "meta": ' + DEEP + b"}"
+    return b"SEAM" + len(head).to_bytes(4, "little") + head + np.ones(8, np.float32).tobytes()
+
+
+FOREIGN_HOST = {"host": "attacker.example"}
+EDGE_CASES = [
+    Case("enc-zero-width-text", "encoder", ENCODE, js({"texts": ["ok", "\u200b\u200b\u200c"]}), 422, "texts[1] is empty"),
+    Case("enc-control-text", "encoder", ENCODE, js({"texts": ["\x00\x01\x7f\x9f"]}), 422, "texts[0] is empty"),
+    Case("enc-combining-only", "encoder", ENCODE, js({"texts": ["\u0301\u0308\u20dd"]}), 422, "texts[0] is empty"),
+    Case("enc-format-only", "encoder", ENCODE, js({"texts": ["ok", "ok", "\u202e\ufeff\u2060\U000e0001"]}), 422,
+         "texts[2] is empty"),
+    Case("enc-special-tokens-only", "encoder", ENCODE, js({"texts": ["ok", "\ufffd"]}), 422,
+         "texts[1] is empty to the model: it tokenizes to special tokens only"),
+    Case("enc-deep-json", "encoder", ENCODE, deep(b'{"texts": '), 400, "nests JSON 3001 levels deep; the limit is 64 (ENCODER_MAX_JSON_DEPTH)"),
+    Case("enc-v2-deep-json", "encoder", V2_INFER, deep(b'{"inputs": '), 400, "ENCODER_MAX_JSON_DEPTH"),
+    Case("enc-openai-deep-json", "encoder", "/v1/embeddings", deep(b'{"model": "m", "input": '), 400,
+         "ENCODER_MAX_JSON_DEPTH"),
+    Case("enc-v2-lone-surrogate", "encoder", V2_INFER, v2_text("a \\ud800 b"), 422,
+         "element 0 is not valid Unicode: it holds a lone surrogate"),
+    Case("enc-v2-zero-width", "encoder", V2_INFER, v2_text("\\u200b"), 422, "texts[0] is empty"),
+    Case("enc-openai-lone-surrogate", "encoder", "/v1/embeddings", raw(b'{"model": "tiny-bert0", "input": ["ok", "a \\udc00"]}'),
+         422, "lone surrogate"),
+    Case("enc-openai-zero-width", "encoder", "/v1/embeddings", js({"model": "tiny-bert0", "input": "\u200b"}), 422, "is empty"),
+    Case("enc-trailing-slash", "encoder", ENCODE + "/", {**js({"texts": ["ok"]}), "headers": FOREIGN_HOST}, 404, "Not Found"),
+    Case("edge-clf-deep-fit", "classifier", FIT, deep(b'{"features": '), 400, "CLASSIFIER_MAX_JSON_DEPTH"),
+    Case("edge-clf-deep-predict", "classifier", PREDICT, deep(b'{"features": '), 400, "CLASSIFIER_MAX_JSON_DEPTH"),
+    Case("edge-clf-deep-frame-header", "classifier", PREDICT, raw(frame_with_deep_header(), BINARY_CONTENT_TYPE), 400,
+         "nests JSON 3001 levels deep"),
+    Case("edge-clf-v2-deep", "classifier", "/v2/models/m/infer", deep(b'{"inputs": '), 400, "CLASSIFIER_MAX_JSON_DEPTH"),
+    Case("edge-clf-trailing-slash", "classifier", PREDICT + "/", {**js({"features": [[1.0] * DIM]}), "headers": FOREIGN_HOST},
+         404, "Not Found"),
+    Case("edge-gw-deep-json", "gateway", G_PREDICT, deep(b'{"texts": '), 400, "GATEWAY_MAX_JSON_DEPTH"),
+    Case("edge-gw-deep-train", "gateway", G_TRAIN, deep(b'{"texts": ["a"], "labels": ["b"], "params": {"x": ', b"}}"),
+         400, "GATEWAY_MAX_JSON_DEPTH"),
+    Case("edge-gw-zero-width-text", "gateway", G_PREDICT, js({"texts": ["ok", "\u200b\u00ad\u2063"]}), 422,
+         "texts[1] is empty"),
+    Case("edge-gw-control-text", "gateway", G_PREDICT, js({"texts": ["\x00"]}), 422, "texts[0] is empty"),
+    Case("edge-gw-train-combining", "gateway", G_TRAIN, js(train_json(texts=TEXTS[:-1] + ["\u0300"])), 422,
+         "texts[11] is empty"),
+    Case("edge-gw-long-label", "gateway", G_TRAIN, js(train_json(labels=LABELS[:-1] + ["x" * 201])), 413,
+         "labels[11] has 201 characters; the limit is 200 (GATEWAY_MAX_LABEL_CHARS)"),
+    Case("enc-tokens-json-too-large", "encoder", ENCODE, js({"texts": ["word " * 40] * 8, "output": "tokens"}), 413,
+         "ENCODER_MAX_JSON_VALUES): ask for the binary frame"),
+    Case("enc-v2-tokens-json-too-large", "encoder", "/v2/models/tokens/infer", v2_text("word " * 40), 413,
+         "ENCODER_MAX_JSON_VALUES"),
+    Case("edge-gw-trailing-slash", "gateway", G_PREDICT + "/", {**js({"texts": ["ok"]}), "headers": FOREIGN_HOST}, 404,
+         "Not Found"),
+]
+CASES += EDGE_CASES
 
 GOOD = {
     "encoder": (ENCODE, {"texts": ["still serving"]}),

@@ -149,3 +149,33 @@ def test_an_upstream_killed_mid_traffic_is_503_naming_it_and_the_gateway_recover
         time.sleep(0.1)
     assert [upstreams.predict().status_code for _ in range(5)] == [200] * 5
     assert upstreams.gateway.proc.pid == gateway_pid
+
+
+@pytest.mark.parametrize(("name", "stage"), [("encoder", "encode embedding"), ("classifier", f"read model {PIPELINE}")])
+def test_with_an_upstream_paused_every_caller_is_answered_within_the_timeout_of_its_own_arrival(upstreams, name, stage):
+    # Callers of one pipeline arriving one after another while the upstream is stopped (SIGSTOP: its
+    # socket still accepts, nothing answers). They used to queue behind each other's timeouts and be
+    # answered after 1, 2, 3 ... timeouts; each now has its own deadline.
+    service: ServiceProcess = getattr(upstreams, name)
+
+    def timed(delay: float) -> tuple[float, httpx.Response]:
+        time.sleep(delay)
+        started = time.monotonic()
+        response = upstreams.predict()
+        return time.monotonic() - started, response
+
+    service.proc.send_signal(signal.SIGSTOP)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(timed, [0.0, 0.2, 0.4, 0.6, 0.8]))
+    finally:
+        service.proc.send_signal(signal.SIGCONT)
+    for took, response in answers:
+        body = assert_problem(response, 504, f"{name} {service.url} did not answer within {TIMEOUT_S}s", stage,
+                              "GATEWAY_TIMEOUT_S")
+        assert body["upstream"] == f"{name} {service.url}" and body["stage"] == stage
+        assert took < TIMEOUT_S + 0.5, [round(t, 2) for t, _ in answers]
+    deadline = time.monotonic() + 10
+    while upstreams.predict().status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert upstreams.predict().status_code == 200

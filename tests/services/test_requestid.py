@@ -68,16 +68,16 @@ async def test_an_id_is_returned_on_success_refusal_and_crash(client):
 
 
 async def test_the_access_log_names_the_request(client, caplog):
-    caplog.set_level(logging.INFO, logger="seam.access")
+    caplog.set_level(logging.INFO, logger="seam.requests")
     await client.get("/refused", headers={REQUEST_ID_HEADER: "logged-1"})
     await client.get("/healthz")  # probes are not logged
-    [record] = [r for r in caplog.records if r.name == "seam.access"]
+    [record] = [r for r in caplog.records if r.name == "seam.requests"]
     assert (record.method, record.path, record.route, record.status) == ("GET", "/refused", "/refused", 409)
     assert record.duration_ms >= 0
 
 
 def test_json_lines_carry_the_common_fields_and_the_events_own():
-    record = logging.LogRecord("seam.access", logging.INFO, __file__, 1, "GET %s", ("/x",), None)
+    record = logging.LogRecord("seam.requests", logging.INFO, __file__, 1, "GET %s", ("/x",), None)
     record.route, record.status = "/x", 200
     logs.ContextFilter("gateway").filter(record)
     line = json.loads(logs.JSONFormatter().format(record))

@@ -217,6 +217,8 @@ async def test_unexpected_exception_is_500_problem_without_leaking() -> None:
     assert "RuntimeError" in body["detail"]
     assert "secret" not in response.text
     assert body["instance"] == "/boom"
+    # starlette re-raises after answering and uvicorn drops the connection: the answer says so
+    assert response.headers["connection"] == "close"
 
 
 # ---- body limit -------------------------------------------------------------------------------

@@ -1,0 +1,201 @@
+"""Several encoders behind one gateway, in-process against fakes: settings, routing, measured acceptance."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.gateway.conftest import CLASSIFIER_URL
+from tests.gateway.fakes import FakeEncoder
+from tests.gateway.test_pipelines import train
+
+A_URL, B_URL = "http://a.test:8001", "http://b.test:8003"
+
+
+@pytest.fixture
+def encoder_b() -> FakeEncoder:
+    return FakeEncoder(model="wide-encoder", dim=12)
+
+
+@pytest.fixture
+async def app(fake_encoder, encoder_b, fake_classifier):
+    settings = GatewaySettings(
+        encoders=f"a={A_URL},b={B_URL}", classifier_url=CLASSIFIER_URL, timeout_s=1.0, pipeline_ttl_s=3600,
+        train_chunk_size=4, recheck_interval_s=0.0, reference_sample=8,
+    )
+    app = create_app(settings, classifier_transport=fake_classifier.transport(),
+                     encoder_transports={"a": fake_encoder.transport(), "b": encoder_b.transport()})
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def gw(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        yield client
+
+
+async def predict(gw, name: str, **params) -> httpx.Response:
+    return await gw.post(f"/v1/pipelines/{name}/predict", json={"texts": ["hello", "where is my parcel"]}, params=params)
+
+
+async def link(gw, name: str) -> dict:
+    return (await gw.get(f"/v1/pipelines/{name}")).json()["chain"][0]
+
+
+# --- settings --------------------------------------------------------------------------------------------
+
+
+def test_encoders_setting_is_named_urls_in_order():
+    settings = GatewaySettings(encoders="minilm=http://127.0.0.1:8001/, mpnet=https://e.test")
+    assert settings.encoder_urls() == {"minilm": "http://127.0.0.1:8001", "mpnet": "https://e.test"}
+    assert GatewaySettings(encoder_url="http://x.test:1").encoder_urls() == {"default": "http://x.test:1"}
+
+
+@pytest.mark.parametrize("value, why", [
+    ("minilm", "not name=url"), ("Big=http://x", "does not match"), ("a=ftp://x", "http"),
+    ("a=http://x,a=http://y", "listed twice"),
+])
+def test_bad_encoders_settings_are_refused_at_start(value, why):
+    with pytest.raises(ValidationError, match=why):
+        GatewaySettings(encoders=value)
+
+
+# --- registry, training, routing ------------------------------------------------------------------------
+
+
+async def test_encoders_are_listed_with_their_outputs(gw, fake_encoder, encoder_b):
+    listing = (await gw.get("/v1/encoders")).json()["encoders"]
+    assert [(e["name"], e["url"], e["ready"], e["model"]) for e in listing] == [
+        ("a", A_URL, True, "fake-encoder"), ("b", B_URL, True, "wide-encoder")]
+    assert listing[0]["outputs"]["embedding"] == {"id": fake_encoder.ids["embedding"], "kind": "embedding", "dim": 8,
+                                                  "dtype": "float32"}
+    assert listing[1]["outputs"]["tokens"]["id"] == encoder_b.ids["tokens"]
+
+
+async def test_train_through_a_named_encoder_records_it_and_each_pipeline_is_served_by_its_own(gw, fake_classifier):
+    first = await train(gw, "on-a")
+    assert first.json()["source"] == {"type": "encoder", "output": "embedding", "encoder": "a"}
+    second = await train(gw, "on-b", encoder="b")
+    assert second.json()["source"]["encoder"] == "b" and second.json()["input_contract"]["dim"] == 12
+    for name, encoder in (("on-a", "a"), ("on-b", "b")):
+        assert (await predict(gw, name)).status_code == 200
+        found = await link(gw, name)
+        assert found["encoder"] == encoder and found["acceptance"] == {"accepted": "exact"}
+    widths = [tensor.shape[1] for _, _, tensor in fake_classifier.predicted[-4:]]
+    assert 8 in widths and 12 in widths
+
+
+async def test_an_unknown_encoder_is_refused_listing_the_registered_ones(gw):
+    response = await train(gw, "x", encoder="mpnet")
+    assert response.status_code == 422
+    assert response.json()["type"].endswith("/unknown-encoder") and response.json()["encoders"] == ["a", "b"]
+
+
+async def test_a_version_moves_to_another_encoder_that_fits_exactly_when_its_own_no_longer_does(gw, fake_encoder, encoder_b):
+    encoder_b.serve("fake-encoder", dim=8)  # b now serves a's space too
+    await gw.get("/readyz")
+    assert (await train(gw, "intents", encoder="b")).status_code == 201
+    assert (await link(gw, "intents"))["encoder"] == "b"  # its own first, though a fits as well
+    encoder_b.serve("other-encoder", dim=8)
+    assert (await predict(gw, "intents")).status_code == 200
+    assert (await link(gw, "intents"))["encoder"] == "a"
+
+
+async def test_no_encoder_fits_lists_every_encoders_mismatches(gw, fake_encoder):
+    assert (await train(gw, "intents")).status_code == 201
+    fake_encoder.serve("other-encoder", dim=8)
+    response = await predict(gw, "intents")
+    assert response.status_code == 409
+    producers = {m["producer"] for m in response.json()["mismatches"]}
+    assert producers == {f"encoder a {A_URL} model other-encoder output embedding",
+                         f"encoder b {B_URL} model wide-encoder output embedding"}
+    report = await link(gw, "intents")
+    assert report["acceptance"] is None and [c["encoder"] for c in report["encoders"]] == ["a", "b"]
+
+
+async def test_the_route_is_decided_once_not_per_request(app, gw):
+    await train(gw, "intents")
+    runtime = app.state.runtime
+    for _ in range(3):
+        assert (await predict(gw, "intents")).status_code == 200
+    decided = runtime.router.routes_decided
+    for _ in range(3):
+        assert (await predict(gw, "intents")).status_code == 200
+    assert runtime.router.routes_decided == decided
+
+
+async def test_an_encoder_down_is_503_for_its_pipelines_only(gw, fake_encoder):
+    await train(gw, "on-a")
+    await train(gw, "on-b", encoder="b")
+
+    def refuse(request):
+        raise httpx.ConnectError("refused")
+
+    fake_encoder.fault = refuse
+    down = await predict(gw, "on-a")
+    assert down.status_code == 503 and f"encoder a {A_URL}" in down.json()["detail"]
+    assert (await predict(gw, "on-b")).status_code == 200
+    ready = await gw.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["not_ready"][0].startswith("a: ")
+
+
+# --- measured acceptance ---------------------------------------------------------------------------------
+
+
+async def test_the_same_space_in_another_dtype_is_accepted_by_measurement_once(app, gw, fake_encoder, fake_classifier):
+    assert (await train(gw, "intents")).json()["retained"] == {"texts": 10, "reference_sample": 8}
+    fake_encoder.serve("fake-encoder", dim=8, dtype="bfloat16")
+    for _ in range(3):
+        assert (await predict(gw, "intents")).status_code == 200
+    found = await link(gw, "intents")
+    assert found["acceptance"] == {"accepted": "measured", "agreement": 1.0, "max_probability_change": 0.0,
+                                   "sample_size": 8}
+    assert app.state.runtime.meter.measurements_run == 1
+
+
+async def test_a_measurement_below_the_agreement_asked_for_is_refused_with_it(gw, fake_encoder, fake_classifier):
+    await train(gw, "intents")
+    fake_encoder.serve("fake-encoder", dim=8, dtype="bfloat16")
+    fake_classifier.shift = 1  # every label moves: the version disagrees with itself at fit time
+    response = await predict(gw, "intents")
+    assert response.status_code == 409, response.text
+    (measured,) = [m for m in response.json()["mismatches"] if m["field"] == "measured_agreement"]
+    assert measured["actual"] == 0.0 and measured["expected"] == 0.99
+    assert "8-text reference sample" in measured["message"]
+    candidate = (await link(gw, "intents"))["encoders"][0]
+    assert candidate["measurement"]["sample_size"] == 8 and candidate["measurement"]["max_probability_change"] > 0.3
+
+
+async def test_a_version_that_kept_no_texts_gets_exact_matching_only(gw, fake_encoder, fake_classifier):
+    response = await train(gw, "private", retain_texts=False)
+    assert response.json()["retained"] is None and fake_classifier.references == {}
+    fake_encoder.serve("fake-encoder", dim=8, dtype="bfloat16")
+    refused = await predict(gw, "private")
+    assert refused.status_code == 409
+    assert {m["field"] for m in refused.json()["mismatches"]} >= {"dtype", "reference_sample"}
+    assert "retain_texts" in refused.json()["detail"]
+
+
+async def test_another_space_is_never_measured(app, gw, fake_encoder):
+    await train(gw, "intents")
+    fake_encoder.serve("fine-tuned", dim=8, dtype="bfloat16")
+    assert (await predict(gw, "intents")).status_code == 409
+    assert app.state.runtime.meter.measurements_run == 0
+
+
+async def test_seam_encoders_prints_a_table_from_the_gateways_listing(gw, monkeypatch, capsys):
+    from seam import cli
+
+    listing = (await gw.get("/v1/encoders")).json()
+    listing["encoders"][1].update(ready=False, error="encoder b is unreachable")
+    monkeypatch.setattr(cli, "_call", lambda method, url, **kw: listing if url.endswith("/v1/encoders") else None)
+    assert cli.main(["--gateway", "http://gw.test", "encoders"]) == 1  # one is not ready
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["encoder", "url", "ready", "model", "output", "dim", "dtype", "contract"]
+    assert any(line.split()[:7] == ["a", A_URL, "yes", "fake-encoder", "embedding", "8", "float32"] for line in out)
+    assert any(line.split()[:3] == ["b", B_URL, "NO"] for line in out)
+    assert out[-1] == "b is not ready: encoder b is unreachable"
