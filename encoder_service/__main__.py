@@ -1,6 +1,5 @@
 """``python -m encoder_service``: serve on ``ENCODER_HOST``:``ENCODER_PORT`` (127.0.0.1:8001)."""
 
-import logging
 import os
 
 # OpenMP threads wait for the next operator by spinning, then sleeping. Spinning without end
@@ -37,28 +36,16 @@ def library_env(settings: EncoderSettings) -> dict[str, str]:
     return {"LRU_CACHE_CAPACITY": entries, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": entries}
 
 
-def show_log(level: str) -> None:
-    """seam's own log lines (what the encoder computes in and why, what it loaded) at ENCODER_LOG_LEVEL,
-    beside uvicorn's; without a handler only warnings would reach stderr."""
-    seam = logging.getLogger("seam")
-    if not seam.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        seam.addHandler(handler)
-        seam.setLevel(level.upper())
-
-
 def main() -> None:
     settings = EncoderSettings()
-    show_log(settings.log_level)
+    from services.logs import configure_logging  # (no torch)
+
+    # seam's own lines (what the encoder computes in and why, what it loaded) and uvicorn's, one handler.
+    logging_options = configure_logging("encoder", level=settings.log_level, fmt=settings.log_format)
     for name, value in library_env(settings).items():
         os.environ.setdefault(name, value)  # what the operator set wins
 
     import uvicorn
-
-    from services.logs import configure_logging
-
-    logging_options = configure_logging("encoder", level=settings.log_level, fmt=settings.log_format)
 
     from encoder_service.app import create_app  # torch, from here on
     from services.memory import freeze_heap
