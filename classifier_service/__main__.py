@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 # OpenMP threads sleep rather than spin while waiting, so torch heads (one thread by default,
@@ -13,15 +12,16 @@ import uvicorn  # noqa: E402
 
 from classifier_service.app import create_app  # noqa: E402
 from classifier_service.settings import ClassifierSettings  # noqa: E402
+from services.logs import configure_logging  # noqa: E402
 from services.memory import freeze_heap  # noqa: E402
 
 
 def main() -> None:
     settings = ClassifierSettings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging_options = configure_logging("classifier", level=settings.log_level, fmt=settings.log_format)
     app = create_app(settings)
     freeze_heap()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, **logging_options)
 
 
 if __name__ == "__main__":

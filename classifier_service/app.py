@@ -16,6 +16,9 @@ from services.memory import install_memory_return
 from services.auth import internal_credentials
 from services.metrics import install_metrics
 from services.protocols import ProtocolErrorMiddleware, oip_error
+from services.docs import documented_app
+from services.requestid import install_request_context
+from services.tracing import install_tracing
 from services.web import install_problem_handlers
 
 
@@ -33,7 +36,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
         finally:
             runtime.close()
 
-    app = FastAPI(
+    app = documented_app(  # /docs from the package's own assets, no CDN
         title="seam classifier",
         version="0.1.0",
         description="Named, versioned downstream models fitted on an encoder's output: fit, predict, persist.",
@@ -49,4 +52,6 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
     app.include_router(oip_router)
     app.add_middleware(ProtocolErrorMiddleware, members={"/v2": oip_error})
     install_metrics(app, "classifier")
+    install_request_context(app)  # last: outermost (but for tracing's, which wraps the whole app)
+    install_tracing(app, "classifier")
     return app

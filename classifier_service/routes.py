@@ -21,6 +21,7 @@ from classifier_service.schemas import (
     VersionRecord,
     render_prediction,
 )
+from services import tracing
 from services.auth import shows_details
 from services.errors import NotReady
 
@@ -112,7 +113,8 @@ async def delete_model(name: ModelName, runtime: Runtime) -> Response:
 async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Response) -> VersionRecord:
     """Fits a new version. Body: JSON ``{"features", "labels", "contract", "estimator", "params",
     "source"}``, or a binary tensor frame holding the features with the other fields in its ``meta``."""
-    record = await runtime.fit(name, body)
+    with tracing.span("classifier fit", attributes={"seam.model": name}):
+        record = await runtime.fit(name, body)
     response.headers["Location"] = f"/v1/models/{name}/versions/{record.version}"
     return record
 
@@ -129,4 +131,5 @@ async def predict(name: ModelName, body: PredictBody, runtime: Runtime, binary: 
             task=result.task, ood=result.ood, threshold=runtime.settings.ood_threshold,
         )
 
-    return await runtime.run_predict(name, version, body, answer)
+    with tracing.span("classifier predict", attributes={"seam.model": name}):
+        return await runtime.run_predict(name, version, body, answer)

@@ -1,6 +1,5 @@
 """``python -m encoder_service``: serve on ``ENCODER_HOST``:``ENCODER_PORT`` (127.0.0.1:8001)."""
 
-import logging
 import os
 
 # OpenMP threads wait for the next operator by spinning, then sleeping. Spinning without end
@@ -37,20 +36,12 @@ def library_env(settings: EncoderSettings) -> dict[str, str]:
     return {"LRU_CACHE_CAPACITY": entries, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": entries}
 
 
-def show_log(level: str) -> None:
-    """seam's own log lines (what the encoder computes in and why, what it loaded) at ENCODER_LOG_LEVEL,
-    beside uvicorn's; without a handler only warnings would reach stderr."""
-    seam = logging.getLogger("seam")
-    if not seam.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        seam.addHandler(handler)
-        seam.setLevel(level.upper())
-
-
 def main() -> None:
     settings = EncoderSettings()
-    show_log(settings.log_level)
+    from services.logs import configure_logging  # (no torch)
+
+    # seam's own lines (what the encoder computes in and why, what it loaded) and uvicorn's, one handler.
+    logging_options = configure_logging("encoder", level=settings.log_level, fmt=settings.log_format)
     for name, value in library_env(settings).items():
         os.environ.setdefault(name, value)  # what the operator set wins
 
@@ -61,7 +52,7 @@ def main() -> None:
 
     app = create_app(settings)
     freeze_heap()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, **logging_options)
 
 
 if __name__ == "__main__":

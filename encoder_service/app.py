@@ -21,6 +21,9 @@ from services.protocols import ProtocolErrorMiddleware, oip_error, openai_error
 from services.admission import install_admission
 from services.memory import install_memory_return
 from services.auth import internal_credentials
+from services.docs import documented_app
+from services.requestid import install_request_context
+from services.tracing import install_tracing
 from services.web import install_problem_handlers
 
 log = logging.getLogger("seam.encoder")
@@ -53,7 +56,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
             await app.state.batcher.stop()
             await anyio.to_thread.run_sync(app.state.runtime.close)
 
-    app = FastAPI(
+    app = documented_app(  # /docs from the package's own assets, no CDN
         title="seam encoder",
         version="0.1.0",
         description="Serves a pre-trained transformer's embeddings, token sequences and probabilities.",
@@ -69,4 +72,6 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
     app.include_router(openai_router)
     app.add_middleware(ProtocolErrorMiddleware, members={"/v2": oip_error, "/v1/embeddings": openai_error, "/v1/models": openai_error})
     app.state.encoder_metrics = EncoderMetrics(install_metrics(app, "encoder"), app)
+    install_request_context(app)  # last: outermost (but for tracing's, which wraps the whole app)
+    install_tracing(app, "encoder")
     return app

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 
+from encoder_service import traces
 from encoder_service.runtime import EncoderRuntime, TokenizedText
+from services import tracing
 from encoder_service.settings import EncoderSettings
 from services.errors import NotReady, Overloaded
 from services.waiting import wait_until
@@ -43,6 +45,7 @@ class _Job:
     output: str
     future: asyncio.Future
     request: int  # which submit it came from
+    trace: traces.Queued | None = None  # tracing on: the request's span, to link the pass to
 
 
 class Batcher:
@@ -107,7 +110,8 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         self._submits += 1
-        jobs = [_Job(item, output, loop.create_future(), self._submits) for item in items]
+        queued = traces.queued() if tracing.tracer is not None else None
+        jobs = [_Job(item, output, loop.create_future(), self._submits, queued) for item in items]
         self._queue.extend(jobs)
         self._wakeup.set()
         try:
@@ -174,7 +178,11 @@ class Batcher:
         requests = {job.request for job in batch}
         started = loop.time()
         try:
-            results = await asyncio.wrap_future(self.runtime.submit([job.item for job in batch], wants))
+            if tracing.tracer is None:
+                results = await asyncio.wrap_future(self.runtime.submit([job.item for job in batch], wants))
+            else:
+                with traces.forward_pass(batch):
+                    results = await asyncio.wrap_future(self.runtime.submit([job.item for job in batch], wants))
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request
             log.exception("forward pass failed for a batch of %d texts", len(batch))
             for job in batch:

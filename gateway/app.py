@@ -20,6 +20,9 @@ from gateway.upstreams import ClassifierClient, build_wire
 from services.admission import install_admission
 from services.memory import install_memory_return
 from services.metrics import install_metrics
+from services.docs import documented_app
+from services.requestid import install_request_context
+from services.tracing import install_tracing
 from services.web import install_problem_handlers
 
 
@@ -64,7 +67,7 @@ def create_app(
                 stack.enter_context(_reload_on_sighup(keys))
             yield
 
-    app = FastAPI(
+    app = documented_app(  # /docs from the package's own assets, no CDN
         title="seam gateway",
         version="0.1.0",
         description="Pipelines of an encoder output (or another pipeline's probabilities) feeding a classifier, "
@@ -84,6 +87,8 @@ def create_app(
                               "pipeline, rate; invalid keys under '<invalid>').", ["key", "outcome"],
                               registry=app.state.metrics.registry)
     app.state.ood_histogram = ood_histogram(app.state.metrics.registry)
+    install_request_context(app)  # last: outermost (but for tracing's, which wraps the whole app)
+    install_tracing(app, "gateway")
     return app
 
 

@@ -26,11 +26,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from services.auth import OPEN_PATHS, SCOPES, KeyAccess, KeyRing, Need, ScopedKey, key_digest
+from services.docs import docs_paths
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("seam.access")
 
-DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOC_PATHS = docs_paths()  # the pages, the schema and their assets
 PUBLIC_PATHS = OPEN_PATHS | DOC_PATHS
 # Path segments of a pipeline's admin actions (DELETE is admin whatever the path).
 ADMIN_SEGMENTS = frozenset({"aliases", "refit", "migrate"})

@@ -56,6 +56,7 @@ from services.errors import (
     PipelineNotFound,
     UpstreamUnavailable,
 )
+from services import tracing
 from services.inputs import check_labels, check_texts
 from services.scoring import classification_report, regression_report
 
@@ -376,20 +377,31 @@ class GatewayRuntime:
     ) -> tuple[Mismatch, ...]:
         cache_key = (key, producer, record.identity, consumer)
         found = self._checks.get(cache_key)
-        if found is None:
-            if len(self._checks) >= _MAX_CACHED_CHECKS:
-                self._checks.clear()
-            found = tuple(
-                check(
-                    produced,
-                    record.input_contract,
-                    producer=producer,
-                    consumer=consumer,
-                    tolerance=self.settings.fingerprint_tolerance,
-                )
+        if tracing.tracer is not None:  # the decision as a span: cached or computed, and its verdict
+            attributes = {"seam.producer": producer, "seam.consumer": consumer, "seam.check.cached": found is not None}
+            with tracing.span("compatibility check", attributes=attributes) as span:
+                found = found if found is not None else self._check(cache_key, produced, producer, record, consumer)
+                span.set_attribute("seam.check.compatible", not found)
+                span.set_attribute("seam.check.mismatches", [m.field for m in found])
+                return found
+        return found if found is not None else self._check(cache_key, produced, producer, record, consumer)
+
+    def _check(
+        self, cache_key: tuple[Any, ...], produced: TensorContract, producer: str, record: ModelVersion, consumer: str
+    ) -> tuple[Mismatch, ...]:
+        if len(self._checks) >= _MAX_CACHED_CHECKS:
+            self._checks.clear()
+        found = tuple(
+            check(
+                produced,
+                record.input_contract,
+                producer=producer,
+                consumer=consumer,
+                tolerance=self.settings.fingerprint_tolerance,
             )
-            self._checks[cache_key] = found
-            self.checks_run += 1
+        )
+        self._checks[cache_key] = found
+        self.checks_run += 1
         return found
 
     def _consumer(self, record: ModelVersion) -> str:

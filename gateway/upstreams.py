@@ -28,6 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from gateway.deadlines import note
 from services.codecs import BINARY_CONTENT_TYPE, CodecError, Frame, Ragged, Tensor, decode_binary, encode_binary
 from services.contracts import TensorContract
+from services import tracing
+from services.metrics import stage_label
+from services.requestid import REQUEST_ID_HEADER, current_request_id
 from services.errors import (
     BadUpstreamResponse,
     Overloaded,
@@ -278,7 +281,19 @@ class Upstream:
     def name(self) -> str:
         return f"{self.role} {self.url}"
 
-    async def request(
+    async def request(self, stage: str, method: str, path: str, **kwargs: Any) -> WireResponse:
+        """One call (see ``_request``); traced, when tracing is on, as a client span that the upstream continues."""
+        if tracing.tracer is None:
+            return await self._request(stage, method, path, **kwargs)
+        attributes = {"seam.upstream": self.role, "seam.stage": stage, "http.request.method": method,
+                      "server.address": self.url, "url.path": path}
+        with tracing.span(f"{self.role} {stage_label(stage)}", kind="client", attributes=attributes) as span:
+            kwargs["headers"] = tracing.inject(dict(kwargs.get("headers") or {}))
+            response = await self._request(stage, method, path, **kwargs)
+            span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    async def _request(
         self,
         stage: str,
         method: str,
@@ -292,6 +307,8 @@ class Upstream:
     ) -> WireResponse:
         note(self.name, stage)  # what a request out of time was waiting for
         headers = {**self.headers, **(headers or {})}
+        if (rid := current_request_id()) is not None:
+            headers[REQUEST_ID_HEADER] = rid
         limit = timeout_s or self.timeout_s
         attempts = 2 if retry else 1
         for attempt in range(attempts):

@@ -24,12 +24,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from seam.client import Gateway, NotFound, SeamError, Unreachable
+from seam.client import DEFAULT_TRAIN_TIMEOUT_S
 from seam.upload import CHUNK_ROWS, CSVProblem, ProgressBar, TrainingFile
 
 DEFAULT_GATEWAY = os.environ.get("SEAM_GATEWAY", "http://127.0.0.1:8000")
-DEFAULT_TRAIN_TIMEOUT_S = 3600.0
 DEMO_PIPELINE = "support-intents"
 MISMATCH_DEMO = "legacy-bert-base"
 
@@ -51,37 +50,21 @@ def read_csv(path: Path, text_column: str, label_column: str) -> tuple[list[str]
     return [text for text, _ in rows], [label for _, label in rows]
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+def gateway_client(gateway: str, api_key: str | None = None, **options: Any) -> Gateway:
+    """Every HTTP call the CLI makes goes through :mod:`seam.client`: one HTTP path, not two."""
+    return Gateway(gateway, api_key=api_key, **options)
 
 
-def _call(method: str, url: str, *, api_key: str | None = None, **kwargs: Any) -> Any:
-    try:
-        r = httpx.request(method, url, timeout=kwargs.pop("timeout", 300), headers=_headers(api_key), **kwargs)
-    except httpx.TransportError as exc:
-        raise CLIError(f"cannot reach {url}: {exc}. Is the stack running (`make run`)?") from exc
-    return _answer(r, url)
-
-
-def _answer(r: httpx.Response, url: str, *, training: TrainingFile | None = None) -> Any:
-    """The JSON body of a success; a CLIError carrying the problem's detail otherwise."""
-    if r.status_code >= 400:
-        try:
-            problem = r.json()
-        except ValueError:
-            raise CLIError(f"{r.status_code} from {url}: {r.text[:500]}") from None
-        if not isinstance(problem, dict):
-            raise CLIError(f"{r.status_code} from {url}: {r.text[:500]}")
-        lines = [f"{problem.get('status', r.status_code)} {problem.get('title', '')}: {problem.get('detail', '')}"]
-        index = problem.get("index")
-        if training is not None and isinstance(index, int) and training.line_of(index) is not None:
-            lines.append(f"  (row {index} is line {training.line_of(index)} of {training.path})")
-        lines += [format_mismatch(m) for m in problem.get("mismatches", []) if isinstance(m, dict)]
-        raise CLIError("\n".join(lines))
-    try:
-        return r.json() if r.content else None
-    except ValueError:
-        raise CLIError(f"{url} answered {r.status_code} with a body that is not JSON: {r.text[:200]}") from None
+def problem_lines(error: SeamError, *, training: TrainingFile | None = None) -> str:
+    """The problem's status, title and detail, the CSV line of a refused row, then every mismatch."""
+    if isinstance(error, Unreachable):
+        return f"{error.detail}. Is the stack running (`make run`)?"
+    lines = [str(error)]
+    index = error.problem.get("index")
+    if training is not None and isinstance(index, int) and training.line_of(index) is not None:
+        lines.append(f"  (row {index} is line {training.line_of(index)} of {training.path})")
+    lines += [format_mismatch(m) for m in error.problem.get("mismatches", []) if isinstance(m, dict)]
+    return "\n".join(lines)
 
 
 def format_mismatch(m: dict[str, Any]) -> str:
@@ -96,11 +79,12 @@ def _short(value: Any) -> str:
 
 def train(gateway: str, name: str, texts: list[str], labels: list[str], estimator: str | None, feature: str,
           api_key: str | None = None) -> dict:
-    body: dict[str, Any] = {"texts": texts, "labels": labels, "feature": feature}
-    if estimator:
-        body["estimator"] = estimator
     sys.stderr.write(f"training {name} on {len(texts)} texts ({feature}, {estimator or 'default estimator'})...\n")
-    return _call("POST", f"{gateway}/v1/pipelines/{name}/train", json=body, api_key=api_key)
+    try:
+        with gateway_client(gateway, api_key) as client:
+            return client.train(name, texts, labels, estimator=estimator, feature=feature).raw
+    except SeamError as exc:
+        raise CLIError(problem_lines(exc)) from exc
 
 
 def train_file(gateway: str, name: str, path: Path, *, text_column: str, label_column: str, estimator: str | None,
@@ -111,26 +95,20 @@ def train_file(gateway: str, name: str, path: Path, *, text_column: str, label_c
         training = TrainingFile(path, text_column, label_column, chunk_rows=chunk_rows)
     except CSVProblem as exc:
         raise CLIError(str(exc)) from exc
-    fields: dict[str, Any] = {"feature": feature, **({"estimator": estimator} if estimator else {}),
-                              **({"encoder": encoder} if encoder else {})}
-    url = f"{gateway}/v1/pipelines/{name}/train"
-    headers = {"Content-Type": "application/json", **_headers(api_key)}
-    timeout = httpx.Timeout(timeout_s, connect=10.0)
     label = f"training {name} ({feature}, {estimator or 'default estimator'}) from {path.name}"
 
-    def send() -> httpx.Response:
-        with httpx.Client(timeout=timeout) as client:
-            return client.post(url, content=training.body(fields), headers=headers)
+    def send() -> dict:
+        with gateway_client(gateway, api_key, train_timeout=timeout_s) as client:
+            return client.train_file(name, training, estimator=estimator, feature=feature, encoder=encoder).raw
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, ProgressBar(label, training.counter, training.size):
         sending = pool.submit(send)
         try:
-            response = sending.result()
+            return sending.result()
         except CSVProblem as exc:
             raise CLIError(str(exc)) from exc
-        except httpx.TransportError as exc:
-            raise CLIError(f"cannot reach {url}: {exc}. Is the stack running (`make run`)?") from exc
-    return _answer(response, url, training=training)
+        except SeamError as exc:
+            raise CLIError(problem_lines(exc, training=training)) from exc
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -175,14 +153,26 @@ def print_report(report: dict[str, Any]) -> None:
 
 def seed_demo(gateway: str, classifier: str, api_key: str | None = None) -> None:
     """The demo pipeline, trained once from the sample data, and a model that cannot fit MiniLM."""
-    existing = httpx.get(f"{gateway}/v1/pipelines/{DEMO_PIPELINE}", timeout=30, headers=_headers(api_key))
-    if existing.status_code == 404:
+    try:
+        with gateway_client(gateway, api_key, timeout=30) as client:
+            client.pipeline(DEMO_PIPELINE)
+    except NotFound:
         texts, labels = read_csv(sample_data(), "text", "label")
         result = train(gateway, DEMO_PIPELINE, texts, labels, "logistic_regression", "embedding", api_key=api_key)
         print(f"trained {DEMO_PIPELINE} v{result['version']}: {json.dumps(result.get('metrics'))}")
-    # The classifier is internal: the demo model goes to it directly, with its token when one is set.
+    except SeamError as exc:
+        raise CLIError(problem_lines(exc)) from exc
+    # The classifier is internal: the demo model goes to it directly, with its token when one is set
+    # (through the same client: its calls and errors are the gateway's).
     internal = {"X-Seam-Internal-Token": os.environ["CLASSIFIER_INTERNAL_TOKEN"]} if os.environ.get("CLASSIFIER_INTERNAL_TOKEN") else {}
-    if httpx.get(f"{classifier}/v1/models/{MISMATCH_DEMO}", timeout=30, headers=internal).status_code == 404:
+    with gateway_client(classifier, headers=internal, timeout=60) as direct:
+        try:
+            direct.request("GET", f"/v1/models/{MISMATCH_DEMO}")
+            return
+        except NotFound:
+            pass
+        except SeamError as exc:
+            raise CLIError(problem_lines(exc)) from exc
         # A classifier fitted on another encoder (768-wide bert-base vectors): serving it with MiniLM must be refused.
         import random
 
@@ -191,10 +181,12 @@ def seed_demo(gateway: str, classifier: str, api_key: str | None = None) -> None
                     "space": {"model_id": "bert-base-uncased", "weights_sha256": "0" * 64, "pooling": "cls",
                               "normalized": False, "max_tokens": 512, "fingerprint": []}}
         features = [[rng.gauss(0, 1) for _ in range(768)] for _ in range(8)]
-        r = httpx.post(f"{classifier}/v1/models/{MISMATCH_DEMO}/fit", headers=internal, timeout=60, json={
-            "features": features, "labels": ["billing", "shipping"] * 4, "contract": contract,
-            "estimator": "logistic_regression", "source": {"type": "encoder", "output": "embedding"}})
-        _answer(r, f"{classifier}/v1/models/{MISMATCH_DEMO}/fit")
+        try:
+            direct.request("POST", f"/v1/models/{MISMATCH_DEMO}/fit", json={
+                "features": features, "labels": ["billing", "shipping"] * 4, "contract": contract,
+                "estimator": "logistic_regression", "source": {"type": "encoder", "output": "embedding"}})
+        except SeamError as exc:
+            raise CLIError(problem_lines(exc)) from exc
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -255,27 +247,38 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    result = _call("POST", f"{args.gateway}/v1/pipelines/{args.name}/predict", json={"texts": args.texts},
-                   api_key=args.api_key)
+    try:
+        with gateway_client(args.gateway, args.api_key) as client:
+            result = client.predict(args.name, args.texts)
+    except SeamError as exc:
+        raise CLIError(problem_lines(exc)) from exc
     rows = []
-    for text, p in zip(args.texts, result["predictions"]):
-        best = max(p["probabilities"].values())
-        rows.append([p["label"], f"{best:.3f}", text + ("  (truncated to the model window)" if p.get("truncated") else "")])
-    print(f"pipeline {result['name']} v{result['version']}")
+    for text, p in zip(args.texts, result.predictions):
+        best = max(p.probabilities.values())
+        rows.append([p.label, f"{best:.3f}", text + ("  (truncated to the model window)" if p.truncated else "")])
+    print(f"pipeline {result.name} v{result.version}")
     for row in _table(["label", "p", "text"], rows):
         print(row)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    report = _call("GET", f"{args.gateway}/v1/pipelines/{args.name}", api_key=args.api_key)
+    try:
+        with gateway_client(args.gateway, args.api_key) as client:
+            report = client.pipeline(args.name).raw
+    except SeamError as exc:
+        raise CLIError(problem_lines(exc)) from exc
     print_report(report)
     return 0 if report.get("compatible") else 3
 
 
 def cmd_encoders(args: argparse.Namespace) -> int:
     """One row per registered encoder and output; exit 1 when one is not ready."""
-    encoders = _call("GET", f"{args.gateway}/v1/encoders", api_key=args.api_key)["encoders"]
+    try:
+        with gateway_client(args.gateway, args.api_key) as client:
+            encoders = client.encoders()
+    except SeamError as exc:
+        raise CLIError(problem_lines(exc)) from exc
     rows = []
     for e in encoders:
         ready = "yes" if e["ready"] else "NO"
@@ -299,10 +302,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     column = args.target_column or args.label_column
     texts, truth = read_csv(Path(args.file), args.text_column, column)
     try:
-        body: dict[str, Any] = {"texts": texts}
-        body["targets" if args.target_column else "labels"] = targets_of(truth, column) if args.target_column else truth
-        query = f"?version={args.version}" if args.version else ""
-        result = _call("POST", f"{args.gateway}/v1/pipelines/{args.name}/evaluate{query}", json=body, api_key=args.api_key)
+        truth_of = {"targets": targets_of(truth, column)} if args.target_column else {"labels": truth}
+        with gateway_client(args.gateway, args.api_key) as client:
+            result = client.evaluate(args.name, texts, version=args.version, **truth_of)
         for line in table_lines(result):
             print(line)
         if args.plot:
@@ -310,6 +312,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"wrote {args.plot}")
     except EvaluateError as exc:
         raise CLIError(str(exc)) from exc
+    except SeamError as exc:
+        raise CLIError(problem_lines(exc)) from exc
     return 0
 
 

@@ -3,6 +3,8 @@ environment prefix (``ENCODER_``, ``CLASSIFIER_``, ``GATEWAY_``); values are val
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,3 +29,6 @@ class ServiceSettings(BaseSettings):
         None, description="When set, callers must send it as 'X-Seam-Internal-Token' (service-to-service)."
     )
     log_level: str = Field("info", description="Logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as one JSON object per line (time, level, service, request and trace ids, fields)."
+    )

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.bodies import json_depth, json_part
 from services.errors import (PROBLEM_BASE, PROBLEM_CONTENT_TYPE, MalformedRequest, PayloadTooLarge, RequestTimeout,
                              SeamError)
+from services.requestid import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger("seam")
 
@@ -38,6 +39,10 @@ class ProblemResponse(JSONResponse):
 
 
 def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    rid = current_request_id()
+    if rid is not None:  # named in the body and the header, even where no middleware adds it (a 500)
+        problem = {**problem, "request_id": problem.get("request_id") or rid}
+        headers = {**(headers or {}), REQUEST_ID_HEADER: rid}
     return ProblemResponse(jsonable_encoder(problem), status_code=problem["status"], headers=headers)
 
 
@@ -104,6 +109,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
+        "request_id": {"type": "string", "description": "The request's X-Request-ID: quote it in a bug report."},
     },
 }
 
