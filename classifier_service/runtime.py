@@ -26,6 +26,7 @@ from sklearn.model_selection import StratifiedKFold
 from classifier_service import features as feature_checks
 from classifier_service import heads
 from classifier_service import retained as retained_data
+from classifier_service.aliases import AliasStore
 from classifier_service.estimators import ESTIMATORS, Estimator, resolve
 from classifier_service.schemas import FitInput, Metrics, PredictInput, VersionRecord
 from classifier_service.settings import ClassifierSettings
@@ -92,6 +93,7 @@ class ClassifierRuntime:
     def __init__(self, settings: ClassifierSettings) -> None:
         self.settings = settings
         self.store = ModelStore(settings.store)
+        self.aliases = AliasStore(settings.store)
         self.ready = False
         self._models: dict[str, dict[int, LoadedVersion]] = {}
         self._skipped: dict[str, Skipped] = {}
@@ -228,6 +230,7 @@ class ClassifierRuntime:
     def delete(self, name: str) -> None:
         with self._lock:
             removed = self.store.delete(name)
+            self.aliases.drop(name)  # a new model of the same name starts with no aliases
             self._refresh(name)
         if not removed:
             raise ModelNotFound(f"No model named {name!r}.", name=name)

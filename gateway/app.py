@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from gateway.auth import PUBLIC_PATHS, api_key_credentials
 from gateway.encoders import EncoderRegistry, NamedEncoderClient
 from gateway.routes import router
+from gateway.upgrade_routes import router as upgrade_router
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
 from gateway.upstreams import ClassifierClient, build_wire
@@ -69,5 +70,6 @@ def create_app(
     install_admission(app, settings, credentials=api_key_credentials(settings), open_paths=PUBLIC_PATHS)
     install_memory_return(app)
     app.include_router(router)
+    app.include_router(upgrade_router)
     install_metrics(app, "gateway")
     return app

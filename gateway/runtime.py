@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from gateway.acceptance import AcceptanceMeter
+from gateway.aliases import PRODUCTION, AliasBook
 from gateway.coalescing import Coalescer
 from gateway.deadlines import Progress, out_of_time, tracked
 from gateway.encoders import EncoderRegistry, readiness
@@ -270,6 +271,7 @@ class GatewayRuntime:
         self.classifier = classifier
         self._clock = clock
         self.meter = AcceptanceMeter(settings, classifier)
+        self.aliases = AliasBook(classifier, settings.pipeline_ttl_s, clock=clock)
         self.router = Router(encoders, self.meter, self._checked)
         self._latest: dict[str, tuple[float, ModelVersion]] = {}
         self._versions: dict[tuple[str, int], tuple[float, ModelVersion]] = {}
@@ -506,7 +508,8 @@ class GatewayRuntime:
 
     # -- the public operations --
 
-    async def predict(self, name: str, texts: list[str], version: int | None = None) -> dict[str, Any]:
+    async def predict(self, name: str, texts: list[str], version: int | None = None, alias: str | None = None) -> dict[str, Any]:
+        """``version``, else ``alias``'s version, else ``production``'s, else the latest (``gateway.aliases``)."""
         check_name(name)
         check_texts(texts, max_texts=self.settings.max_texts, setting="GATEWAY_MAX_TEXTS")
         # One deadline from arrival to answer, however long the request waits behind others (gateway.deadlines).
@@ -515,6 +518,7 @@ class GatewayRuntime:
         try:
             with tracked(progress):
                 async with asyncio.timeout_at(deadline):
+                    version = await self.aliases.resolve(name, version, alias)
                     chain, classes, rows = await self._predict(name, texts, version, deadline, progress)
         except TimeoutError:
             raise out_of_time(progress, self.settings.timeout_s) from None
@@ -586,8 +590,9 @@ class GatewayRuntime:
             return offered.contract, features, sum(sum(e.truncated) for e in encoded)
         raise AssertionError("unreachable")
 
-    async def _pipeline_features(self, base: str, texts: list[str]) -> tuple[TensorContract, Tensor, int, ModelVersion]:
-        chain = await self.runnable_chain(base, fresh=True)
+    async def _pipeline_features(self, base: str, texts: list[str], version: int | None = None
+                                 ) -> tuple[TensorContract, Tensor, int, ModelVersion]:
+        chain = await self.runnable_chain(base, version, fresh=True)
         if len(chain.links) >= self.settings.max_chain_depth:  # refused now, not on every predict after a 201
             raise InvalidInput(
                 f"pipeline {base} is already a chain of {len(chain.links)} links: one more would exceed the "
@@ -611,10 +616,12 @@ class GatewayRuntime:
         params: dict[str, Any],
         encoder: str | None = None,
         retain_texts: bool = True,
+        base_version: int | None = None,
     ) -> dict[str, Any]:
         """A new version fitted on ``feature`` of ``texts``; an encoder feature comes from ``encoder`` (default:
-        the first registered), recorded in its source. With ``retain_texts`` the texts are kept with the version
-        in the classifier's store, with a reference sample for measured acceptance."""
+        the first registered), recorded in its source; a ``pipeline:<name>`` feature comes from ``base_version`` of
+        that pipeline (default: its latest). With ``retain_texts`` the texts are kept with the version in the
+        classifier's store, with a reference sample for measured acceptance."""
         check_name(name)
         source = parse_feature(feature)
         encoder = self.encoders.get(encoder or self.encoders.default).name  # UnknownEncoder: 422 listing them
@@ -625,7 +632,7 @@ class GatewayRuntime:
         if isinstance(source, PipelineSource):
             if source.name == name:
                 raise InvalidInput(f"pipeline {name} cannot be fed by its own probabilities; name another pipeline")
-            contract, features, truncated, base = await self._pipeline_features(source.name, texts)
+            contract, features, truncated, base = await self._pipeline_features(source.name, texts, base_version)
             source = PipelineSource(base.name, base.version)
         else:
             contract, features, truncated = await self._encoder_features(encoder, source.output, texts)
@@ -660,7 +667,10 @@ class GatewayRuntime:
     async def pipeline_report(self, name: str) -> dict[str, Any]:
         check_name(name)
         await self._refresh_for_report()
-        return (await self.chain(name, fresh=True)).report()  # records read again too
+        aliases = await self.aliases.get(name, fresh=True)
+        # The version served by default: production when set, else the latest; records read again too.
+        report = (await self.chain(name, aliases.get(PRODUCTION), fresh=True)).report()
+        return {**report, "aliases": aliases}
 
     async def _refresh_for_report(self) -> None:
         """A report tells how things stand now: every encoder re-read; it fails only when none answers."""
@@ -673,7 +683,11 @@ class GatewayRuntime:
         reports = []
         for record in await self.classifier.models():
             self._remember(record, latest=True)
-            reports.append((await self.chain_from(record, fresh=True)).report())
+            aliases = await self.aliases.get(record.name, fresh=True)
+            served = aliases.get(PRODUCTION)
+            if served is not None and served != record.version:
+                record = await self.version(record.name, served, fresh=True)
+            reports.append({**(await self.chain_from(record, fresh=True)).report(), "aliases": aliases})
         return {"pipelines": sorted(reports, key=lambda r: r["name"])}
 
     async def readiness(self) -> dict[str, Any]:
