@@ -211,6 +211,8 @@ class Upgrader:
 
     async def _version_of(self, name: str, which: int | str) -> int:
         if isinstance(which, int):
+            if which < 1:
+                raise InvalidInput(f"version {which} does not exist: versions are numbered from 1", version=which)
             return which
         return await self.aliases.resolve(name, None, check_alias(which))  # type: ignore[return-value]
 
