@@ -13,11 +13,12 @@ from classifier_service.deps import ModelName, Runtime
 from classifier_service.runtime import ClassifierRuntime
 
 router = APIRouter(tags=["aliases"])
-AliasName = Annotated[str, Path(description="Alias name (like a model name).")]
+AliasName = Annotated[str, Path(description="Alias name (like a model name).",
+                                openapi_examples={"production": {"summary": "the default", "value": "production"}})]
 
 
 class AliasMove(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 1}]})
 
     version: StrictInt = Field(gt=0, description="The version the alias points at from now on.")
     expected: StrictInt | None = Field(

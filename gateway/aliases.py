@@ -8,6 +8,7 @@ when it is set, else the latest version.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ class AliasBook:
         self.ttl_s = ttl_s
         self._clock = clock
         self._cache: dict[str, tuple[float, dict[str, int]]] = {}
+        self._running: dict[str, asyncio.Future[dict[str, int]]] = {}
 
     def _keep(self, name: str, aliases: dict[str, int]) -> dict[str, int]:
         if len(self._cache) >= _MAX_CACHED:
@@ -57,6 +59,15 @@ class AliasBook:
         cached = self._cache.get(name)
         if cached and not fresh and cached[0] > self._clock():
             return cached[1]
+        # Requests arriving together on an expired entry share one read (and then one merged predict run).
+        running = self._running.get(name)
+        if running is None:
+            running = asyncio.ensure_future(self._read(name))
+            self._running[name] = running
+            running.add_done_callback(lambda _: self._running.pop(name, None))
+        return await asyncio.shield(running)
+
+    async def _read(self, name: str) -> dict[str, int]:
         try:
             response = await self.classifier.request(f"read the aliases of {name}", "GET", f"/v1/models/{name}/aliases")
         except UpstreamRejected as exc:

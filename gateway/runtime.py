@@ -22,6 +22,7 @@ Nothing but caches lives here, so several gateways can run side by side:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +54,7 @@ from services.errors import (
     InvalidInput,
     OutputUnavailable,
     PipelineNotFound,
+    SeamError,
     UpstreamUnavailable,
 )
 from services.inputs import check_labels, check_texts
@@ -649,6 +651,8 @@ class GatewayRuntime:
             meta.update(texts=texts, reference_sample=self.settings.reference_sample)
         record = await self.classifier.fit(name, features, meta, timeout_s=self.settings.fit_timeout_s)
         self._remember(record, latest=True)
+        with contextlib.suppress(SeamError):  # best effort: the version is fitted, whatever this read does
+            await self.aliases.get(name, fresh=True)  # which version a plain predict serves, known before the first
         return {
             "name": record.name,
             "version": record.version,
