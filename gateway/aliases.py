@@ -1,16 +1,15 @@
 """A pipeline's aliases as the gateway sees them: read from the classifier, cached for ``pipeline_ttl_s``.
 
-The classifier keeps them in its store (``classifier_service.aliases``), so every gateway and every
-classifier replica sees a move; a gateway sees it within ``GATEWAY_PIPELINE_TTL_S`` (its own moves at once).
+The classifier keeps them in its store (``classifier_service.aliases``) and sends them with a model's latest
+record, so every gateway and every classifier replica sees a move; a gateway sees it within
+``GATEWAY_PIPELINE_TTL_S`` (the time it reuses a record; its own moves at once). No extra read per predict.
 Which version a predict serves: ``?version=`` when given, else ``?alias=``, else the ``production`` alias
 when it is set, else the latest version.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.upstreams import ClassifierClient, UpstreamRejected
@@ -18,11 +17,18 @@ from services.contracts import MODEL_NAME_PATTERN, is_valid_model_name
 from services.errors import InvalidInput, NotFound
 
 PRODUCTION = "production"
-_MAX_CACHED = 4096
+Latest = Callable[..., Awaitable[Any]]  # GatewayRuntime.latest(name, fresh=...)
 
 
 class AliasNotSet(NotFound):
     title, slug = "Alias not set", "alias-not-set"
+
+
+def check_name(name: str) -> str:
+    if not is_valid_model_name(name):
+        raise InvalidInput(f"{name!r} is not a valid pipeline name: names match {MODEL_NAME_PATTERN} (lower-case "
+                           "letters, digits, '_' and '-', at most 64)", name=name)
+    return name
 
 
 def check_alias(alias: str) -> str:
@@ -35,18 +41,18 @@ def check_alias(alias: str) -> str:
 
 
 class AliasBook:
-    def __init__(self, classifier: ClassifierClient, ttl_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.classifier = classifier
-        self.ttl_s = ttl_s
-        self._clock = clock
-        self._cache: dict[str, tuple[float, dict[str, int]]] = {}
-        self._running: dict[str, asyncio.Future[dict[str, int]]] = {}
+    """Reads a pipeline's aliases with its latest record (``GET /v1/models/{name}/latest`` carries them): one
+    classifier read, cached with the record for ``pipeline_ttl_s``. Moves go to the classifier at once."""
 
-    def _keep(self, name: str, aliases: dict[str, int]) -> dict[str, int]:
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
-        self._cache[name] = (self._clock() + self.ttl_s, aliases)
-        return aliases
+    def __init__(self, classifier: ClassifierClient, latest: Latest, forget: Callable[[str], None]) -> None:
+        self.classifier = classifier
+        self._latest = latest
+        self._forget = forget
+
+    async def get(self, name: str, *, fresh: bool = False) -> dict[str, int]:
+        """The pipeline's aliases (none from a classifier that predates them); 404 for an unknown pipeline."""
+        record = await self._latest(name, fresh=fresh)
+        return self._parse({"aliases": getattr(record, "aliases", None)})
 
     @staticmethod
     def _parse(body: Any) -> dict[str, int]:
@@ -55,38 +61,17 @@ class AliasBook:
             return {}
         return {str(k): v for k, v in aliases.items() if isinstance(v, int) and not isinstance(v, bool)}
 
-    async def get(self, name: str, *, fresh: bool = False) -> dict[str, int]:
-        cached = self._cache.get(name)
-        if cached and not fresh and cached[0] > self._clock():
-            return cached[1]
-        # Requests arriving together on an expired entry share one read (and then one merged predict run).
-        running = self._running.get(name)
-        if running is None:
-            running = asyncio.ensure_future(self._read(name))
-            self._running[name] = running
-            running.add_done_callback(lambda _: self._running.pop(name, None))
-        return await asyncio.shield(running)
-
-    async def _read(self, name: str) -> dict[str, int]:
-        try:
-            response = await self.classifier.request(f"read the aliases of {name}", "GET", f"/v1/models/{name}/aliases")
-        except UpstreamRejected as exc:
-            if exc.status != 404:
-                raise
-            # A classifier that predates aliases has no such route: no aliases, the latest version is served.
-            return self._keep(name, {})
-        return self._keep(name, self._parse(response.json()))
-
     async def resolve(self, name: str, version: int | None, alias: str | None) -> int | None:
         """The version a request names: ``version``, or the alias's, or ``production``'s; None: the latest."""
         if version is not None and alias is not None:
             raise InvalidInput("give a version or an alias, not both", version=version, alias=alias)
         if version is not None:
             return version
+        if alias is not None:
+            check_alias(alias)
         aliases = await self.get(name)
         if alias is None:
             return aliases.get(PRODUCTION)
-        check_alias(alias)
         if alias not in aliases:
             aliases = await self.get(name, fresh=True)  # never refuse on the cache: it may predate the move
         if alias not in aliases:
@@ -96,20 +81,26 @@ class AliasBook:
         return aliases[alias]
 
     async def move(self, name: str, alias: str, version: int, *, expected: int | None = None) -> dict[str, int]:
+        check_name(name)
         check_alias(alias)
         body: dict[str, Any] = {"version": version, **({"expected": expected} if expected is not None else {})}
-        response = await self.classifier.request(
-            f"move alias {alias} of {name}", "PUT", f"/v1/models/{name}/aliases/{alias}", json=body, retry=False)
-        return self._keep(name, self._parse(response.json()))
+        try:
+            response = await self.classifier.request(
+                f"move alias {alias} of {name}", "PUT", f"/v1/models/{name}/aliases/{alias}", json=body, retry=False)
+        finally:
+            self._forget(name)  # this gateway sees its own moves at once
+        return self._parse(response.json())
 
     async def remove(self, name: str, alias: str) -> dict[str, int]:
+        check_name(name)
         check_alias(alias)
         try:
             response = await self.classifier.request(
                 f"remove alias {alias} of {name}", "DELETE", f"/v1/models/{name}/aliases/{alias}", retry=False)
         except UpstreamRejected as exc:
             if exc.status == 404:
-                self._cache.pop(name, None)
                 raise AliasNotSet(f"pipeline {name!r} has no alias {alias!r}", pipeline=name, alias=alias) from exc
             raise
-        return self._keep(name, self._parse(response.json()))
+        finally:
+            self._forget(name)
+        return self._parse(response.json())

@@ -22,7 +22,6 @@ Nothing but caches lives here, so several gateways can run side by side:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,7 +53,6 @@ from services.errors import (
     InvalidInput,
     OutputUnavailable,
     PipelineNotFound,
-    SeamError,
     UpstreamUnavailable,
 )
 from services.inputs import check_labels, check_texts
@@ -273,9 +271,9 @@ class GatewayRuntime:
         self.classifier = classifier
         self._clock = clock
         self.meter = AcceptanceMeter(settings, classifier)
-        self.aliases = AliasBook(classifier, settings.pipeline_ttl_s, clock=clock)
         self.router = Router(encoders, self.meter, self._checked)
         self._latest: dict[str, tuple[float, ModelVersion]] = {}
+        self.aliases = AliasBook(classifier, self.latest, lambda name: self._latest.pop(name, None))
         self._versions: dict[tuple[str, int], tuple[float, ModelVersion]] = {}
         self._purge_at = 64  # the size of _versions at which expired records are dropped
         self._checks: dict[tuple[Any, ...], tuple[Mismatch, ...]] = {}
@@ -650,9 +648,7 @@ class GatewayRuntime:
         if retain_texts:  # the user's data: kept with the version, never logged
             meta.update(texts=texts, reference_sample=self.settings.reference_sample)
         record = await self.classifier.fit(name, features, meta, timeout_s=self.settings.fit_timeout_s)
-        self._remember(record, latest=True)
-        with contextlib.suppress(SeamError):  # best effort: the version is fitted, whatever this read does
-            await self.aliases.get(name, fresh=True)  # which version a plain predict serves, known before the first
+        self._remember(record, latest=True)  # the fit's answer carries the model's aliases, as /latest does
         return {
             "name": record.name,
             "version": record.version,

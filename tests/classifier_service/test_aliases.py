@@ -57,6 +57,7 @@ async def test_routes_move_aliases_of_existing_versions_only(store):
         assert (await fit(client, "m")).status_code == 201
         moved = await client.put("/v1/models/m/aliases/production", json={"version": 1})
         assert moved.status_code == 200 and moved.json()["aliases"] == {"production": 1}
+        assert (await client.get("/v1/models/m/latest")).json()["aliases"] == {"production": 1}  # what gateways read
         missing = await client.put("/v1/models/m/aliases/production", json={"version": 7})
         assert missing.status_code == 404 and "no version 7" in missing.json()["detail"]
         lost = await client.put("/v1/models/m/aliases/production", json={"version": 1, "expected": 2})
