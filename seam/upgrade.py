@@ -1,4 +1,5 @@
-"""`seam refit`, `seam migrate`, `seam compare`, `seam promote`, `seam aliases`: thin calls to the gateway.
+"""`seam refit`, `seam migrate`, `seam compare`, `seam promote`, `seam aliases`: thin calls to the gateway
+(``cli._call`` looked up at each call, so a test that patches it patches these too).
 
 A chain is refitted one pipeline at a time from the bottom (each call names the versions below it that are
 already refitted, so a shared base is fitted once), which lets the CLI draw a bar over the pipelines.
@@ -15,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from seam.cli import CLIError, _call, _table
+from seam import cli
+from seam.cli import CLIError, _table
 
 REFIT_TIMEOUT_S = 3600.0
 
@@ -67,7 +69,7 @@ def refit_chains(gateway: str, reports: list[dict[str, Any]], encoder: str, *, p
         reuse = [{"pipeline": n, "version": v, "refitted": done[(n, v)]} for n, v in lower if (n, v) in done]
         body = {"encoder": encoder, "version": version, "reuse": reuse}
         try:
-            answer = _call("POST", f"{gateway}/v1/pipelines/{name}/refit", json=body, api_key=api_key,
+            answer = cli._call("POST", f"{gateway}/v1/pipelines/{name}/refit", json=body, api_key=api_key,
                            timeout=REFIT_TIMEOUT_S)
         except CLIError as exc:
             failed[(name, version)] = str(exc)
@@ -79,7 +81,7 @@ def refit_chains(gateway: str, reports: list[dict[str, Any]], encoder: str, *, p
         bar.step(f"refitted {name} v{version} -> v{done.get((name, version), '?')}")
     if promote and not failed:
         for result in rows:
-            moved = _call("PUT", f"{gateway}/v1/pipelines/{result['pipeline']}/aliases/production",
+            moved = cli._call("PUT", f"{gateway}/v1/pipelines/{result['pipeline']}/aliases/production",
                           json={"version": result["new_version"]}, api_key=api_key)
             result["production"] = moved["version"]
     return rows, [f"{n} v{v}: {why}" for (n, v), why in failed.items()]
@@ -108,7 +110,7 @@ def print_comparison(rows: list[dict[str, Any]], failures: list[str], promote: b
 
 
 def cmd_refit(args: argparse.Namespace) -> int:
-    report = _call("GET", f"{args.gateway}/v1/pipelines/{args.name}", api_key=args.api_key)
+    report = cli._call("GET", f"{args.gateway}/v1/pipelines/{args.name}", api_key=args.api_key)
     rows, failures = refit_chains(args.gateway, [report], args.encoder, promote=args.promote, api_key=args.api_key)
     print_comparison(rows, failures, args.promote)
     return 1 if failures else 0
@@ -116,7 +118,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Every pipeline whose served chain starts at encoder ``--from``, refitted onto ``--to``."""
-    reports = _call("GET", f"{args.gateway}/v1/pipelines", api_key=args.api_key)["pipelines"]
+    reports = cli._call("GET", f"{args.gateway}/v1/pipelines", api_key=args.api_key)["pipelines"]
     chosen = [r for r in reports if r.get("chain") and r["chain"][0].get("encoder") == args.source]
     if not chosen:
         print(f"no pipeline is served by encoder {args.source!r}")
@@ -142,7 +144,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                             "b": _version_or_alias(args.b)}
     if args.label_column in rows[0]:
         body["labels"] = [r[args.label_column] for r in rows]
-    answer = _call("POST", f"{args.gateway}/v1/pipelines/{args.name}/compare", json=body, api_key=args.api_key,
+    answer = cli._call("POST", f"{args.gateway}/v1/pipelines/{args.name}/compare", json=body, api_key=args.api_key,
                    timeout=REFIT_TIMEOUT_S)
     table = [[side, str(answer[side]["asked"]), f"v{answer[side]['version']}", str(answer[side]["encoder"]),
               _fmt(answer[side].get("accuracy")), _fmt(answer[side].get("macro_f1"))] for side in ("a", "b")]
@@ -158,14 +160,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    answer = _call("PUT", f"{args.gateway}/v1/pipelines/{args.name}/aliases/{args.alias}",
+    answer = cli._call("PUT", f"{args.gateway}/v1/pipelines/{args.name}/aliases/{args.alias}",
                    json={"version": args.version}, api_key=args.api_key)
     print(f"{args.name}: {args.alias} -> v{answer['version']} (served by encoder {answer.get('encoder')})")
     return 0
 
 
 def cmd_aliases(args: argparse.Namespace) -> int:
-    aliases = _call("GET", f"{args.gateway}/v1/pipelines/{args.name}/aliases", api_key=args.api_key)["aliases"]
+    aliases = cli._call("GET", f"{args.gateway}/v1/pipelines/{args.name}/aliases", api_key=args.api_key)["aliases"]
     if not aliases:
         print(f"{args.name} has no aliases: a plain predict serves its latest version")
     for line in _table(["alias", "version"], [[a, f"v{v}"] for a, v in sorted(aliases.items())]) if aliases else []:
