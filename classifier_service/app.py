@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from classifier_service.alias_routes import router as alias_router
 from classifier_service.oip_routes import router as oip_router
 from classifier_service.routes import router
 from classifier_service.runtime import ClassifierRuntime
@@ -49,6 +50,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
     install_admission(app, settings, credentials=internal_credentials(settings))
     install_memory_return(app)
     app.include_router(router)
+    app.include_router(alias_router)
     app.include_router(oip_router)
     app.add_middleware(ProtocolErrorMiddleware, members={"/v2": oip_error})
     install_metrics(app, "classifier")

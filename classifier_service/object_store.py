@@ -48,6 +48,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from classifier_service.aliases import ALIASES_DIR, Aliases, parse_aliases
 from classifier_service.store import (
     _MAX_MANIFEST_BYTES,
     MANIFEST_FILE,
@@ -161,28 +162,42 @@ class ObjectModelStore:
 
     # -- the counter -----------------------------------------------------------------------------
 
-    def _counter(self, name: str) -> tuple[dict[str, int], str | None]:
+    def read_json(self, action: str, key: str) -> tuple[Any, str | None]:
+        """A small JSON object and its ETag; (None, None) when absent."""
         try:
-            answer = self._call(f"read the version counter of {name!r}", "get_object", Key=self._key(COUNTERS, name))
+            answer = self._call(action, "get_object", Key=key)
         except FileNotFoundError:
-            return {"claimed": 0, "deleted_through": 0}, None
-        state = json.loads(answer["Body"].read())
-        return {"claimed": int(state["claimed"]), "deleted_through": int(state["deleted_through"])}, answer["ETag"]
+            return None, None
+        return json.loads(answer["Body"].read()), answer["ETag"]
 
-    def _swap_counter(self, name: str, change: Callable[[dict[str, int]], dict[str, int]]) -> dict[str, int]:
-        """Compare-and-swap of the counter, retried (with a short random pause) while others win."""
+    def swap_json(self, action: str, key: str, change: Callable[[Any], Any]) -> Any:
+        """Compare-and-swap of a small JSON object (``If-Match`` its ETag, ``If-None-Match: *`` when absent),
+        retried with a short random pause while others win; ``change`` may raise to refuse."""
         for _ in range(_CAS_ATTEMPTS):
-            state, etag = self._counter(name)
-            new = change(dict(state))
+            current, etag = self.read_json(action, key)
+            new = change(current)
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
             try:
-                self._call(f"update the version counter of {name!r}", "put_object", Key=self._key(COUNTERS, name),
-                           Body=json.dumps(new).encode(), ContentType="application/json", **condition)
+                self._call(action, "put_object", Key=key, Body=json.dumps(new).encode(),
+                           ContentType="application/json", **condition)
                 return new
             except _PreconditionFailed:
                 time.sleep(random.uniform(0.001, 0.02))
-        raise self._unreachable(f"update the version counter of {name!r}",
-                                f"{_CAS_ATTEMPTS} compare-and-swaps in a row were lost to other writers")
+        raise self._unreachable(action, f"{_CAS_ATTEMPTS} compare-and-swaps in a row were lost to other writers")
+
+    @staticmethod
+    def _counter_state(raw: Any) -> dict[str, int]:
+        if raw is None:
+            return {"claimed": 0, "deleted_through": 0}
+        return {"claimed": int(raw["claimed"]), "deleted_through": int(raw["deleted_through"])}
+
+    def _counter(self, name: str) -> tuple[dict[str, int], str | None]:
+        raw, etag = self.read_json(f"read the version counter of {name!r}", self._key(COUNTERS, name))
+        return self._counter_state(raw), etag
+
+    def _swap_counter(self, name: str, change: Callable[[dict[str, int]], dict[str, int]]) -> dict[str, int]:
+        return self.swap_json(f"update the version counter of {name!r}", self._key(COUNTERS, name),
+                              lambda raw: change(self._counter_state(raw)))
 
     def highest_claimed(self, name: str) -> int:
         return self._counter(self._check(name))[0]["claimed"]
@@ -424,3 +439,21 @@ class ObjectModelStore:
             if temp.stat().st_mtime < cutoff:
                 shutil.rmtree(temp, ignore_errors=True)
         return removed
+
+
+class ObjectAliasStore(Aliases):
+    """Aliases in the bucket, one small JSON object per model under ``<prefix>.aliases/``, each move one
+    compare-and-swap on its ETag: every replica sharing the bucket sees a move at once."""
+
+    def __init__(self, store: ObjectModelStore) -> None:
+        self.store = store
+
+    def _key(self, name: str) -> str:
+        return self.store._key(ALIASES_DIR, self.store._check(name) + ".json")
+
+    def get(self, name: str) -> dict[str, int]:
+        return parse_aliases(self.store.read_json(f"read the aliases of {name!r}", self._key(name))[0])
+
+    def _update(self, name: str, change: Callable[[dict[str, int]], dict[str, int]]) -> dict[str, int]:
+        return self.store.swap_json(f"move an alias of {name!r}", self._key(name),
+                                    lambda raw: change(parse_aliases(raw)))

@@ -14,6 +14,7 @@ from classifier_service.schemas import (
     DamagedEntry,
     ModelDetail,
     ModelList,
+    LatestRecord,
     ModelSummary,
     PredictResponse,
     Readiness,
@@ -77,11 +78,14 @@ async def get_model(name: ModelName, runtime: Runtime) -> ModelDetail:
 
 
 @router.get("/v1/models/{name}/latest", tags=["models"])
-async def get_latest(name: ModelName, runtime: Runtime) -> VersionRecord:
-    """The latest version's record alone: what the gateway reads. (``GET /v1/models/{name}`` lists every
-    version, so its size, and the time and memory to read it, grow with each version.)"""
-    loaded: LoadedVersion = await anyio.to_thread.run_sync(runtime.get, name, None)
-    return loaded.record
+async def get_latest(name: ModelName, runtime: Runtime) -> LatestRecord:
+    """The latest version's record alone, with the model's aliases: what the gateway reads. (``GET
+    /v1/models/{name}`` lists every version, so its size, and the time and memory to read it, grow with each.)"""
+    def read() -> LatestRecord:
+        loaded: LoadedVersion = runtime.get(name, None)
+        return LatestRecord(**loaded.record.model_dump(), aliases=runtime.aliases.get(name))
+
+    return await anyio.to_thread.run_sync(read)
 
 
 @router.get("/v1/models/{name}/versions/{version}", tags=["models"])
@@ -110,13 +114,15 @@ async def delete_model(name: ModelName, runtime: Runtime) -> Response:
 
 
 @router.post("/v1/models/{name}/fit", status_code=201, tags=["models"], openapi_extra=FIT_BODY)
-async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Response) -> VersionRecord:
+async def fit(name: ModelName, body: FitBody, runtime: Runtime, response: Response) -> LatestRecord:
     """Fits a new version. Body: JSON ``{"features", "labels", "contract", "estimator", "params",
-    "source"}``, or a binary tensor frame holding the features with the other fields in its ``meta``."""
+    "source"}``, or a binary tensor frame holding the features with the other fields in its ``meta``.
+    The answer is the new record with the model's aliases (a fit moves none)."""
     with tracing.span("classifier fit", attributes={"seam.model": name}):
         record = await runtime.fit(name, body)
     response.headers["Location"] = f"/v1/models/{name}/versions/{record.version}"
-    return record
+    aliases = await anyio.to_thread.run_sync(runtime.aliases.get, name)
+    return LatestRecord(**record.model_dump(), aliases=aliases)
 
 
 @router.post("/v1/models/{name}/predict", tags=["models"], response_model=PredictResponse, openapi_extra=PREDICT_BODY)

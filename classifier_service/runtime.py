@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from classifier_service import features as feature_checks
 from classifier_service import heads
 from classifier_service import retained as retained_data
+from classifier_service.aliases import open_aliases
 from classifier_service.calibration import Calibrator, check_method
 from classifier_service.estimators import CLASSIFICATION, ESTIMATORS, REGRESSION, Estimator, resolve
 from classifier_service.fitting import FitWorkers
@@ -173,6 +174,7 @@ class ClassifierRuntime:
     def __init__(self, settings: ClassifierSettings) -> None:
         self.settings = settings
         self.store = open_store(settings)
+        self.aliases = open_aliases(self.store)
         self.ready = False
         self._models: dict[str, dict[int, LoadedVersion]] = {}
         self._skipped: dict[str, Skipped] = {}
@@ -339,6 +341,7 @@ class ClassifierRuntime:
     def delete(self, name: str) -> None:
         with self._lock:
             removed = self.store.delete(name)
+            self.aliases.drop(name)  # a new model of the same name starts with no aliases
             self._refresh(name)
         if not removed:
             raise ModelNotFound(f"No model named {name!r}.", name=name)

@@ -161,6 +161,13 @@ class VersionRecord(BaseModel):
     )
 
 
+class LatestRecord(VersionRecord):
+    """``GET /v1/models/{name}/latest``: the latest record, with the model's aliases (so that one read tells
+    the gateway which version a plain predict serves)."""
+
+    aliases: dict[str, int] = Field(default_factory=dict, description="The model's aliases: {'production': 3}.")
+
+
 class SkippedEntry(BaseModel):
     path: str = Field(description="Relative to the store directory.")
     reason: str

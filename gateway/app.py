@@ -14,6 +14,7 @@ from gateway.auth import PUBLIC_PATHS, ApiKeys, api_keys
 from gateway.encoders import EncoderRegistry, NamedEncoderClient
 from gateway.drift import DriftMonitor, ood_histogram
 from gateway.routes import router
+from gateway.upgrade_routes import router as upgrade_router
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
 from gateway.upstreams import ClassifierClient, build_wire
@@ -81,6 +82,7 @@ def create_app(
     install_admission(app, settings, access=keys, open_paths=PUBLIC_PATHS)
     install_memory_return(app)
     app.include_router(router)
+    app.include_router(upgrade_router)
     install_metrics(app, "gateway")
     if keys is not None:
         keys.counts = Counter("seam_api_key_requests", "Requests by API key id and outcome (allowed, scope, "

@@ -88,10 +88,12 @@ async def predict(
     name: PipelineName,
     body: PredictRequest,
     runtime: Runtime,
-    version: Annotated[Version | None, Query(gt=0, description="A fixed version; default: the latest.")] = None,
+    version: Annotated[Version | None, Query(gt=0, description="A fixed version; default: the production alias's "
+                                             "when set, else the latest.")] = None,
+    alias: Annotated[str | None, Query(description="An alias (production, canary, ...) instead of a version.")] = None,
 ) -> JSONResponse:
     """Resolve the pipeline's chain, check every link, encode and predict."""
-    return JSONResponse(await runtime.predict(name, body.texts, version))
+    return JSONResponse(await runtime.predict(name, body.texts, version, alias))
 
 
 @router.post("/v1/pipelines/{name}/evaluate", response_model=EvaluateResponse, tags=["pipelines"])

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from gateway.acceptance import AcceptanceMeter
+from gateway.aliases import PRODUCTION, AliasBook
 from gateway.coalescing import Coalescer
 from gateway.deadlines import Progress, out_of_time, tracked
 from gateway.drift import DriftMonitor
@@ -300,6 +301,7 @@ class GatewayRuntime:
         self.meter = AcceptanceMeter(settings, classifier)
         self.router = Router(encoders, self.meter, self._checked)
         self._latest: dict[str, tuple[float, ModelVersion]] = {}
+        self.aliases = AliasBook(classifier, self.latest, lambda name: self._latest.pop(name, None))
         self._versions: dict[tuple[str, int], tuple[float, ModelVersion]] = {}
         self._purge_at = 64  # the size of _versions at which expired records are dropped
         self._checks: dict[tuple[Any, ...], tuple[Mismatch, ...]] = {}
@@ -565,7 +567,8 @@ class GatewayRuntime:
 
     # -- the public operations --
 
-    async def predict(self, name: str, texts: list[str], version: int | None = None) -> dict[str, Any]:
+    async def predict(self, name: str, texts: list[str], version: int | None = None, alias: str | None = None) -> dict[str, Any]:
+        """``version``, else ``alias``'s version, else ``production``'s, else the latest (``gateway.aliases``)."""
         check_name(name)
         check_texts(texts, max_texts=self.settings.max_texts, setting="GATEWAY_MAX_TEXTS")
         # One deadline from arrival to answer, however long the request waits behind others (gateway.deadlines).
@@ -574,6 +577,7 @@ class GatewayRuntime:
         try:
             with tracked(progress):
                 async with asyncio.timeout_at(deadline):
+                    version = await self.aliases.resolve(name, version, alias)
                     chain, classes, rows = await self._predict(name, texts, version, deadline, progress)
         except TimeoutError:
             raise out_of_time(progress, self.settings.timeout_s) from None
@@ -702,8 +706,9 @@ class GatewayRuntime:
             return offered.contract, features, sum(sum(e.truncated) for e in encoded)
         raise AssertionError("unreachable")
 
-    async def _pipeline_features(self, base: str, texts: list[str]) -> tuple[TensorContract, Tensor, int, ModelVersion]:
-        chain = await self.runnable_chain(base, fresh=True)
+    async def _pipeline_features(self, base: str, texts: list[str], version: int | None = None
+                                 ) -> tuple[TensorContract, Tensor, int, ModelVersion]:
+        chain = await self.runnable_chain(base, version, fresh=True)
         if len(chain.links) >= self.settings.max_chain_depth:  # refused now, not on every predict after a 201
             raise InvalidInput(
                 f"pipeline {base} is already a chain of {len(chain.links)} links: one more would exceed the "
@@ -733,14 +738,16 @@ class GatewayRuntime:
         params: dict[str, Any],
         encoder: str | None = None,
         retain_texts: bool = True,
+        base_version: int | None = None,
         *,
         targets: list[Any] | None = None,
         preprocess: list[Any] | None = None,
         calibrate: str | None = None,
     ) -> dict[str, Any]:
         """A new version fitted on ``feature`` of ``texts``; an encoder feature comes from ``encoder`` (default:
-        the first registered), recorded in its source. With ``retain_texts`` the texts are kept with the version
-        in the classifier's store, with a reference sample for measured acceptance."""
+        the first registered), recorded in its source; a ``pipeline:<name>`` feature comes from ``base_version`` of
+        that pipeline (default: its latest). With ``retain_texts`` the texts are kept with the version in the
+        classifier's store, with a reference sample for measured acceptance."""
         check_name(name)
         source = parse_feature(feature)
         encoder = self.encoders.get(encoder or self.encoders.default).name  # UnknownEncoder: 422 listing them
@@ -758,7 +765,7 @@ class GatewayRuntime:
         if isinstance(source, PipelineSource):
             if source.name == name:
                 raise InvalidInput(f"pipeline {name} cannot be fed by its own probabilities; name another pipeline")
-            contract, features, truncated, base = await self._pipeline_features(source.name, texts)
+            contract, features, truncated, base = await self._pipeline_features(source.name, texts, base_version)
             source = PipelineSource(base.name, base.version)
         else:
             contract, features, truncated = await self._encoder_features(encoder, source.output, texts)
@@ -776,7 +783,7 @@ class GatewayRuntime:
         if retain_texts:  # the user's data: kept with the version, never logged
             meta.update(texts=texts, reference_sample=self.settings.reference_sample)
         record = await self.classifier.fit(name, features, meta, timeout_s=self.settings.fit_timeout_s)
-        self._remember(record, latest=True)
+        self._remember(record, latest=True)  # the fit's answer carries the model's aliases, as /latest does
         return {
             "name": record.name,
             "version": record.version,
@@ -810,7 +817,10 @@ class GatewayRuntime:
     async def pipeline_report(self, name: str) -> dict[str, Any]:
         check_name(name)
         await self._refresh_for_report()
-        return (await self.chain(name, fresh=True)).report()  # records read again too
+        aliases = await self.aliases.get(name, fresh=True)
+        # The version served by default: production when set, else the latest; records read again too.
+        report = (await self.chain(name, aliases.get(PRODUCTION), fresh=True)).report()
+        return {**report, "aliases": aliases}
 
     async def _refresh_for_report(self) -> None:
         """A report tells how things stand now: every encoder re-read; it fails only when none answers."""
@@ -823,7 +833,11 @@ class GatewayRuntime:
         reports = []
         for record in await self.classifier.models():
             self._remember(record, latest=True)
-            reports.append((await self.chain_from(record, fresh=True)).report())
+            aliases = await self.aliases.get(record.name, fresh=True)
+            served = aliases.get(PRODUCTION)
+            if served is not None and served != record.version:
+                record = await self.version(record.name, served, fresh=True)
+            reports.append({**(await self.chain_from(record, fresh=True)).report(), "aliases": aliases})
         return {"pipelines": sorted(reports, key=lambda r: r["name"])}
 
     async def readiness(self) -> dict[str, Any]:

@@ -204,6 +204,8 @@ class PipelineReport(BaseModel):
     compatible: bool
     mismatches: list[Mismatch]
     chain: list[LinkReport] = Field(description="The encoder-fed link first, this pipeline last.")
+    aliases: dict[str, int] = Field(default_factory=dict, description="The pipeline's aliases; the report is of the "
+                                    "version a plain predict serves: production's when set, else the latest.")
 
 
 class PipelineList(BaseModel):

@@ -5,6 +5,11 @@
     seam predict NAME "text" ["text" ...]
     seam check NAME
     seam encoders                             the gateway's encoders: readiness, model, outputs
+    seam refit NAME --encoder E [--promote]   refit a pipeline's chain from its kept texts on encoder E
+    seam migrate --from E --to F [--promote]  refit every pipeline served by E onto F; one comparison table
+    seam compare NAME A B FILE.csv            two versions or aliases on a file's texts (and labels)
+    seam promote NAME VERSION [--alias A]     point production (or A) at a version; roll back the same way
+    seam aliases NAME                         a pipeline's aliases
 
 ``--gateway`` (env SEAM_GATEWAY) picks the gateway, ``--api-key`` (env SEAM_API_KEY) is sent as a bearer
 token. Errors print the service's problem+json detail, not a traceback; the exit code is 2 (3 when
@@ -360,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", help="print a pipeline's compatibility report as a table")
     p.add_argument("name")
     p.set_defaults(func=cmd_check)
+    from seam.upgrade import add_commands  # refit, migrate, compare, promote, aliases
+
+    add_commands(add)
     return parser
 
 

@@ -77,6 +77,19 @@ def _evaluate_body(texts: list[str], labels: list[str] | None, targets: list[flo
     return {"texts": list(texts), **truth}
 
 
+def _refit_body(encoder: str, version: int | None, promote: bool, reuse: list[dict[str, Any]] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"encoder": encoder, "promote": promote}
+    if version is not None:
+        body["version"] = version
+    if reuse:
+        body["reuse"] = reuse
+    return body
+
+
+def _compare_body(texts: list[str], a: int | str, b: int | str, labels: list[str] | None) -> dict[str, Any]:
+    return {"texts": list(texts), "a": a, "b": b, **({"labels": list(labels)} if labels is not None else {})}
+
+
 class _Base:
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
                  train_timeout: float = DEFAULT_TRAIN_TIMEOUT_S, connect_timeout: float = 10.0, retries: int = 3,
@@ -180,6 +193,30 @@ class Gateway(_Base):
         return self.request("POST", f"/v1/pipelines/{name}/evaluate", json=_evaluate_body(texts, labels, targets),
                             params={"version": version} if version is not None else None, timeout=self.train_timeout)
 
+    def refit(self, name: str, encoder: str, *, version: int | None = None, promote: bool = False,
+              reuse: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A new version (a chain: one per link, bottom up) from the kept texts through ``encoder``,
+        compared with the old; ``promote`` moves ``production`` once every new version passed its check."""
+        return self.request("POST", f"/v1/pipelines/{name}/refit", json=_refit_body(encoder, version, promote, reuse),
+                            timeout=self.train_timeout)
+
+    def compare(self, name: str, texts: list[str], a: int | str, b: int | str, *,
+                labels: list[str] | None = None) -> dict[str, Any]:
+        """Two versions or aliases on the same texts, each on its own encoder: labels, agreement, and with
+        ``labels`` the accuracy and macro-F1 of each."""
+        return self.request("POST", f"/v1/pipelines/{name}/compare", json=_compare_body(texts, a, b, labels),
+                            timeout=self.train_timeout)
+
+    def aliases(self, name: str) -> dict[str, int]:
+        return dict(self.request("GET", f"/v1/pipelines/{name}/aliases")["aliases"])
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Moves ``alias`` (``production``: what a plain predict serves) to ``version``; 409 if no encoder fits it."""
+        return self.request("PUT", f"/v1/pipelines/{name}/aliases/{alias}", json={"version": version})
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.request("DELETE", f"/v1/pipelines/{name}/aliases/{alias}")
+
     def pipelines(self) -> list[PipelineReport]:
         return [PipelineReport.from_dict(p) for p in self.request("GET", "/v1/pipelines")["pipelines"]]
 
@@ -264,6 +301,25 @@ class AsyncGateway(_Base):
         return await self.request("POST", f"/v1/pipelines/{name}/evaluate", json=_evaluate_body(texts, labels, targets),
                                   params={"version": version} if version is not None else None,
                                   timeout=self.train_timeout)
+
+    async def refit(self, name: str, encoder: str, *, version: int | None = None, promote: bool = False,
+                    reuse: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return await self.request("POST", f"/v1/pipelines/{name}/refit",
+                                  json=_refit_body(encoder, version, promote, reuse), timeout=self.train_timeout)
+
+    async def compare(self, name: str, texts: list[str], a: int | str, b: int | str, *,
+                      labels: list[str] | None = None) -> dict[str, Any]:
+        return await self.request("POST", f"/v1/pipelines/{name}/compare",
+                                  json=_compare_body(texts, a, b, labels), timeout=self.train_timeout)
+
+    async def aliases(self, name: str) -> dict[str, int]:
+        return dict((await self.request("GET", f"/v1/pipelines/{name}/aliases"))["aliases"])
+
+    async def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        return await self.request("PUT", f"/v1/pipelines/{name}/aliases/{alias}", json={"version": version})
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        await self.request("DELETE", f"/v1/pipelines/{name}/aliases/{alias}")
 
     async def pipelines(self) -> list[PipelineReport]:
         return [PipelineReport.from_dict(p) for p in (await self.request("GET", "/v1/pipelines"))["pipelines"]]

@@ -409,3 +409,21 @@ def test_an_object_store_url_is_checked_at_start():
         ClassifierSettings(store="gs://bucket/prefix")
     assert ClassifierSettings(store="s3://b/p/").store == "s3://b/p"
     assert ClassifierSettings(store="var/models").store == Path("var/models")
+
+
+def test_backend_aliases_move_by_compare_and_swap_and_every_replica_sees_them(backend):
+    from classifier_service.aliases import AliasMoved, AliasNotFound, open_aliases
+
+    one, two = open_aliases(backend.open()), open_aliases(backend.open())  # two replicas on one store
+    assert one.get("m") == {}
+    assert one.set("m", "production", 1) == {"production": 1}
+    assert two.get("m") == {"production": 1}
+    assert two.set("m", "production", 2, expected=1) == {"production": 2}
+    with pytest.raises(AliasMoved):
+        one.set("m", "production", 3, expected=1)  # a stale expectation loses
+    assert one.set("m", "canary", 3) == {"canary": 3, "production": 2}
+    assert two.delete("m", "canary") == {"production": 2}
+    with pytest.raises(AliasNotFound):
+        one.delete("m", "canary")
+    one.drop("m")
+    assert two.get("m") == {}
