@@ -21,8 +21,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from services.contracts import MODEL_NAME_PATTERN, is_valid_model_name
+from services.contracts import is_valid_model_name
 from services.errors import Conflict, InvalidInput, NotFound
+from services.inputs import check_alias
 
 ALIASES_DIR = ".aliases"
 _MAX_BYTES = 1 << 20
@@ -36,15 +37,6 @@ class AliasMoved(Conflict):
     """A compare-and-swap lost: the alias no longer points where the caller expected."""
 
     title, slug = "Alias moved meanwhile", "alias-moved"
-
-
-def check_alias(alias: str) -> str:
-    if not is_valid_model_name(alias):
-        raise InvalidInput(
-            f"{alias!r} is not a valid alias name: aliases match {MODEL_NAME_PATTERN} (lower-case letters, digits, "
-            "'_' and '-', at most 64), like pipeline names", alias=alias,
-        )
-    return alias
 
 
 class Aliases:

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.upstreams import ClassifierClient, UpstreamRejected
-from services.contracts import MODEL_NAME_PATTERN, is_valid_model_name
 from services.errors import InvalidInput, NotFound
+from services.inputs import check_alias, check_name
 
 PRODUCTION = "production"
 Latest = Callable[..., Awaitable[Any]]  # GatewayRuntime.latest(name, fresh=...)
@@ -22,22 +22,6 @@ Latest = Callable[..., Awaitable[Any]]  # GatewayRuntime.latest(name, fresh=...)
 
 class AliasNotSet(NotFound):
     title, slug = "Alias not set", "alias-not-set"
-
-
-def check_name(name: str) -> str:
-    if not is_valid_model_name(name):
-        raise InvalidInput(f"{name!r} is not a valid pipeline name: names match {MODEL_NAME_PATTERN} (lower-case "
-                           "letters, digits, '_' and '-', at most 64)", name=name)
-    return name
-
-
-def check_alias(alias: str) -> str:
-    if not is_valid_model_name(alias):
-        raise InvalidInput(
-            f"{alias!r} is not a valid alias name: aliases match {MODEL_NAME_PATTERN} (lower-case letters, digits, "
-            "'_' and '-', at most 64), like pipeline names", alias=alias,
-        )
-    return alias
 
 
 class AliasBook:

@@ -49,7 +49,7 @@ from gateway.upstreams import (
 )
 from services.codecs import Ragged, Tensor
 from services.compatibility import Mismatch, check
-from services.contracts import KINDS, MODEL_NAME_PATTERN, TensorContract, is_valid_model_name
+from services.contracts import KINDS, TensorContract, is_valid_model_name
 from services.errors import (
     IncompatiblePipeline,
     InvalidInput,
@@ -58,7 +58,7 @@ from services.errors import (
     UpstreamUnavailable,
 )
 from services import tracing
-from services.inputs import check_labels, check_texts
+from services.inputs import check_labels, check_name, check_texts
 from services.scoring import classification_report, regression_report
 
 log = logging.getLogger("seam.gateway")
@@ -119,16 +119,6 @@ class PipelineSource:
 
 
 Source = EncoderSource | PipelineSource
-
-
-def check_name(name: str, what: str = "pipeline") -> str:
-    if not is_valid_model_name(name):
-        raise InvalidInput(
-            f"{name!r} is not a valid {what} name: names match {MODEL_NAME_PATTERN} "
-            "(lower-case letters, digits, '_' and '-', at most 64)",
-            name=name,
-        )
-    return name
 
 
 def parse_feature(feature: str) -> Source:

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from gateway.aliases import PRODUCTION, check_alias
-from gateway.runtime import Chain, EncoderSource, GatewayRuntime, check_name, parse_source
+from gateway.aliases import PRODUCTION
+from gateway.runtime import Chain, EncoderSource, GatewayRuntime, parse_source
 from gateway.upstreams import ModelVersion, UpstreamRejected
 from services.errors import Conflict, InvalidInput, SeamError
-from services.inputs import check_labels, check_texts
+from services.inputs import check_alias, check_labels, check_name, check_texts
 
 
 class NotRefittable(Conflict):

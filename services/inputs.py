@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, StrictStr
 
+from services.contracts import MODEL_NAME_PATTERN, is_valid_model_name
 from services.errors import InvalidInput, PayloadTooLarge
 
 
@@ -112,3 +113,24 @@ def check_labels(labels: list[str], max_chars: int, setting: str = "GATEWAY_MAX_
                 f"labels[{i}] has {len(label)} characters; the limit is {max_chars} ({setting}): use short class names",
                 index=i, limit=max_chars,
             )
+
+
+def check_name(name: str, what: str = "pipeline") -> str:
+    """A pipeline or model name as the store writes it; 422 otherwise."""
+    if not is_valid_model_name(name):
+        raise InvalidInput(
+            f"{name!r} is not a valid {what} name: names match {MODEL_NAME_PATTERN} "
+            "(lower-case letters, digits, '_' and '-', at most 64)",
+            name=name,
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    """An alias name (``production``): named like pipelines; 422 otherwise."""
+    if not is_valid_model_name(alias):
+        raise InvalidInput(
+            f"{alias!r} is not a valid alias name: aliases match {MODEL_NAME_PATTERN} (lower-case letters, digits, "
+            "'_' and '-', at most 64), like pipeline names", alias=alias,
+        )
+    return alias
