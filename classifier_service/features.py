@@ -17,9 +17,8 @@ from services.codecs import CodecError, Ragged, Tensor, from_json
 from services.compatibility import Mismatch, check
 from services.contracts import TensorContract
 from services.errors import FeatureMismatch, InvalidInput, PayloadTooLarge
+from services.wire import PROBABILITY_RANGE_TOLERANCE, PROBABILITY_SUM_TOLERANCE
 
-PROBABILITY_SUM_TOLERANCE = 1e-3
-_PROBABILITY_RANGE_TOLERANCE = 1e-6
 _SHOWN = 5  # row indices quoted in a message
 
 
@@ -148,7 +147,7 @@ def validate(
                     f"{int(features.lengths.max())} tokens in {_rows_text(long)}", "sequences longer than the window",
                 )
     if contract.kind == "probabilities":
-        t = _PROBABILITY_RANGE_TOLERANCE
+        t = PROBABILITY_RANGE_TOLERANCE
         outside = np.flatnonzero(((values < -t) | (values > 1 + t)).any(axis=1))
         if len(outside):
             refusal.add("values", "probabilities in [0, 1]", f"values outside [0, 1] in {_rows_text(outside)}", "not probabilities")

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from services.codecs import BINARY_CONTENT_TYPE, CodecError, Tensor, decode_binary, encode_binary
 from services.contracts import TensorContract
 from services.errors import MalformedRequest
+from services import wire
 from services.inputs import Text, encodable_json
 
 # -- requests -------------------------------------------------------------------------------------
@@ -141,24 +142,19 @@ class Metrics(BaseModel):
     cv_skipped_reason: str | None = None
 
 
-class VersionRecord(BaseModel):
-    name: str
-    version: int
+class VersionRecord(wire.VersionRecord):
+    """A version record as this classifier writes it (``services.wire.VersionRecord``, narrowed)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
     estimator: str
     params: dict[str, Any]
-    input_contract: TensorContract
     source: dict[str, Any] | None = None
-    task: str = Field("classification", description="classification (labels, probabilities) or regression (a value).")
     classes: list[str] = Field(description="The classes, in the order of every probability row; empty for a regressor.")
     preprocess: list[dict[str, Any]] = Field(default_factory=list, description="Fitted preprocessing steps, in order.")
-    calibrate: str | None = None
-    ood: dict[str, Any] | None = Field(None, description="The out-of-distribution summary kept with the version.")
     metrics: Metrics
     data_sha256: str
     created_at: str
-    retained: dict[str, int] | None = Field(
-        None, description="What training data the version kept: {'texts': N, 'reference_sample': M}; null: none."
-    )
 
 
 class LatestRecord(VersionRecord):

@@ -11,12 +11,13 @@ from fastapi.responses import Response
 
 from encoder_service.batching import Batcher
 from encoder_service.runtime import EncoderRuntime
-from encoder_service.schemas import EncodeRequest, EncodeResponse, OutputsResponse
+from encoder_service.schemas import EncodeRequest, EncodeResponse
 from encoder_service.settings import EncoderSettings
 from services.auth import shows_details
 from services.codecs import BINARY_CONTENT_TYPE, Ragged, encode_binary
 from services.errors import NotReady, PayloadTooLarge
 from services.inputs import check_texts
+from services.wire import CONTRACT_HEADER, EncoderOutputs
 
 router = APIRouter()
 
@@ -77,10 +78,10 @@ async def readyz(runtime: Runtime, request: Request) -> dict[str, object]:
     return {"status": "ready", "model": runtime.model_id, "outputs": sorted(runtime.outputs)}
 
 
-@router.get("/v1/outputs", response_model=OutputsResponse, tags=["encoder"])
-async def outputs(runtime: Runtime) -> OutputsResponse:
+@router.get("/v1/outputs", response_model=EncoderOutputs, tags=["encoder"])
+async def outputs(runtime: Runtime) -> EncoderOutputs:
     """The contract of each output this encoder can produce."""
-    return OutputsResponse(
+    return EncoderOutputs(
         model=runtime.model_id,
         outputs={name: {"id": o.id, "contract": o.contract} for name, o in runtime.outputs.items()},
     )
@@ -104,7 +105,7 @@ async def encode(body: EncodeRequest, request: Request, runtime: Runtime, batche
     items, vectors = await batcher.encode(body.texts, body.output, check)
     truncated = [item.truncated for item in items]
     counts = [item.n_tokens for item in items]
-    headers = {"X-Seam-Contract": output.id}
+    headers = {CONTRACT_HEADER: output.id}
     if binary:
         tensor = Ragged.from_rows(vectors, dim=output.contract.dim) if body.output == "tokens" else _stack(vectors, output.contract.dim)
         meta = {"model": runtime.model_id, "output": body.output, "contract_id": output.id,

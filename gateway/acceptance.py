@@ -15,22 +15,24 @@ sample proves that two spaces are one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from gateway.cache import Cache
+from gateway.chunks import chunks, concat, gather
 from gateway.settings import GatewaySettings
-from gateway.upstreams import ClassifierClient, EncoderClient, ModelVersion, UpstreamRejected
-from services.codecs import Ragged, Tensor
+from gateway.upstreams import ClassifierClient, EncoderClient, UpstreamRejected
 from services.compatibility import Mismatch
 from services.errors import UpstreamUnavailable
+from services.wire import VersionRecord
 
 # The fields on which two contracts of one space may differ and still be measured. Everything else
 # (kind, dim, labels, the space itself, the fingerprint) must match exactly.
 MEASURABLE_FIELDS = frozenset({"dtype"})
-_MAX_CACHED = 4096
+_MISSING = object()
 
 
 def measurable(mismatches: Iterable[Mismatch]) -> bool:
@@ -81,29 +83,22 @@ def compare(reference: Reference, now: np.ndarray, min_agreement: float) -> Meas
     )
 
 
-def _concat(tensors: Sequence[Tensor]) -> Tensor:
-    if len(tensors) == 1:
-        return tensors[0]
-    if isinstance(tensors[0], Ragged):
-        return Ragged(np.concatenate([t.values for t in tensors]), np.concatenate([t.lengths for t in tensors]))
-    return np.concatenate(tensors, axis=0)
-
-
 class AcceptanceMeter:
     """Reads reference samples from the classifier and measures encoders against them; caches both."""
 
     def __init__(self, settings: GatewaySettings, classifier: ClassifierClient) -> None:
         self.settings = settings
         self.classifier = classifier
-        self._references: dict[tuple[Any, ...], Reference | None] = {}
-        self._measured: dict[tuple[Any, ...], Measurement] = {}
+        self._references: Cache[tuple[Any, ...], Reference | None] = Cache()
+        self._measured: Cache[tuple[Any, ...], Measurement] = Cache()
         self._running: dict[tuple[Any, ...], asyncio.Future[Measurement]] = {}
         self.measurements_run = 0
 
-    async def reference(self, record: ModelVersion) -> Reference | None:
+    async def reference(self, record: VersionRecord) -> Reference | None:
         """The version's reference sample; None when it kept none (fitted before, or ``retain_texts: false``)."""
-        if record.identity in self._references:
-            return self._references[record.identity]
+        known = self._references.get(record.identity, _MISSING)
+        if known is not _MISSING:
+            return known  # type: ignore[return-value]
         found: Reference | None = None
         if getattr(record, "retained", None):
             stage = f"read the reference sample of {record.name} v{record.version}"
@@ -115,12 +110,10 @@ class AcceptanceMeter:
                     raise
             else:
                 found = self._parse(stage, record, response.json())
-        if len(self._references) >= _MAX_CACHED:
-            self._references.clear()
-        self._references[record.identity] = found
+        self._references.put(record.identity, found)
         return found
 
-    def _parse(self, stage: str, record: ModelVersion, body: Any) -> Reference | None:
+    def _parse(self, stage: str, record: VersionRecord, body: Any) -> Reference | None:
         try:
             texts = [str(t) for t in body["texts"]]
             probabilities = np.asarray(body["probabilities"], dtype=np.float64).reshape(len(texts), -1)
@@ -131,37 +124,32 @@ class AcceptanceMeter:
             raise self.classifier.bad(stage, f"classes {classes} differ from the version's {record.classes}")
         return Reference(texts, classes, probabilities) if texts else None
 
-    async def measure(self, record: ModelVersion, encoder: EncoderClient, output: str, contract_id: str,
+    async def measure(self, record: VersionRecord, encoder: EncoderClient, output: str, contract_id: str,
                       reference: Reference) -> Measurement:
         """Once per (version, contract id), however many requests ask at the same time."""
         key = (record.identity, output, contract_id)
-        if key in self._measured:
-            return self._measured[key]
+        measured = self._measured.get(key)
+        if measured is not None:
+            return measured
         running = self._running.get(key)
         if running is None:
             running = asyncio.ensure_future(self._measure(record, encoder, output, contract_id, reference))
             self._running[key] = running
             running.add_done_callback(lambda _: self._running.pop(key, None))
         measurement = await asyncio.shield(running)
-        if len(self._measured) >= _MAX_CACHED:
-            self._measured.clear()
-        self._measured[key] = measurement
+        self._measured.put(key, measurement)
         return measurement
 
-    async def _measure(self, record: ModelVersion, encoder: EncoderClient, output: str, contract_id: str,
+    async def _measure(self, record: VersionRecord, encoder: EncoderClient, output: str, contract_id: str,
                        reference: Reference) -> Measurement:
         size = self.settings.train_chunk_size
-        chunks = [reference.texts[i : i + size] for i in range(0, len(reference.texts), size)]
-        encoded = await _in_order([lambda c=c: encoder.encode(list(c), output) for c in chunks])
+        encoded = await gather([lambda c=c: encoder.encode(list(c), output) for c in chunks(reference.texts, size)], 1)
         if {e.contract_id for e in encoded} != {contract_id}:
             raise UpstreamUnavailable(
                 f"{encoder.name} changed its contract while {record.name} v{record.version}'s reference sample was "
                 "measured on it; retry", upstream=encoder.name, stage=f"measure {output}",
             )
-        predicted = await self.classifier.predict(record, _concat([e.tensor for e in encoded]))
+        predicted = await self.classifier.predict(record, concat([e.tensor for e in encoded]))
         self.measurements_run += 1
         return compare(reference, predicted.probabilities.astype(np.float64), self.settings.min_agreement)
 
-
-async def _in_order(jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    return [await job() for job in jobs]

@@ -17,7 +17,8 @@ from gateway.routes import router
 from gateway.upgrade_routes import router as upgrade_router
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
-from gateway.upstreams import ClassifierClient, build_wire
+from gateway.transport import build_wire
+from gateway.upstreams import ClassifierClient
 from services.admission import install_admission
 from services.memory import install_memory_return
 from services.metrics import install_metrics

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.settings import DEFAULT_ENCODER
-from gateway.upstreams import EncoderClient, EncoderOutputs, Upstream
+from gateway.upstreams import EncoderClient, Upstream
 from services.errors import InvalidInput, NotReady, SeamError
+from services.wire import EncoderOutputs
 
 log = logging.getLogger("seam.gateway")
 

@@ -21,19 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.acceptance import AcceptanceMeter, Measurement, measurable
+from gateway.cache import Cache
 from gateway.encoders import EncoderRegistry
-from gateway.upstreams import EncoderOutput, ModelVersion
 from services.compatibility import Mismatch
 from services.contracts import TensorContract
 from services.errors import SeamError, UpstreamUnavailable
+from services.wire import EncoderOutput, VersionRecord
 
-_MAX_CACHED_ROUTES = 4096
 NO_REFERENCE = (
     "it kept no reference sample (fitted before seam kept one, or trained with \"retain_texts\": false), so only "
     "an exact match is accepted: train it again through the gateway, or serve the encoder it was fitted on"
 )
 
-Check = Callable[[tuple[Any, ...], TensorContract, str, ModelVersion, str], tuple[Mismatch, ...]]
+Check = Callable[[tuple[Any, ...], TensorContract, str, VersionRecord, str], tuple[Mismatch, ...]]
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class Router:
         self.registry = registry
         self.meter = meter
         self.check = check
-        self._routes: dict[tuple[Any, ...], Route] = {}
+        self._routes: Cache[tuple[Any, ...], Route] = Cache()
         self.routes_decided = 0
 
     def _order(self, fitted: str | None) -> list[str]:
@@ -119,19 +119,17 @@ class Router:
             return [fitted] + [n for n in names if n != fitted]
         return names
 
-    async def route(self, record: ModelVersion, output: str, fitted: str | None, consumer: str) -> Route:
+    async def route(self, record: VersionRecord, output: str, fitted: str | None, consumer: str) -> Route:
         key = (record.identity, output, fitted, self.registry.generation)
         found = self._routes.get(key)
         if found is not None:
             return found
         route = await self._decide(record, output, fitted, consumer)
         if route.chosen is not None:  # a refusal is decided again: an encoder may come back or be measured
-            if len(self._routes) >= _MAX_CACHED_ROUTES:
-                self._routes.clear()
-            self._routes[(record.identity, output, fitted, self.registry.generation)] = route
+            self._routes.put((record.identity, output, fitted, self.registry.generation), route)
         return route
 
-    async def _candidate(self, name: str, record: ModelVersion, output: str, consumer: str) -> Candidate:
+    async def _candidate(self, name: str, record: VersionRecord, output: str, consumer: str) -> Candidate:
         entry = self.registry.get(name)
         known = await self.registry.known(name)
         if isinstance(known, SeamError):
@@ -146,7 +144,7 @@ class Router:
         found = self.check(("encoder", output, offered.id), offered.contract, producer, record, consumer)
         return Candidate(name, entry.url, producer, offered, found)
 
-    async def _decide(self, record: ModelVersion, output: str, fitted: str | None, consumer: str) -> Route:
+    async def _decide(self, record: VersionRecord, output: str, fitted: str | None, consumer: str) -> Route:
         self.routes_decided += 1
         order = self._order(fitted)
         candidates = [await self._candidate(order[0], record, output, consumer)]
@@ -175,7 +173,7 @@ class Router:
         return Route(chosen, tuple(weighed))
 
 
-def refuse_if_unreachable(route: Route | None, head: ModelVersion) -> None:
+def refuse_if_unreachable(route: Route | None, head: VersionRecord) -> None:
     """A link no encoder could be routed to while an encoder it may need is down: 503 naming it, not 409."""
     if route is None or route.chosen is not None or not route.unavailable:
         return

@@ -1,15 +1,20 @@
-"""Wire models of the gateway's public API."""
+"""Wire models of the gateway's public API. The routes send these models as they are (fields never set
+are left out, as a regressor's prediction has no label), so ``response_model`` is what is sent."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 
 from services.compatibility import Mismatch
 from services.contracts import TensorContract
 from services.inputs import Text
+from services.wire import VersionRecord
+
+if TYPE_CHECKING:
+    from gateway.runtime import Predictions
 
 
 def _digits(value: Any) -> Any:
@@ -66,20 +71,6 @@ class TrainRequest(BaseModel):
         "a reference sample that lets an encoder computing the same space differently be accepted by measurement.",
     )
 
-    @model_validator(mode="after")
-    def _one_label_per_text(self) -> TrainRequest:
-        if self.labels is not None and self.targets is not None:
-            raise ValueError("send labels (a classifier) or targets (a regressor), not both")
-        if self.labels is None and self.targets is None:
-            raise ValueError("send labels (one per text: a classifier) or targets (one number per text: a regressor)")
-        given, what = (self.labels, "labels") if self.labels is not None else (self.targets, "targets")
-        if len(self.texts) != len(given):
-            raise ValueError(f"{len(self.texts)} texts but {len(given)} {what}: one label per text")
-        for i, label in enumerate(self.labels or ()):
-            if not label.strip():  # " " and "  " would become two classes no one can tell apart
-                raise ValueError(f"labels[{i}] is blank; every label needs at least one non-space character")
-        return self
-
 
 class TrainResponse(BaseModel):
     name: str
@@ -99,6 +90,15 @@ class TrainResponse(BaseModel):
     retained: dict[str, int] | None = Field(
         None, description="What the version kept: {'texts': N, 'reference_sample': M}; null: nothing."
     )
+
+    @classmethod
+    def of(cls, record: VersionRecord, feature: str, truncated: int) -> TrainResponse:
+        return cls(
+            name=record.name, version=record.version, estimator=record.estimator, params=record.params, feature=feature,
+            source=record.source, input_contract=record.input_contract, task=record.task, classes=record.classes,
+            preprocess=record.preprocess, calibrate=record.calibrate, metrics=record.metrics, truncated_texts=truncated,
+            created_at=record.created_at, retained=record.retained,
+        )
 
 
 class PredictRequest(BaseModel):
@@ -156,6 +156,20 @@ class PredictResponse(BaseModel):
     name: str
     version: int
     predictions: list[Prediction]
+
+    @classmethod
+    def of(cls, result: Predictions) -> PredictResponse:
+        """Per text, a classifier's label and probabilities per class, or a regressor's value; the
+        out-of-distribution score where the version has a summary."""
+        predictions, classes = [], result.classes
+        for row in result.rows:
+            scored = {} if row.ood is None else {"ood": row.ood, "in_distribution": row.in_distribution}
+            if row.value is not None:
+                predictions.append(Prediction(value=row.value, truncated=row.truncated, **scored))
+            else:
+                predictions.append(Prediction(label=row.label, probabilities=dict(zip(classes, row.probabilities)),
+                                              truncated=row.truncated, **scored))
+        return cls(name=result.name, version=result.version, predictions=predictions)
 
 
 class LinkConsumer(BaseModel):

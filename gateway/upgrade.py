@@ -7,7 +7,7 @@
   on the new base version's probabilities. Each new version is compared with the old one: the encoder and
   the cross-validated accuracy of each, and the label agreement of the old version (on its encoder) and
   the new one (on the new encoder) over the kept texts. The fits go through the train path
-  (``GatewayRuntime.train``): the same limits, chunked encoding and timeouts.
+  (``gateway.training``): the same limits, chunked encoding and timeouts.
   A refit never changes what is served by itself: a pipeline without a ``production`` alias gets one on
   the version it serves now (before anything is fitted); ``promote`` moves ``production`` to the new
   versions once every one was fitted and passed its own check.
@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from gateway.aliases import PRODUCTION
-from gateway.runtime import Chain, EncoderSource, GatewayRuntime, parse_source
-from gateway.upstreams import ModelVersion, UpstreamRejected
+from gateway.chains import Chain, EncoderSource, parse_source
+from gateway.runtime import GatewayRuntime
+from gateway.upstreams import UpstreamRejected
 from services.errors import Conflict, InvalidInput, SeamError
 from services.inputs import check_alias, check_labels, check_name, check_texts
+from services.wire import VersionRecord
 
 
 class NotRefittable(Conflict):
@@ -64,14 +66,14 @@ class Upgrader:
     async def served(self, name: str) -> int:
         """The version a plain predict serves now: ``production`` when set, else the latest."""
         production = (await self.aliases.get(name, fresh=True)).get(PRODUCTION)
-        return production if production is not None else (await self.runtime.latest(name, fresh=True)).version
+        return production if production is not None else (await self.runtime.catalog.latest(name, fresh=True)).version
 
     async def move_alias(self, name: str, alias: str, version: int, *, expected: int | None = None) -> dict[str, Any]:
         """Points ``alias`` at ``version`` once that version's chain is served by some registered encoder
         (409 with the mismatches otherwise, 503 when the encoder it needs is down)."""
         check_name(name)
         check_alias(alias)
-        chain = await self.runtime.runnable_chain(name, version, fresh=True)
+        chain = await self.runtime.chains.runnable_chain(name, version, fresh=True)
         aliases = await self.aliases.move(name, alias, version, expected=expected)
         return {"name": name, "alias": alias, "version": version, "encoder": chain.root.encoder, "aliases": aliases}
 
@@ -79,23 +81,21 @@ class Upgrader:
         return {"name": name, "aliases": await self.aliases.remove(name, alias)}
 
     async def list_aliases(self, name: str) -> dict[str, Any]:
-        await self.runtime.latest(name, fresh=True)  # 404 for a pipeline that does not exist
+        await self.runtime.catalog.latest(name, fresh=True)  # 404 for a pipeline that does not exist
         return {"name": name, "aliases": await self.aliases.get(name, fresh=True)}
 
     # -- running a version over many texts --
 
     async def _labels(self, chain: Chain, texts: list[str]) -> tuple[list[str], np.ndarray, list[str]]:
         """Labels and probabilities of ``chain`` for ``texts``, in chunks of GATEWAY_MAX_TEXTS."""
-        size = self.settings.max_texts
-        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
-        runs = await self.runtime._gather([lambda c=c: self.runtime._run(chain, c) for c in chunks])
+        runs = await self.runtime.run_all(chain, texts, self.settings.max_texts)
         labels = [label for _, predicted, _ in runs for label in predicted.labels]
         probabilities = np.concatenate([predicted.probabilities for _, predicted, _ in runs], axis=0)
         return labels, probabilities, chain.head.classes
 
     # -- refit --
 
-    async def _training_data(self, record: ModelVersion) -> tuple[list[str], list[str]]:
+    async def _training_data(self, record: VersionRecord) -> tuple[list[str], list[str]]:
         stage = f"read the training data of {record.name} v{record.version}"
         try:
             response = await self.runtime.classifier.request(
@@ -114,7 +114,7 @@ class Upgrader:
         return texts, labels
 
     @staticmethod
-    def _no_texts(record: ModelVersion) -> str:
+    def _no_texts(record: VersionRecord) -> str:
         return (f"pipeline {record.name} v{record.version} kept no training texts (trained with \"retain_texts\": false, "
                 "or before seam kept them), so it cannot be refitted: train it again through the gateway on the new "
                 "encoder from your own copy of the data")
@@ -129,7 +129,7 @@ class Upgrader:
         reuse = dict(reuse or {})
         if version is None:
             version = await self.served(name)
-        chain = await self.runtime.chain(name, version, fresh=True)
+        chain = await self.runtime.chains.chain(name, version, fresh=True)
         records = [link.model for link in chain.links]
         root = chain.links[0]
         try:
@@ -155,15 +155,15 @@ class Upgrader:
                 continue
             texts, labels = data[key]
             if i == 0:
-                fitted = await self.runtime.train(
+                fitted, _ = await self.runtime.trainer.train(
                     record.name, texts, labels, record.estimator, root_source.output, dict(record.params),
                     encoder=target, retain_texts=True)
             else:
                 assert base is not None
-                fitted = await self.runtime.train(
+                fitted, _ = await self.runtime.trainer.train(
                     record.name, texts, labels, record.estimator, f"pipeline:{base[0]}", dict(record.params),
                     retain_texts=True, base_version=base[1])
-            base = (record.name, fitted["version"])
+            base = (record.name, fitted.version)
             results.append(await self._compared(record, fitted, texts))
 
         promoted = False
@@ -181,23 +181,23 @@ class Upgrader:
         for name in names:
             if PRODUCTION in await self.aliases.get(name, fresh=True):
                 continue
-            latest = await self.runtime.latest(name, fresh=True)
+            latest = await self.runtime.catalog.latest(name, fresh=True)
             try:
                 await self.aliases.move(name, PRODUCTION, latest.version, expected=0)
             except UpstreamRejected as exc:
                 if exc.status != 409:
                     raise
 
-    async def _compared(self, old: ModelVersion, fitted: dict[str, Any], texts: list[str]) -> dict[str, Any]:
-        new_chain = await self.runtime.runnable_chain(old.name, fitted["version"], fresh=True)
+    async def _compared(self, old: VersionRecord, fitted: VersionRecord, texts: list[str]) -> dict[str, Any]:
+        new_chain = await self.runtime.chains.runnable_chain(old.name, fitted.version, fresh=True)
         result: dict[str, Any] = {
-            "pipeline": old.name, "old_version": old.version, "new_version": fitted["version"],
+            "pipeline": old.name, "old_version": old.version, "new_version": fitted.version,
             "old_encoder": None, "new_encoder": new_chain.root.encoder,
-            "old_cv_accuracy": old.metrics.get("cv_accuracy"), "new_cv_accuracy": fitted["metrics"].get("cv_accuracy"),
+            "old_cv_accuracy": old.metrics.get("cv_accuracy"), "new_cv_accuracy": fitted.metrics.get("cv_accuracy"),
             "agreement": None, "agreement_texts": len(texts), "agreement_unavailable": None,
         }
         try:
-            old_chain = await self.runtime.runnable_chain(old.name, old.version, fresh=True)
+            old_chain = await self.runtime.chains.runnable_chain(old.name, old.version, fresh=True)
             result["old_encoder"] = old_chain.root.encoder
             (old_labels, _, _), (new_labels, _, _) = await asyncio.gather(
                 self._labels(old_chain, texts), self._labels(new_chain, texts))
@@ -223,8 +223,8 @@ class Upgrader:
                 raise InvalidInput(f"{len(texts)} texts but {len(labels)} labels: one label per text, or none")
             check_labels(labels, self.settings.max_label_chars)
         va, vb = await asyncio.gather(self._version_of(name, a), self._version_of(name, b))
-        chain_a, chain_b = await asyncio.gather(self.runtime.runnable_chain(name, va, fresh=True),
-                                                self.runtime.runnable_chain(name, vb, fresh=True))
+        chain_a, chain_b = await asyncio.gather(self.runtime.chains.runnable_chain(name, va, fresh=True),
+                                                self.runtime.chains.runnable_chain(name, vb, fresh=True))
         (la, pa, _), (lb, pb, _) = await asyncio.gather(self._labels(chain_a, texts), self._labels(chain_b, texts))
         sides = {"a": (a, chain_a, la, pa), "b": (b, chain_b, lb, pb)}
         summary: dict[str, Any] = {}

@@ -1,54 +1,44 @@
 """Typed HTTP clients for the gateway's two upstreams, the encoder and the classifier.
 
-Each client owns no connection of its own: it borrows one pooled ``Wire`` (built in the app's
-lifespan; aiohttp over the network, httpx where a test wires a service in-process) and turns
-whatever goes wrong on the wire into the one error hierarchy:
+Each client owns no connection of its own: it borrows one pooled ``Wire`` (``gateway.transport``,
+built in the app's lifespan) and turns whatever goes wrong on the wire into the one error hierarchy:
 
 - the upstream cannot be reached (refused, reset, not ready)   -> ``UpstreamUnavailable`` (503)
 - it does not answer in time                                   -> ``UpstreamTimeout`` (504)
 - its answer is not what the wire promises (shape, finite, ...)-> ``BadUpstreamResponse`` (502)
 - it refuses the request with a 4xx problem                    -> ``UpstreamRejected`` (same status)
 
-Every error names the upstream (role and URL) and the stage that failed.
+Every error names the upstream (role and URL) and the stage that failed. A refused connection goes
+once more (nothing was sent); a pooled connection found closed goes once more for idempotent calls.
+What the upstreams send is read with the models both sides share (``services.wire``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import aiohttp
-import httpx
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from gateway.deadlines import note
-from services.codecs import BINARY_CONTENT_TYPE, CodecError, Frame, Ragged, Tensor, decode_binary, encode_binary
-from services.contracts import TensorContract
+from gateway.transport import Wire, WireError, WireResponse
 from services import tracing
+from services.codecs import BINARY_CONTENT_TYPE, CodecError, Frame, Ragged, Tensor, decode_binary, encode_binary
+from services.errors import BadUpstreamResponse, Overloaded, SeamError, UpstreamTimeout, UpstreamUnavailable
 from services.metrics import stage_label
 from services.requestid import REQUEST_ID_HEADER, current_request_id
-from services.errors import (
-    BadUpstreamResponse,
-    Overloaded,
-    SeamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
+from services.wire import (
+    CONTRACT_HEADER,
+    INTERNAL_TOKEN_HEADER,
+    PROBABILITY_RANGE_TOLERANCE,
+    PROBABILITY_SUM_TOLERANCE,
+    EncoderOutputs,
+    VersionRecord,
 )
 
-CONTRACT_HEADER = "X-Seam-Contract"
-TOKEN_HEADER = "X-Seam-Internal-Token"
 _PROBLEM_FIELDS = ("type", "title", "status", "detail", "instance")
-# A connection the upstream closed while it sat in the pool fails like this on first use; one retry
-# on a fresh connection is safe for the idempotent calls (never for fit).
-_STALE_HTTPX = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-_STALE_AIOHTTP = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
-# Under the keep-alive timeout of uvicorn (5 s), so the gateway drops an idle connection before the
-# upstream does.
-KEEPALIVE_S = 4.0
 
 
 class UpstreamRejected(SeamError):
@@ -71,54 +61,7 @@ class UpstreamRejected(SeamError):
         return problem
 
 
-# --- wire models of the upstreams, as the gateway reads them --------------------------------------------
-
-
-class EncoderOutput(BaseModel):
-    id: str = Field(min_length=1)
-    contract: TensorContract
-
-
-class EncoderOutputs(BaseModel):
-    """``GET /v1/outputs`` of the encoder."""
-
-    model: str
-    outputs: dict[str, EncoderOutput]
-
-
-class ModelVersion(BaseModel):
-    """A classifier version record (docs/wire.md). ``source`` stays raw: the classifier treats it as opaque."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    name: str
-    version: int
-    estimator: str = ""
-    params: dict[str, Any] = Field(default_factory=dict)
-    input_contract: TensorContract
-    source: Any = None
-    task: str = "classification"
-    classes: list[str] = Field(default_factory=list, description="Empty for a regressor.")
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    data_sha256: str | None = None
-    created_at: Any = None
-
-    @model_validator(mode="after")
-    def _classes_of_a_classifier(self) -> ModelVersion:
-        if self.task not in ("classification", "regression"):
-            raise ValueError(f"unknown task {self.task!r}")
-        if self.task == "classification" and not self.classes:
-            raise ValueError("a classifier's record lists at least one class")
-        return self
-
-    @property
-    def regression(self) -> bool:
-        return self.task == "regression"
-
-    @property
-    def identity(self) -> tuple[Any, ...]:
-        """Tells two versions of one number apart (a model deleted and fitted again)."""
-        return (self.name, self.version, str(self.created_at), self.data_sha256)
+# --- what the clients return ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -133,7 +76,6 @@ class Predicted:
     probabilities: np.ndarray  # (rows, len(classes)), columns in ``classes`` order; a regressor: (rows, 1) values
     classes: list[str]
     labels: list[str]  # a regressor: empty
-    version: int
     ood: list[float] | None = None  # per row, in [0, 1]; None from a version without a summary
     in_distribution: list[bool] | None = None
     ood_threshold: float | None = None
@@ -143,109 +85,7 @@ class Predicted:
         return self.probabilities[:, 0]
 
 
-# --- plumbing ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WireResponse:
-    """An upstream's answer, read in full."""
-
-    status_code: int
-    reason_phrase: str
-    headers: Mapping[str, str]  # case-insensitive
-    content: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
-
-class WireError(Exception):
-    """No answer came back. ``stale``: a pooled connection turned out closed by the upstream, so an
-    idempotent request may go once more on a fresh one."""
-
-    def __init__(self, message: str, *, stale: bool) -> None:
-        super().__init__(message)
-        self.stale = stale
-
-
-class Wire(Protocol):
-    """One pooled connection to one upstream: sends a request, reads the whole answer. Raises
-    ``WireError`` when no answer comes back (timeouts are the caller's: ``Upstream.request``)."""
-
-    async def send(self, method: str, path: str, *, headers: dict[str, str], params: dict[str, Any] | None = None,
-                   content: bytes | None = None, json: Any = None) -> WireResponse: ...
-
-    async def aclose(self) -> None: ...
-
-
-class AiohttpWire:
-    """The wire over the network: aiohttp, whose client costs a fraction of httpx's per request.
-    Measured on 2 cores, a lone gateway predict (two hops) p50 20.5-20.6 ms against 22.4-22.9 with
-    httpx, the encoder alone 15.6-15.9 (one stack, alternating rounds of 20 requests, 450 of each)."""
-
-    def __init__(self, base_url: str, *, connect_timeout_s: float, max_connections: int) -> None:
-        self.base_url = base_url.rstrip("/")  # a path prefix (behind a proxy) stays: base + "/v1/..."
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_S),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s),
-        )
-
-    async def send(self, method: str, path: str, *, headers: dict[str, str], params: dict[str, Any] | None = None,
-                   content: bytes | None = None, json: Any = None) -> WireResponse:
-        exchange = (method, self.base_url + path, headers, params, content, json)
-        try:
-            try:
-                return await self._exchange(*exchange)
-            except aiohttp.ClientConnectorError:  # refused at once (the upstream restarting): nothing was sent
-                return await self._exchange(*exchange)
-        except aiohttp.ClientConnectorError as exc:  # (a ClientOSError, but never stale)
-            raise WireError(f"{type(exc).__name__}: {exc}", stale=False) from exc
-        except aiohttp.ClientError as exc:
-            raise WireError(f"{type(exc).__name__}: {exc or 'connection failed'}",
-                            stale=isinstance(exc, _STALE_AIOHTTP)) from exc
-
-    async def _exchange(self, method: str, url: str, headers: dict[str, str], params: dict[str, Any] | None,
-                        content: bytes | None, json: Any) -> WireResponse:
-        async with self._session.request(method, url, headers=headers, params=params, data=content, json=json) as response:
-            return WireResponse(response.status, response.reason or "", response.headers, await response.read())
-
-    async def aclose(self) -> None:
-        await self._session.close()
-
-
-class HttpxWire:
-    """The wire through an httpx transport: what tests use to wire a service in-process
-    (``httpx.ASGITransport(app)``) or to fake one (``httpx.MockTransport``)."""
-
-    def __init__(self, base_url: str, transport: httpx.AsyncBaseTransport) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url, transport=transport)
-
-    async def send(self, method: str, path: str, *, headers: dict[str, str], params: dict[str, Any] | None = None,
-                   content: bytes | None = None, json: Any = None) -> WireResponse:
-        try:
-            response = await self._client.request(method, path, headers=headers, params=params, content=content,
-                                                  json=json, timeout=None)
-        except httpx.TimeoutException as exc:
-            raise TimeoutError(str(exc)) from exc
-        except httpx.TransportError as exc:
-            raise WireError(f"{type(exc).__name__}: {exc or 'connection failed'}",
-                            stale=isinstance(exc, _STALE_HTTPX)) from exc
-        return WireResponse(response.status_code, response.reason_phrase, response.headers, response.content)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-def build_wire(base_url: str, *, connect_timeout_s: float, max_connections: int,
-               transport: httpx.AsyncBaseTransport | None = None) -> Wire:
-    """One pooled wire per upstream, kept for the app's lifetime (close it with ``aclose``)."""
-    if transport is not None:
-        return HttpxWire(base_url, transport)
-    return AiohttpWire(base_url, connect_timeout_s=connect_timeout_s, max_connections=max_connections)
+# --- one upstream ----------------------------------------------------------------------------------------
 
 
 def _problem_of(response: WireResponse) -> dict[str, Any]:
@@ -275,7 +115,7 @@ class Upstream:
         self.url = url
         self.wire = wire
         self.timeout_s = timeout_s
-        self.headers = {TOKEN_HEADER: token} if token else {}
+        self.headers = {INTERNAL_TOKEN_HEADER: token} if token else {}
 
     @property
     def name(self) -> str:
@@ -310,10 +150,9 @@ class Upstream:
         if (rid := current_request_id()) is not None:
             headers[REQUEST_ID_HEADER] = rid
         limit = timeout_s or self.timeout_s
-        attempts = 2 if retry else 1
-        for attempt in range(attempts):
+        for attempt in (1, 2):
             try:
-                async with asyncio.timeout(limit):  # one deadline for the whole call, connect to last byte
+                async with asyncio.timeout(limit):  # one deadline per attempt, connect to last byte
                     response = await self.wire.send(method, path, headers=headers, **kwargs)
                 break
             except TimeoutError as exc:
@@ -322,8 +161,8 @@ class Upstream:
                     upstream=self.name, stage=stage,
                 ) from exc
             except WireError as exc:
-                if attempt + 1 < attempts and exc.stale:
-                    continue
+                if attempt == 1 and (exc.refused or (retry and exc.stale)):
+                    continue  # refused: nothing was sent; stale: only idempotent calls (never a fit)
                 raise UpstreamUnavailable(
                     f"{self.name} is unreachable ({stage}): {exc}", upstream=self.name, stage=stage,
                 ) from exc
@@ -433,31 +272,31 @@ class EncoderClient(Upstream):
 class ClassifierClient(Upstream):
     role = "classifier"
 
-    async def models(self) -> list[ModelVersion]:
+    async def models(self) -> list[VersionRecord]:
         """The latest version of every model."""
         response = await self.request("list models", "GET", "/v1/models")
         try:
             entries = response.json()["models"]
-            return [ModelVersion.model_validate(entry["latest"]) for entry in entries]
+            return [VersionRecord.model_validate(entry["latest"]) for entry in entries]
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
             raise self.bad("list models", f"not a model list: {exc}") from exc
 
-    async def latest(self, name: str) -> ModelVersion:
+    async def latest(self, name: str) -> VersionRecord:
         # The latest record alone: the model's full listing grows with every version it has.
         stage = f"read model {name}"
         response = await self.request(stage, "GET", f"/v1/models/{name}/latest")
-        return self.parse(stage, response, ModelVersion)
+        return self.parse(stage, response, VersionRecord)
 
-    async def version(self, name: str, version: int) -> ModelVersion:
+    async def version(self, name: str, version: int) -> VersionRecord:
         stage = f"read model {name} v{version}"
         response = await self.request(stage, "GET", f"/v1/models/{name}/versions/{version}")
-        return self.parse(stage, response, ModelVersion)
+        return self.parse(stage, response, VersionRecord)
 
     async def delete(self, name: str) -> None:
         """Every version of the model; never retried (the first may have been done)."""
         await self.request(f"delete model {name}", "DELETE", f"/v1/models/{name}", retry=False)
 
-    async def fit(self, name: str, features: Tensor, meta: dict[str, Any], *, timeout_s: float) -> ModelVersion:
+    async def fit(self, name: str, features: Tensor, meta: dict[str, Any], *, timeout_s: float) -> VersionRecord:
         """Features as a binary frame, labels, contract, estimator, params and source in its ``meta``.
         Never retried (a second fit would be a second version); fits get their own, longer timeout."""
         stage = f"fit {name}"
@@ -467,12 +306,12 @@ class ClassifierClient(Upstream):
             headers={"Content-Type": BINARY_CONTENT_TYPE, "Accept": "application/json"}, retry=False,
             timeout_s=timeout_s, timeout_setting="GATEWAY_FIT_TIMEOUT_S",
         )
-        record = self.parse(stage, response, ModelVersion)
+        record = self.parse(stage, response, VersionRecord)
         if record.name != name:
             raise self.bad(stage, f"fitted {record.name!r}, not {name!r}")
         return record
 
-    async def predict(self, model: ModelVersion, features: Tensor) -> Predicted:
+    async def predict(self, model: VersionRecord, features: Tensor) -> Predicted:
         """Probabilities as a dense frame in the version's class order, validated before they go on."""
         stage = f"predict {model.name} v{model.version}"
         response = await self.request(
@@ -496,20 +335,19 @@ class ClassifierClient(Upstream):
                 raise self.bad(stage, "a regressor's answer that is not one column of values")
             if rows and not np.isfinite(probabilities).all():
                 raise self.bad(stage, "values that are not finite numbers")
-            return Predicted(probabilities, [], [], model.version, ood, inside, _threshold(meta))
+            return Predicted(probabilities, [], [], ood, inside, _threshold(meta))
         if classes != model.classes:
             raise self.bad(stage, f"classes {classes} differ from the version's record {model.classes}")
         if meta.get("version", model.version) != model.version:
             raise self.bad(stage, f"answered with v{meta.get('version')}")
         if probabilities.shape[1] != len(classes):
             raise self.bad(stage, f"{probabilities.shape[1]} probability columns for {len(classes)} classes")
-        if rows and ((probabilities < -1e-6).any() or (np.abs(probabilities.sum(axis=1) - 1.0) > 1e-3).any()):
+        if rows and ((probabilities < -PROBABILITY_RANGE_TOLERANCE).any()
+                     or (np.abs(probabilities.sum(axis=1) - 1.0) > PROBABILITY_SUM_TOLERANCE).any()):
             raise self.bad(stage, "rows are not probability distributions (negative, or not summing to 1)")
         if not isinstance(labels, list) or len(labels) != rows or any(label not in classes for label in labels):
             raise self.bad(stage, "missing or unknown predicted labels")
-        return Predicted(probabilities, list(classes), [str(label) for label in labels], model.version, ood, inside,
-                         _threshold(meta))
-
+        return Predicted(probabilities, list(classes), [str(label) for label in labels], ood, inside, _threshold(meta))
 
 
 def _threshold(meta: dict[str, Any]) -> float | None:

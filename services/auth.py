@@ -30,10 +30,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.errors import Forbidden, Overloaded, SeamError, Unauthorized
 from services.settings import ServiceSettings
 from services.web import problem_response
+from services.wire import INTERNAL_TOKEN_HEADER
 
 access_log = logging.getLogger("seam.access")
 
-INTERNAL_TOKEN_HEADER = "X-Seam-Internal-Token"
 # Probes: liveness, readiness (also the Open Inference Protocol's), and metrics scrapes.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 # Set by the guard on the scope of an open path: whether the caller sent accepted credentials.

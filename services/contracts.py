@@ -7,13 +7,13 @@ one pure function, :func:`services.compatibility.check`, compares them.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Kind = Literal["embedding", "tokens", "probabilities"]
 DType = Literal["float32", "bfloat16", "float16"]
-KINDS: tuple[str, ...] = ("embedding", "tokens", "probabilities")
+KINDS: tuple[str, ...] = get_args(Kind)
 
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)

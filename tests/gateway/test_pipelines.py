@@ -53,7 +53,7 @@ async def test_the_check_runs_once_per_pair_of_contracts_not_per_request(client,
     await train(client, "intents")
     for _ in range(5):
         assert (await client.post("/v1/pipelines/intents/predict", json={"texts": ["hello"]})).status_code == 200
-    assert runtime.checks_run == 1
+    assert runtime.catalog.checks_run == 1
     assert fake_encoder.calls["GET /v1/outputs"] == 1  # read at start, never again: the contract id did not change
     assert fake_classifier.calls["GET /v1/models/intents/latest"] == 0  # the fit's record is reused (pipeline_ttl_s)
 
@@ -188,7 +188,7 @@ async def test_a_compatible_contract_change_is_rechecked_and_served(client, runt
     fake_encoder.serve("fake-encoder", dim=8, fingerprint_noise=1e-6)  # new id, same space
     assert (await client.post("/v1/pipelines/intents/predict", json={"texts": ["hello"]})).status_code == 200
     assert fake_encoder.calls["GET /v1/outputs"] == 2
-    assert runtime.checks_run == 2
+    assert runtime.catalog.checks_run == 2
 
 
 async def test_an_encoder_without_the_fitted_output_is_refused(client, fake_encoder):

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.upstreams import AiohttpWire, EncoderClient
+from gateway.transport import AiohttpWire
+from gateway.upstreams import EncoderClient
 from services.errors import UpstreamTimeout, UpstreamUnavailable
 from tests.processes import free_port
 from tests.rawhttp import read_request
