@@ -5,8 +5,8 @@ worker thread, in parallel, never behind a forward pass) and queued here. One wo
 texts up to a token budget and hands them to the runtime as one forward pass, which length-sorts
 them so little padding is computed. Before each pass the worker waits for company when there is
 some to be had: requests being tokenized (up to ``max_wait_ms``), or the concurrent clients the last
-pass answered, coming back (up to a share of that pass's duration); a lone client never waits. A
-full queue refuses new work with 429 instead of growing.
+pass answered, coming back (``services.waiting.Following``); a lone client never waits. A full queue
+refuses new work with 429 instead of growing.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from encoder_service.runtime import EncoderRuntime, TokenizedText
 from services import tracing
 from encoder_service.settings import EncoderSettings
 from services.errors import NotReady, Overloaded
-from services.waiting import wait_until
+from services.waiting import Following, wait_until
 
 log = logging.getLogger("seam.encoder.batching")
 
@@ -34,9 +34,6 @@ log = logging.getLogger("seam.encoder.batching")
 INLINE_TOKENIZE_CHARS = 512
 # Clients count as concurrent for this long after a pass that several requests shared.
 COMPANY_HORIZON_S = 1.0
-# With concurrent clients, a pass waits for the clients the last one answered for at most this share
-# of the last pass's duration: the cores idle that long at most, for a pass twice as large.
-FOLLOW_FRACTION = 0.3
 
 
 @dataclass
@@ -56,10 +53,7 @@ class Batcher:
         self._wakeup = asyncio.Event()  # set when texts are queued or an arriving request gives up
         self._arriving = 0  # requests being tokenized: their texts are about to be queued
         self._submits = 0
-        self._company = False  # the last pass held texts of several requests: clients are concurrent
-        self._last_pass_end = 0.0  # loop time
-        self._last_pass_s = 0.0
-        self._clients = 1  # requests the last pass held, and those queued when it ended
+        self._following: Following | None = None  # the clients the last pass answered, when it held several
         self._task: asyncio.Task | None = None
         self.batches_run = 0
         self.on_batch: Callable[[list[TokenizedText]], None] | None = None  # told each batch run (metrics)
@@ -140,25 +134,22 @@ class Batcher:
 
         - Requests being tokenized are about to add texts: up to ``max_wait_ms``.
         - Clients are concurrent (the last pass, ended under ``COMPANY_HORIZON_S`` ago, held texts of
-          several requests): until the queue holds a request from each of them (those the last pass
-          answered, back with their next one, and those that were queued), for up to
-          ``FOLLOW_FRACTION`` of the last pass's duration (and at least ``max_wait_ms``). Otherwise
-          32 clients settle into two halves taking turns, each pass half as large, and on a CPU a
-          pass of 16 sentences computes 10-25 % slower per sentence than one of 32. Measured, 32
-          clients x 1 text: bfloat16 334 and 356 texts/s against 338 and 257 (two pairs of runs),
-          float32 242 and 214 against 192 and 183."""
+          several requests): the clients it answered are followed (``services.waiting.Following``),
+          and at least ``max_wait_ms``."""
         loop = asyncio.get_running_loop()
-        company = self._company and loop.time() - self._last_pass_end < COMPANY_HORIZON_S
+        following = self._following
+        if following is not None and loop.time() - following.ended >= COMPANY_HORIZON_S:
+            following = None
         wait_s = self.settings.max_wait_ms / 1000
-        if company:
-            wait_s = max(wait_s, FOLLOW_FRACTION * self._last_pass_s)
+        if following is not None:
+            wait_s = max(wait_s, following.wait_s)
 
         def enough() -> bool:
-            if not (self._arriving or company):
+            if not (self._arriving or following):
                 return True
             if sum(job.item.n_tokens for job in self._queue) >= self.settings.max_batch_tokens:
                 return True
-            return company and len({job.request for job in self._queue}) >= self._clients
+            return following is not None and len({job.request for job in self._queue}) >= following.clients
 
         await wait_until(enough, self._wakeup, wait_s)
 
@@ -190,10 +181,8 @@ class Batcher:
                     job.future.set_exception(exc)
             return
         self.batches_run += 1
-        self._last_pass_end = loop.time()
-        self._last_pass_s = self._last_pass_end - started
-        self._company = len(requests) > 1
-        self._clients = len(requests | {job.request for job in self._queue})
+        self._following = Following.after(len(requests), len(requests | {job.request for job in self._queue}),
+                                          started, loop.time())
         if self.on_batch is not None:
             self.on_batch([job.item for job in batch])
         for job, result in zip(batch, results):

@@ -3,13 +3,8 @@ are in flight are merged, so the internal hops (one encoder call, one classifier
 paid per batch, not per text. A lone request runs at once: no added wait at low load.
 
 After a run that merged several requests, the next one waits for the clients it answered to come
-back, as the encoder's batcher does: until the queue holds a request from each of them or
-``GATHER_TEXTS`` texts, for at most ``FOLLOW_FRACTION`` of that run's duration. Otherwise concurrent
-clients settle into two halves taking turns, each encoder pass half as large, and a pass of 16
-sentences computes 10-25 % slower per sentence than one of 32. Measured here, this gateway and one
-without the wait on one stack, 3 s cells of 1-text requests in alternating order (6 rounds): 32
-clients 217 against 196 texts/s (p50 142 against 163 ms), 8 clients 183 against 138; 64 clients, 4
-rounds, 220 against 219.
+back, by the encoder's batcher's rule (``services.waiting.Following``), or until ``GATHER_TEXTS``
+texts are queued.
 
 A request may carry a deadline (:mod:`gateway.deadlines`): a run lasts at most until the latest
 deadline among the requests it serves, so a stuck upstream holds the key's slot no longer than its
@@ -25,15 +20,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from gateway.deadlines import Progress, RunOutOfTime, tracked
-from services.waiting import wait_until
+from services.waiting import Following, wait_until
 
 Row = TypeVar("Row")
 
 # Past this many texts a run waits for no one: a pass of 32 sentences computes at the encoder's full
 # rate already (the in-process limit's batch size), and waiting for more would only idle the cores.
 GATHER_TEXTS = 32
-# The longest wait for the clients a run answered, as a share of that run's duration.
-FOLLOW_FRACTION = 0.3
 
 
 @dataclass
@@ -65,7 +58,6 @@ class Coalescer(Generic[Row]):
         self._tasks: set[asyncio.Task] = set()
         self._arrived = asyncio.Event()  # set by every submit, for the runs gathering company
         self._progress: dict[Hashable, Progress] = {}  # the upstream call each key's latest run waits on
-        self.runs = 0  # how many merged runs happened (requests >= runs)
 
     async def submit(
         self, key: Hashable, context: Any, texts: list[str], *, deadline: float | None = None,
@@ -114,7 +106,6 @@ class Coalescer(Generic[Row]):
         deadlines = [p.deadline for p in batch]
         deadline = None if None in deadlines else max(d for d in deadlines if d is not None)
         try:
-            self.runs += 1
             with tracked(progress):
                 try:
                     async with asyncio.timeout_at(deadline):  # never longer than its callers wait
@@ -127,9 +118,9 @@ class Coalescer(Generic[Row]):
                 if not pending.future.done():
                     pending.future.set_result((shared, rows[start:end]))
                 start = end
-            if len(batch) > 1:  # concurrent clients: still in flight while they come back
-                await self._gather(key, len(batch) + len(self._queues.get(key, ())),
-                                   FOLLOW_FRACTION * (loop.time() - started))
+            following = Following.after(len(batch), len(batch) + len(self._queues.get(key, ())), started, loop.time())
+            if following is not None:  # concurrent clients: still in flight while they come back
+                await self._follow(key, following)
         except Exception as exc:  # the same pipeline failed for all of them: each request gets the error
             for pending in batch:
                 if not pending.future.done():
@@ -142,11 +133,11 @@ class Coalescer(Generic[Row]):
             if key in self._queues:
                 self._start(key)
 
-    async def _gather(self, key: Hashable, requests: int, wait_s: float) -> None:
-        """Wait until ``key``'s queue holds ``requests`` requests or ``GATHER_TEXTS`` texts, at most ``wait_s``."""
+    async def _follow(self, key: Hashable, following: Following) -> None:
+        """Wait until ``key``'s queue holds a request from each client followed, or ``GATHER_TEXTS`` texts."""
 
         def enough() -> bool:
             queue = self._queues.get(key, ())
-            return len(queue) >= requests or sum(len(p.texts) for p in queue) >= GATHER_TEXTS
+            return len(queue) >= following.clients or sum(len(p.texts) for p in queue) >= GATHER_TEXTS
 
-        await wait_until(enough, self._arrived, wait_s)
+        await wait_until(enough, self._arrived, following.wait_s)

@@ -36,9 +36,16 @@ class WireResponse:
     def json(self) -> Any:
         return json.loads(self.content)
 
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
+    def problem(self) -> dict[str, Any]:
+        """The body of a refusal: its problem+json, or its first characters as the detail."""
+        try:
+            body = self.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if isinstance(body, dict):
+            return body
+        text = self.content.decode("utf-8", errors="replace")[:300].strip()
+        return {"detail": text} if text else {}
 
 
 class WireError(Exception):

@@ -88,30 +88,12 @@ class Predicted:
 # --- one upstream ----------------------------------------------------------------------------------------
 
 
-def _problem_of(response: WireResponse) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if isinstance(body, dict):
-        return body
-    text = response.text[:300].strip() if response.content else ""
-    return {"detail": text} if text else {}
-
-
 class Upstream:
     """One upstream service: its role (``encoder``/``classifier``), URL and pooled client."""
 
     role = "upstream"
 
-    def __init__(
-        self,
-        url: str,
-        wire: Wire,
-        *,
-        timeout_s: float,
-        token: str | None = None,
-    ) -> None:
+    def __init__(self, url: str, wire: Wire, *, timeout_s: float, token: str | None = None) -> None:
         self.url = url
         self.wire = wire
         self.timeout_s = timeout_s
@@ -133,18 +115,9 @@ class Upstream:
             span.set_attribute("http.response.status_code", response.status_code)
             return response
 
-    async def _request(
-        self,
-        stage: str,
-        method: str,
-        path: str,
-        *,
-        retry: bool = True,
-        timeout_s: float | None = None,
-        timeout_setting: str = "GATEWAY_TIMEOUT_S",
-        headers: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> WireResponse:
+    async def _request(self, stage: str, method: str, path: str, *, retry: bool = True, timeout_s: float | None = None,
+                       timeout_setting: str = "GATEWAY_TIMEOUT_S", headers: dict[str, str] | None = None,
+                       **kwargs: Any) -> WireResponse:
         note(self.name, stage)  # what a request out of time was waiting for
         headers = {**self.headers, **(headers or {})}
         if (rid := current_request_id()) is not None:
@@ -172,7 +145,7 @@ class Upstream:
 
     def _refusal(self, stage: str, response: WireResponse) -> SeamError:
         status = response.status_code
-        problem = _problem_of(response)
+        problem = response.problem()
         detail = problem.get("detail") or response.reason_phrase
         if status in (401, 403):
             return BadUpstreamResponse(

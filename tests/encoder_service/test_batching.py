@@ -11,10 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from encoder_service.batching import COMPANY_HORIZON_S, FOLLOW_FRACTION, INLINE_TOKENIZE_CHARS, Batcher
+from encoder_service.batching import COMPANY_HORIZON_S, INLINE_TOKENIZE_CHARS, Batcher
 from encoder_service.runtime import EncoderRuntime, usable_cores
 from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
+from services.waiting import FOLLOW_FRACTION
 
 TEXTS = [f"sentence number {i} " + "word " * (i % 7) for i in range(40)]
 

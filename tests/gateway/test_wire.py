@@ -1,5 +1,6 @@
 """The gateway's network wire (aiohttp) against real sockets on 127.0.0.1: what reaches the upstream,
-and how refused, dropped and silent connections become the gateway's errors."""
+and how refused, dropped and silent connections become the gateway's errors. The retry rule sits above
+the wire: the in-process wire (httpx) takes it too."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 
-from gateway.transport import AiohttpWire
+from gateway.transport import AiohttpWire, HttpxWire
 from gateway.upstreams import EncoderClient
 from services.errors import UpstreamTimeout, UpstreamUnavailable
 from tests.processes import free_port
@@ -109,5 +111,44 @@ async def test_a_silent_upstream_times_out_naming_the_setting(serve):
     try:
         with pytest.raises(UpstreamTimeout, match="did not answer within 0.3s \\(outputs\\); raise GATEWAY_TIMEOUT_S"):
             await encoder.outputs()
+    finally:
+        await encoder.wire.aclose()
+
+
+class RefusesFirst(httpx.AsyncBaseTransport):
+    """Refuses the first ``refusals`` connections (an upstream restarting), then answers."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals, self.calls = refusals, 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, content=OUTPUTS, headers={"content-type": "application/json"})
+
+
+def in_process(transport: httpx.AsyncBaseTransport) -> EncoderClient:
+    url = "http://encoder.test"
+    return EncoderClient(url, HttpxWire(url, transport), timeout_s=5)
+
+
+async def test_a_refused_connection_goes_once_more_even_for_a_call_never_retried():
+    transport = RefusesFirst(1)
+    encoder = in_process(transport)
+    try:
+        response = await encoder.request("no retry", "POST", "/v1/fit", retry=False, content=b"{}")  # nothing was sent
+        assert response.status_code == 200 and transport.calls == 2
+    finally:
+        await encoder.wire.aclose()
+
+
+async def test_a_connection_refused_twice_is_unavailable_naming_the_upstream():
+    transport = RefusesFirst(2)
+    encoder = in_process(transport)
+    try:
+        with pytest.raises(UpstreamUnavailable, match="encoder http://encoder.test is unreachable \\(outputs\\): ConnectError"):
+            await encoder.outputs()
+        assert transport.calls == 2
     finally:
         await encoder.wire.aclose()
