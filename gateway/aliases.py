@@ -17,7 +17,7 @@ from services.errors import InvalidInput, NotFound
 from services.inputs import check_alias, check_name
 
 PRODUCTION = "production"
-Latest = Callable[..., Awaitable[Any]]  # GatewayRuntime.latest(name, fresh=...)
+Latest = Callable[..., Awaitable[Any]]  # Catalog.latest(name, fresh=...)
 
 
 class AliasNotSet(NotFound):

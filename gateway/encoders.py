@@ -49,7 +49,6 @@ class EncoderEntry:
     name: str
     client: EncoderClient
     outputs: EncoderOutputs | None = None
-    read_at: float = float("-inf")
     error: str | None = None  # why the last read failed, None after a good one
     failed_at: float = float("-inf")
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -80,7 +79,6 @@ class EncoderRegistry:
         self.retry_s = retry_s
         self._clock = clock
         self.generation = 0  # bumped whenever any encoder's contracts change
-        self.reads = 0  # how often an encoder's /v1/outputs was read
         self.checked_at = float("-inf")  # the last attempt to read any encoder's contracts
 
     @property
@@ -112,9 +110,8 @@ class EncoderRegistry:
         except SeamError as exc:
             entry.error, entry.failed_at = exc.detail, self._clock()
             raise
-        self.reads += 1
         before = entry.ids()
-        entry.outputs, entry.read_at, entry.error = outputs, self._clock(), None
+        entry.outputs, entry.error = outputs, None
         if entry.ids() != before:
             self.generation += 1
         return outputs

@@ -27,7 +27,7 @@ class Record:
 
 
 class Classifier:
-    """The latest record with its aliases, cached for ``ttl`` like GatewayRuntime.latest; counts reads."""
+    """The latest record with its aliases, cached for ``ttl`` like Catalog.latest; counts reads."""
 
     def __init__(self, aliases: dict[str, int] | None, *, ttl: float = 2.0) -> None:
         self.aliases, self.reads, self.ttl, self.now = aliases, 0, ttl, 0.0
