@@ -78,10 +78,6 @@ class Catalog:
         self.remember(record, latest=False)
         return record
 
-    async def head(self, name: str, version: int | None = None, *, fresh: bool = False) -> VersionRecord:
-        """``version`` of the pipeline, or its latest."""
-        return await (self.version(name, version, fresh=fresh) if version is not None else self.latest(name, fresh=fresh))
-
     def checked(
         self, key: tuple[Any, ...], produced: TensorContract, producer: str, record: VersionRecord, consumer: str
     ) -> tuple[Mismatch, ...]:

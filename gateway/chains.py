@@ -257,7 +257,9 @@ class Chains:
         return Chain(tuple(reversed(links)))
 
     async def chain(self, name: str, version: int | None = None, *, fresh: bool = False) -> Chain:
-        return await self.chain_from(await self.catalog.head(name, version, fresh=fresh), fresh=fresh)
+        catalog = self.catalog
+        head = await (catalog.version(name, version, fresh=fresh) if version is not None else catalog.latest(name, fresh=fresh))
+        return await self.chain_from(head, fresh=fresh)
 
     async def runnable_chain(self, name: str, version: int | None = None, *, fresh: bool = False) -> Chain:
         """The chain, or IncompatiblePipeline. A cached refusal is not trusted forever: the encoder may

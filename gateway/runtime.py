@@ -228,7 +228,7 @@ class GatewayRuntime:
 
     async def drift_report(self, name: str, version: int | None = None) -> dict[str, Any]:
         check_name(name)
-        head = await self.catalog.head(name, version)
+        head = await (self.catalog.version(name, version) if version is not None else self.catalog.latest(name))
         return self.drift.report(head.name, head.version)
 
     async def _predict(

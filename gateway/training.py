@@ -151,13 +151,13 @@ def check_answers(texts: list[str], labels: list[str] | None, targets: list[Any]
     targets as floats. The one place this is checked (train and evaluate)."""
     if (labels is None) == (targets is None):
         raise InvalidInput("Send labels (a classifier) or numeric targets (a regressor), one per text, exactly one of them.")
-    given, what = (labels, "labels") if labels is not None else (targets, "targets")
-    if len(texts) != len(given):  # type: ignore[arg-type]
-        raise InvalidInput(f"{len(texts)} texts but {len(given)} {what}: one per text")  # type: ignore[arg-type]
+    given = labels if labels is not None else targets or []
+    if len(texts) != len(given):
+        raise InvalidInput(f"{len(texts)} texts but {len(given)} {'labels' if labels is not None else 'targets'}: one per text")
     for i, label in enumerate(labels or ()):
         if not label.strip():  # " " and "  " would become two classes no one can tell apart
             raise InvalidInput(f"labels[{i}] is blank; every label needs at least one non-space character", index=i)
-    return check_targets(targets) if targets is not None else None
+    return None if targets is None else check_targets(targets)
 
 
 def check_targets(targets: list[Any]) -> list[float]:
