@@ -29,8 +29,8 @@ from gateway.deadlines import note
 from services.codecs import BINARY_CONTENT_TYPE, CodecError, Frame, Ragged, Tensor, decode_binary, encode_binary
 from services.contracts import TensorContract
 from services import tracing
-from services.metrics import stage_label
-from services.requestid import REQUEST_ID_HEADER, current_request_id
+from services.http.metrics import stage_label
+from services.http.requestid import REQUEST_ID_HEADER, current_request_id
 from services.errors import (
     BadUpstreamResponse,
     Overloaded,

@@ -15,10 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.bodies import json_depth, json_part
+from services.http.bodies import json_depth, json_part
 from services.errors import (PROBLEM_BASE, PROBLEM_CONTENT_TYPE, MalformedRequest, PayloadTooLarge, RequestTimeout,
                              SeamError)
-from services.requestid import REQUEST_ID_HEADER, current_request_id
+from services.http.requestid import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger("seam")
 
