@@ -84,6 +84,6 @@ class RequestContextMiddleware(HTTPMiddleware):
 
 
 def install_request_context(app: FastAPI, *, quiet_paths: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"})) -> None:
-    """Install last in ``create_app``: the middleware must wrap all the others. Probes are answered
+    """Installed last by ``build_app``: the middleware must wrap all the others. Probes are answered
     with an id like every request, but not logged (``quiet_paths``), as uvicorn's access log did not."""
     app.add_middleware(RequestContextMiddleware, quiet_paths=quiet_paths)

@@ -1,5 +1,5 @@
 """HTTP glue every service installs the same way: problem+json for every error, a request body
-cap, and health routes. A few functions, not an app: each service builds its own in ``create_app``."""
+cap, and health routes. A few functions, not an app: ``services.http.app.build_app`` installs them."""
 
 from __future__ import annotations
 
