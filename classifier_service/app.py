@@ -12,15 +12,12 @@ from classifier_service.oip_routes import router as oip_router
 from classifier_service.routes import router
 from classifier_service.runtime import ClassifierRuntime
 from classifier_service.settings import ClassifierSettings
-from services.admission import install_admission
-from services.memory import install_memory_return
-from services.auth import internal_credentials
-from services.metrics import install_metrics
-from services.protocols import ProtocolErrorMiddleware, oip_error
-from services.docs import documented_app
-from services.requestid import install_request_context
-from services.tracing import install_tracing
-from services.web import install_problem_handlers
+from services.http.app import build_app
+from services.http.auth import internal_credentials
+from services.http.protocols import oip_error
+
+
+DESCRIPTION = "Named, versioned downstream models fitted on an encoder's output: fit, predict, persist."
 
 
 def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
@@ -37,23 +34,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
         finally:
             runtime.close()
 
-    app = documented_app(  # /docs from the package's own assets, no CDN
-        title="seam classifier",
-        version="0.1.0",
-        description="Named, versioned downstream models fitted on an encoder's output: fit, predict, persist.",
-        lifespan=lifespan,
-        redirect_slashes=False,  # a trailing slash is a 404, never a redirect to the Host the caller named
-    )
-    app.state.settings = settings
+    app = build_app("classifier", settings, DESCRIPTION, lifespan, (router, alias_router, oip_router),
+                    credentials=internal_credentials(settings), protocol_errors={"/v2": oip_error})
     app.state.runtime = None
-    install_problem_handlers(app)
-    install_admission(app, settings, credentials=internal_credentials(settings))
-    install_memory_return(app)
-    app.include_router(router)
-    app.include_router(alias_router)
-    app.include_router(oip_router)
-    app.add_middleware(ProtocolErrorMiddleware, members={"/v2": oip_error})
-    install_metrics(app, "classifier")
-    install_request_context(app)  # last: outermost (but for tracing's, which wraps the whole app)
-    install_tracing(app, "classifier")
     return app

@@ -1,6 +1,6 @@
 """What the routes need, as ``Annotated[..., Depends(...)]`` aliases: the runtime, decoded bodies
 (JSON or binary frame, parsed off the event loop) and the response encoding. The internal token is
-checked before any route, by ``services.auth`` (installed in ``create_app``)."""
+checked before any route, by ``services.http.auth`` (installed by ``build_app``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from classifier_service.schemas import FitInput, PredictInput, parse_fit, parse_
 from classifier_service.settings import ClassifierSettings
 from services.codecs import BINARY_CONTENT_TYPE
 from services.contracts import MODEL_NAME_PATTERN
-from services.errors import NotReady, UnsupportedMediaType
+from services.errors import NotReady
 
 
 # Dependencies are ``async def``: FastAPI runs a plain ``def`` one in a worker thread, a round trip
@@ -33,12 +33,9 @@ async def get_runtime(request: Request) -> ClassifierRuntime:
 
 
 async def _body(request: Request) -> tuple[bytes, bool]:
-    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media_type not in ("application/json", BINARY_CONTENT_TYPE):
-        raise UnsupportedMediaType(
-            f"Send application/json or {BINARY_CONTENT_TYPE}, not {media_type}.",
-            accepted=["application/json", BINARY_CONTENT_TYPE],
-        )
+    """The body, and whether it is a tensor frame (else JSON). Its media type was checked on the way in
+    (``services.http.admission``: 415 for what no route reads)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     return await request.body(), media_type == BINARY_CONTENT_TYPE
 
 

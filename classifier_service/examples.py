@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from classifier_service.schemas import FitRequest, PredictRequest
 from services.codecs import BINARY_CONTENT_TYPE
-from services.protocols import request_body
+from services.http.protocols import request_body
 
 MODEL = "toy-intents"
 NAME_EXAMPLES = {"toy": {"summary": "the model the fit example creates", "value": MODEL}}

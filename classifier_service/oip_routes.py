@@ -22,19 +22,18 @@ from typing import Annotated
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, Path, Request
+from fastapi import Path, Request
 from fastapi.responses import Response
 from pydantic import BeforeValidator
 
-from classifier_service.deps import ModelName, Runtime, whole_number
+from classifier_service.deps import ModelName, get_runtime, whole_number
 from classifier_service.runtime import ClassifierRuntime, LoadedVersion, PredictionResult
 from classifier_service.schemas import PredictFields, PredictInput
 from services import oip
 from services.codecs import Ragged
 from services.errors import MalformedRequest, NotReady
-from services.protocols import inference_response, input_tensor, read_inference, request_body, requested
-
-router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+from services.http.oip import ModelServer, inference_response, input_tensor, oip_router, read_inference, requested
+from services.http.protocols import request_body
 
 PLATFORM = "seam-classifier"
 FEATURES, LENGTHS = "FEATURES", "LENGTHS"
@@ -123,65 +122,27 @@ def _outputs(result: PredictionResult) -> dict[str, oip.OutputTensor]:
     return tensors
 
 
-@router.get("", response_model=oip.ServerMetadata)
-async def server_metadata() -> oip.ServerMetadata:
-    return oip.ServerMetadata(name="seam-classifier", version="0.1.0")
-
-
-@router.get("/health/live")
-async def live() -> dict[str, bool]:
-    return {"live": True}
-
-
-@router.get("/health/ready")
-async def ready(request: Request) -> dict[str, bool]:
+async def _ready(request: Request) -> None:
     """200 once the model store is loaded; 503 before."""
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None or not runtime.ready:
         raise NotReady("The model store is still loading.")
-    return {"ready": True}
 
 
-@router.get("/models/{name}", response_model=oip.ModelMetadata, response_model_exclude_none=True)
-async def model_metadata(name: ModelName, runtime: Runtime) -> oip.ModelMetadata:
+async def _metadata_of(request: Request, name: str, version: int | None) -> oip.ModelMetadata:
     """The latest version's inputs and outputs; ``versions`` lists them all."""
-    loaded, versions = await _loaded(runtime, name, None)
+    loaded, versions = await _loaded(await get_runtime(request), name, version)
     return _metadata(name, loaded, versions)
 
 
-@router.get("/models/{name}/versions/{version}", response_model=oip.ModelMetadata, response_model_exclude_none=True)
-async def version_metadata(name: ModelName, version: Version, runtime: Runtime) -> oip.ModelMetadata:
-    loaded, versions = await _loaded(runtime, name, version)
-    return _metadata(name, loaded, versions)
-
-
-@router.get("/models/{name}/ready", response_model=oip.ModelReadiness)
-async def model_ready(name: ModelName, runtime: Runtime) -> oip.ModelReadiness:
+async def _model_ready(request: Request, name: str, version: int | None) -> None:
     """200 when the model exists (it is loaded with the store), 404 otherwise."""
-    await _loaded(runtime, name, None)
-    return oip.ModelReadiness(name=name, ready=True)
+    await _loaded(await get_runtime(request), name, version)
 
 
-@router.get("/models/{name}/versions/{version}/ready", response_model=oip.ModelReadiness)
-async def version_ready(name: ModelName, version: Version, runtime: Runtime) -> oip.ModelReadiness:
-    await _loaded(runtime, name, version)
-    return oip.ModelReadiness(name=name, ready=True)
-
-
-@router.post("/models/{name}/infer", response_model=oip.InferenceResponse, response_model_exclude_none=True,
-             openapi_extra=INFER_BODY)
-async def infer(name: ModelName, request: Request, runtime: Runtime) -> Response:
+async def _infer(request: Request, name: str, version: int | None) -> Response:
     """Class probabilities and the predicted label per row of ``FEATURES``."""
-    return await _infer(name, None, request, runtime)
-
-
-@router.post("/models/{name}/versions/{version}/infer", response_model=oip.InferenceResponse,
-             response_model_exclude_none=True, openapi_extra=INFER_BODY)
-async def version_infer(name: ModelName, version: Version, request: Request, runtime: Runtime) -> Response:
-    return await _infer(name, version, request, runtime)
-
-
-async def _infer(name: str, version: int | None, request: Request, runtime: ClassifierRuntime) -> Response:
+    runtime = await get_runtime(request)
     loaded = await anyio.to_thread.run_sync(runtime.get, name, version)
     decoded = await read_inference(request)
     wanted = requested(decoded, _output_names(loaded))
@@ -190,3 +151,7 @@ async def _infer(name: str, version: int | None, request: Request, runtime: Clas
     result = await runtime.predict(name, loaded.record.version, PredictInput(fields=PredictFields(), features=features))
     tensors = _outputs(result)
     return await inference_response(name, str(result.version), decoded, [(tensors[n], binary) for n, binary in wanted])
+
+
+router = oip_router(ModelServer(server="seam-classifier", name_type=ModelName, version_type=Version, ready=_ready,
+                                metadata=_metadata_of, model_ready=_model_ready, infer=_infer, infer_body=INFER_BODY))

@@ -23,7 +23,7 @@ from classifier_service.schemas import (
     render_prediction,
 )
 from services import tracing
-from services.auth import shows_details
+from services.http.auth import shows_details
 from services.errors import NotReady
 
 router = APIRouter()

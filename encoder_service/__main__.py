@@ -11,6 +11,7 @@ if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from encoder_service.settings import EncoderSettings  # noqa: E402  (imports no torch)
+from services.http.app import serve  # noqa: E402  (nor this)
 
 # oneDNN keeps a primitive for each input shape it meets, in two caches (ideep's and its own, 1,024
 # entries each by default). With packed weights, each entry also holds memory of the order of a
@@ -38,21 +39,7 @@ def library_env(settings: EncoderSettings) -> dict[str, str]:
 
 def main() -> None:
     settings = EncoderSettings()
-    from services.logs import configure_logging  # (no torch)
-
-    # seam's own lines (what the encoder computes in and why, what it loaded) and uvicorn's, one handler.
-    logging_options = configure_logging("encoder", level=settings.log_level, fmt=settings.log_format)
-    for name, value in library_env(settings).items():
-        os.environ.setdefault(name, value)  # what the operator set wins
-
-    import uvicorn
-
-    from encoder_service.app import create_app  # torch, from here on
-    from services.memory import freeze_heap
-
-    app = create_app(settings)
-    freeze_heap()
-    uvicorn.run(app, host=settings.host, port=settings.port, **logging_options)
+    serve("encoder", settings, "encoder_service.app:create_app", environ=library_env(settings))  # torch, from there on
 
 
 if __name__ == "__main__":

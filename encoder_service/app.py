@@ -16,17 +16,14 @@ from encoder_service.openai_routes import router as openai_router
 from encoder_service.routes import router
 from encoder_service.runtime import EncoderRuntime
 from encoder_service.settings import EncoderSettings
-from services.metrics import install_metrics
-from services.protocols import ProtocolErrorMiddleware, oip_error, openai_error
-from services.admission import install_admission
-from services.memory import install_memory_return
-from services.auth import internal_credentials
-from services.docs import documented_app
-from services.requestid import install_request_context
-from services.tracing import install_tracing
-from services.web import install_problem_handlers
+from services.http.app import build_app
+from services.http.auth import internal_credentials
+from services.http.protocols import oip_error, openai_error
 
 log = logging.getLogger("seam.encoder")
+DESCRIPTION = "Serves a pre-trained transformer's embeddings, token sequences and probabilities."
+# Under these paths, errors also carry the member each protocol's clients read.
+PROTOCOL_ERRORS = {"/v2": oip_error, "/v1/embeddings": openai_error, "/v1/models": openai_error}
 
 
 async def _load(app: FastAPI) -> None:
@@ -56,22 +53,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
             await app.state.batcher.stop()
             await anyio.to_thread.run_sync(app.state.runtime.close)
 
-    app = documented_app(  # /docs from the package's own assets, no CDN
-        title="seam encoder",
-        version="0.1.0",
-        description="Serves a pre-trained transformer's embeddings, token sequences and probabilities.",
-        lifespan=lifespan,
-        redirect_slashes=False,  # a trailing slash is a 404, never a redirect to the Host the caller named
-    )
-    app.state.settings = settings
-    install_problem_handlers(app)
-    install_admission(app, settings, credentials=internal_credentials(settings))
-    install_memory_return(app)
-    app.include_router(router)
-    app.include_router(oip_router)
-    app.include_router(openai_router)
-    app.add_middleware(ProtocolErrorMiddleware, members={"/v2": oip_error, "/v1/embeddings": openai_error, "/v1/models": openai_error})
-    app.state.encoder_metrics = EncoderMetrics(install_metrics(app, "encoder"), app)
-    install_request_context(app)  # last: outermost (but for tracing's, which wraps the whole app)
-    install_tracing(app, "encoder")
+    app = build_app("encoder", settings, DESCRIPTION, lifespan, (router, oip_router, openai_router),
+                    credentials=internal_credentials(settings), protocol_errors=PROTOCOL_ERRORS)
+    app.state.encoder_metrics = EncoderMetrics(app.state.metrics, app)
     return app

@@ -1,4 +1,4 @@
-"""The encoder's own Prometheus instruments, beside the ones every service has (services.metrics)."""
+"""The encoder's own Prometheus instruments, beside the ones every service has (services.http.metrics)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
 
 from encoder_service.runtime import TokenizedText
-from services.metrics import ServiceMetrics
+from services.http.metrics import ServiceMetrics
 
 BATCH_TEXT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 BATCH_TOKEN_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)

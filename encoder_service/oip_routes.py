@@ -20,18 +20,15 @@ from typing import Annotated
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, Path, Request
+from fastapi import Path, Request
 from fastapi.responses import Response
 
-from encoder_service.batching import Batcher
-from encoder_service.routes import BatcherDep, Runtime, Settings, check_json_size, check_limits
+from encoder_service.routes import check_json_size, check_limits, get_batcher, get_runtime, get_settings
 from encoder_service.runtime import EncoderRuntime, Output
-from encoder_service.settings import EncoderSettings
 from services import oip
 from services.errors import InvalidInput, MalformedRequest, ModelNotFound, NotReady
-from services.protocols import inference_response, input_tensor, read_inference, request_body, requested
-
-router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+from services.http.oip import ModelServer, inference_response, input_tensor, oip_router, read_inference, requested
+from services.http.protocols import request_body
 
 VERSION = "1"
 PLATFORM = "seam-encoder"
@@ -102,71 +99,28 @@ def _texts(decoded: oip.DecodedRequest) -> list[str]:
         raise MalformedRequest(f"TEXT elements must be UTF-8 text: {exc}") from exc
 
 
-@router.get("", response_model=oip.ServerMetadata)
-async def server_metadata() -> oip.ServerMetadata:
-    return oip.ServerMetadata(name="seam-encoder", version="0.1.0")
-
-
-@router.get("/health/live")
-async def live() -> dict[str, bool]:
-    """The process is alive."""
-    return {"live": True}
-
-
-@router.get("/health/ready")
-async def ready(runtime: Runtime) -> dict[str, bool]:
+async def _ready(request: Request) -> None:
     """200 once the model is loaded and warm; 503 before (the ``Runtime`` dependency says which)."""
-    return {"ready": runtime.ready}
+    await get_runtime(request)
 
 
-@router.get("/models/{name}", response_model=oip.ModelMetadata, response_model_exclude_none=True)
-async def model_metadata(name: ModelName, runtime: Runtime) -> oip.ModelMetadata:
+async def _metadata_of(request: Request, name: str, version: str | None) -> oip.ModelMetadata:
     """Inputs and outputs with their datatypes and shapes; ``parameters.contract`` is the seam contract."""
-    return _metadata(runtime, name, _model(runtime, name, None))
-
-
-@router.get("/models/{name}/versions/{version}", response_model=oip.ModelMetadata, response_model_exclude_none=True)
-async def version_metadata(name: ModelName, version: ModelVersion, runtime: Runtime) -> oip.ModelMetadata:
+    runtime = await get_runtime(request)
     return _metadata(runtime, name, _model(runtime, name, version))
 
 
-def _ready(request: Request, name: str, version: str | None) -> oip.ModelReadiness:
+async def _model_ready(request: Request, name: str, version: str | None) -> None:
+    """200 when the model can infer, 503 while loading, 404 for a model this encoder does not serve."""
     runtime: EncoderRuntime = request.app.state.runtime
     if not runtime.ready:
         raise NotReady("the model is still loading; retry shortly", headers={"Retry-After": "2"})
     _model(runtime, name, version)
-    return oip.ModelReadiness(name=name, ready=True)
 
 
-@router.get("/models/{name}/ready", response_model=oip.ModelReadiness)
-async def model_ready(name: ModelName, request: Request) -> oip.ModelReadiness:
-    """200 when the model can infer, 503 while loading, 404 for a model this encoder does not serve."""
-    return _ready(request, name, None)
-
-
-@router.get("/models/{name}/versions/{version}/ready", response_model=oip.ModelReadiness)
-async def version_ready(name: ModelName, version: ModelVersion, request: Request) -> oip.ModelReadiness:
-    return _ready(request, name, version)
-
-
-@router.post("/models/{name}/infer", response_model=oip.InferenceResponse, response_model_exclude_none=True,
-             openapi_extra=INFER_BODY)
-async def infer(name: ModelName, request: Request, runtime: Runtime, batcher: BatcherDep, settings: Settings) -> Response:
+async def _infer(request: Request, name: str, version: str | None) -> Response:
     """Encode ``TEXT``. JSON, or binary tensors after the JSON (``Inference-Header-Content-Length``)."""
-    return await _infer(name, None, request, runtime, batcher, settings)
-
-
-@router.post("/models/{name}/versions/{version}/infer", response_model=oip.InferenceResponse,
-             response_model_exclude_none=True, openapi_extra=INFER_BODY)
-async def version_infer(
-    name: ModelName, version: ModelVersion, request: Request, runtime: Runtime, batcher: BatcherDep, settings: Settings
-) -> Response:
-    return await _infer(name, version, request, runtime, batcher, settings)
-
-
-async def _infer(
-    name: str, version: str | None, request: Request, runtime: EncoderRuntime, batcher: Batcher, settings: EncoderSettings
-) -> Response:
+    runtime, batcher, settings = await get_runtime(request), await get_batcher(request), await get_settings(request)
     output = _model(runtime, name, version)
     decoded = await read_inference(request)
     texts = _texts(decoded)
@@ -202,3 +156,6 @@ def _tensors(name: str, output: Output, vectors: list[np.ndarray], truncated: li
         found["EMBEDDING"] = oip.OutputTensor("EMBEDDING", "FP32", stacked)
     return found
 
+
+router = oip_router(ModelServer(server="seam-encoder", name_type=ModelName, version_type=ModelVersion, ready=_ready,
+                                metadata=_metadata_of, model_ready=_model_ready, infer=_infer, infer_body=INFER_BODY))

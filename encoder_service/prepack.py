@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from services.memory import page_out
+from services.http.memory import page_out
 
 # The weight layout is chosen for inputs of about this many rows (tokens of a micro-batch): from a
 # lone sentence (~15) to a full micro-batch (512), 16 to 32 measured best.

@@ -13,7 +13,7 @@ from encoder_service.batching import Batcher
 from encoder_service.runtime import EncoderRuntime
 from encoder_service.schemas import EncodeRequest, EncodeResponse
 from encoder_service.settings import EncoderSettings
-from services.auth import shows_details
+from services.http.auth import shows_details
 from services.codecs import BINARY_CONTENT_TYPE, Ragged, encode_binary
 from services.errors import NotReady, PayloadTooLarge
 from services.inputs import check_texts

@@ -27,7 +27,7 @@ from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
 from services.contracts import CANARY_TEXTS, EmbeddingSpace, TensorContract
 from services.errors import InvalidInput, OutputUnavailable
-from services.memory import RETURNER
+from services.http.memory import RETURNER
 
 log = logging.getLogger("seam.encoder")
 

@@ -19,13 +19,10 @@ from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
 from gateway.transport import build_wire
 from gateway.upstreams import ClassifierClient
-from services.admission import install_admission
-from services.memory import install_memory_return
-from services.metrics import install_metrics
-from services.docs import documented_app
-from services.requestid import install_request_context
-from services.tracing import install_tracing
-from services.web import install_problem_handlers
+from services.http.app import build_app
+
+DESCRIPTION = ("Pipelines of an encoder output (or another pipeline's probabilities) feeding a classifier, "
+               "every seam checked before a request flows.")
 
 
 def create_app(
@@ -69,29 +66,14 @@ def create_app(
                 stack.enter_context(_reload_on_sighup(keys))
             yield
 
-    app = documented_app(  # /docs from the package's own assets, no CDN
-        title="seam gateway",
-        version="0.1.0",
-        description="Pipelines of an encoder output (or another pipeline's probabilities) feeding a classifier, "
-        "every seam checked before a request flows.",
-        lifespan=lifespan,
-        redirect_slashes=False,  # a trailing slash is a 404, never a redirect to the Host the caller named
-    )
-    app.state.settings = settings
-    install_problem_handlers(app)
+    app = build_app("gateway", settings, DESCRIPTION, lifespan, (router, upgrade_router), access=keys,
+                    open_paths=PUBLIC_PATHS)
     app.state.api_keys = keys
-    install_admission(app, settings, access=keys, open_paths=PUBLIC_PATHS)
-    install_memory_return(app)
-    app.include_router(router)
-    app.include_router(upgrade_router)
-    install_metrics(app, "gateway")
     if keys is not None:
         keys.counts = Counter("seam_api_key_requests", "Requests by API key id and outcome (allowed, scope, "
                               "pipeline, rate; invalid keys under '<invalid>').", ["key", "outcome"],
                               registry=app.state.metrics.registry)
     app.state.ood_histogram = ood_histogram(app.state.metrics.registry)
-    install_request_context(app)  # last: outermost (but for tracing's, which wraps the whole app)
-    install_tracing(app, "gateway")
     return app
 
 

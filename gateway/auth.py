@@ -14,7 +14,7 @@ The file holds either one key per line (each key: every scope, every pipeline) o
     burst = 10                  # ...this many at once
 
 It is re-read on SIGHUP (:meth:`ApiKeys.reload`); a file that does not parse keeps the previous keys.
-The guard itself is :class:`services.auth.ScopedKeyGuardMiddleware`.
+The guard itself is :class:`services.http.auth.ScopedKeyGuardMiddleware`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import tomllib
 from typing import Any
 from urllib.parse import unquote
 
-from services.auth import OPEN_PATHS, SCOPES, KeyAccess, KeyRing, Need, ScopedKey, key_digest
-from services.docs import docs_paths
+from services.http.auth import OPEN_PATHS, SCOPES, KeyAccess, KeyRing, Need, ScopedKey, key_digest
+from services.http.docs import docs_paths
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("seam.access")

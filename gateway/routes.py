@@ -22,7 +22,7 @@ from gateway.schemas import (
     TrainResponse,
     Version,
 )
-from services.auth import shows_details
+from services.http.auth import shows_details
 from services.errors import NotReady
 
 router = APIRouter()

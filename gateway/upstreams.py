@@ -27,8 +27,8 @@ from gateway.transport import Wire, WireError, WireResponse
 from services import tracing
 from services.codecs import BINARY_CONTENT_TYPE, CodecError, Frame, Ragged, Tensor, decode_binary, encode_binary
 from services.errors import BadUpstreamResponse, Overloaded, SeamError, UpstreamTimeout, UpstreamUnavailable
-from services.metrics import stage_label
-from services.requestid import REQUEST_ID_HEADER, current_request_id
+from services.http.metrics import stage_label
+from services.http.requestid import REQUEST_ID_HEADER, current_request_id
 from services.wire import (
     CONTRACT_HEADER,
     INTERNAL_TOKEN_HEADER,

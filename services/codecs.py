@@ -1,4 +1,8 @@
-"""Tensor codecs: JSON for people, a compact binary frame for service-to-service traffic.
+"""Tensor codecs: JSON for people, a compact binary frame for service-to-service traffic, and the
+tensors of the Open Inference Protocol (its JSON ``data`` and its binary tensor data extension).
+
+Both binary formats write a tensor's values the same way (:func:`to_raw`, :func:`from_raw`): row-major,
+little-endian, no padding, typed by :data:`DATATYPES`.
 
 Binary frame (content type ``application/vnd.seam.tensor``)::
 
@@ -12,6 +16,7 @@ crosses the wire. Values are always float32 on the wire, whatever precision comp
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +25,40 @@ import numpy as np
 
 BINARY_CONTENT_TYPE = "application/vnd.seam.tensor"
 _MAGIC = b"SEAM"
-_WIRE_DTYPE = np.dtype("<f4")
-_LENGTH_DTYPE = np.dtype("<i4")
+
+# Fixed-size datatypes (the Open Inference Protocol's names) and their little-endian wire layout.
+# BYTES (OIP only) is variable-size, handled apart.
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+BYTES = "BYTES"
+_WIRE_DTYPE = DATATYPES["FP32"]  # a frame's values, whatever precision computed them
+_LENGTH_DTYPE = DATATYPES["INT32"]  # a ragged frame's row lengths
 
 
 class CodecError(ValueError):
     """A frame or JSON tensor that cannot be decoded."""
+
+
+def to_raw(array: np.ndarray, dtype: np.dtype) -> bytes:
+    """A tensor's bytes on either binary wire: its values as ``dtype``, row-major, no padding."""
+    return np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def from_raw(buffer: bytes, dtype: np.dtype, shape: list[int], offset: int = 0) -> np.ndarray:
+    """The inverse of :func:`to_raw`: a read-only view of ``shape`` values at ``offset`` (no copy)."""
+    return np.frombuffer(buffer, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
 
 
 @dataclass
@@ -88,16 +121,14 @@ class Frame:
 def encode_binary(tensor: Tensor, meta: dict[str, Any] | None = None) -> bytes:
     header: dict[str, Any] = {"meta": meta or {}}
     if isinstance(tensor, Ragged):
-        values = np.ascontiguousarray(tensor.values, dtype=_WIRE_DTYPE)
-        lengths = np.ascontiguousarray(tensor.lengths, dtype=_LENGTH_DTYPE)
-        header.update(layout="ragged", shape=list(values.shape), rows=len(lengths))
-        tail = values.tobytes() + lengths.tobytes()
+        header.update(layout="ragged", shape=list(tensor.values.shape), rows=len(tensor.lengths))
+        tail = to_raw(tensor.values, _WIRE_DTYPE) + to_raw(tensor.lengths, _LENGTH_DTYPE)
     else:
-        values = np.ascontiguousarray(tensor, dtype=_WIRE_DTYPE)
-        if values.ndim != 2:
-            raise CodecError(f"dense tensors must be 2-D (rows, dim), got shape {values.shape}")
-        header.update(layout="dense", shape=list(values.shape))
-        tail = values.tobytes()
+        shape = np.shape(tensor)
+        if len(shape) != 2:
+            raise CodecError(f"dense tensors must be 2-D (rows, dim), got shape {shape}")
+        header.update(layout="dense", shape=list(shape))
+        tail = to_raw(tensor, _WIRE_DTYPE)
     head = json.dumps(header, separators=(",", ":")).encode()
     return _MAGIC + struct.pack("<I", len(head)) + head + tail
 
@@ -125,22 +156,13 @@ def decode_binary(body: bytes) -> Frame:
     if layout == "dense":
         if end != len(body):
             raise CodecError(f"frame holds {len(body) - start} value bytes, shape {shape} needs {end - start}")
-        values = np.frombuffer(body, dtype=_WIRE_DTYPE, count=count, offset=start).reshape(shape)
-        return Frame(values.astype(np.float32, copy=False), meta)
+        return Frame(from_raw(body, _WIRE_DTYPE, shape, start).astype(np.float32, copy=False), meta)
     if layout == "ragged":
         if rows < 0 or end + rows * _LENGTH_DTYPE.itemsize != len(body):
             raise CodecError("ragged frame length does not match its header")
-        values = np.frombuffer(body, dtype=_WIRE_DTYPE, count=count, offset=start).reshape(shape)
-        lengths = np.frombuffer(body, dtype=_LENGTH_DTYPE, count=rows, offset=end)
-        return Frame(Ragged(values, lengths.astype(np.int64)), meta)
+        lengths = from_raw(body, _LENGTH_DTYPE, [rows], end)
+        return Frame(Ragged(from_raw(body, _WIRE_DTYPE, shape, start), lengths.astype(np.int64)), meta)
     raise CodecError(f"unknown frame layout {layout!r}")
-
-
-def to_json(tensor: Tensor) -> list:
-    """Nested lists: (rows, dim) for dense; one (length, dim) list per row for ragged."""
-    if isinstance(tensor, Ragged):
-        return [r.tolist() for r in tensor.rows()]
-    return np.asarray(tensor, dtype=np.float32).tolist()
 
 
 def _numeric(data: Any) -> np.ndarray:
@@ -152,7 +174,7 @@ def _numeric(data: Any) -> np.ndarray:
 
 
 def from_json(data: Any, *, ragged: bool, dim: int | None = None) -> Tensor:
-    """The inverse of :func:`to_json`. Refuses ragged rows where a dense matrix is expected.
+    """Nested lists to a tensor: (rows, dim) for dense; one (length, dim) list per row for ragged. Refuses ragged rows where a dense matrix is expected.
     ``dim`` gives the width of an empty batch, which JSON (``[]``) cannot carry."""
     if not isinstance(data, list):
         raise CodecError("a tensor must be a JSON list")
@@ -175,3 +197,135 @@ def from_json(data: Any, *, ragged: bool, dim: int | None = None) -> Tensor:
     if values.ndim != 2:
         raise CodecError(f"expected a list of equally long vectors (rows, dim), got {values.ndim}-D data")
     return values
+
+
+# -- Open Inference Protocol tensors ------------------------------------------------------------
+
+
+class OIPError(CodecError):
+    """A request that does not follow the protocol, or asks for what this model does not offer (400)."""
+
+
+class OIPInvalidValue(OIPError):
+    """A request that follows the protocol but holds a value no model can take, such as a string that
+    is not valid Unicode (422)."""
+
+
+def _elements(shape: list[int], name: str) -> int:
+    if any(not isinstance(d, int) or d < 0 for d in shape):
+        raise OIPError(f"input {name!r}: shape {shape} must list non-negative sizes")
+    return math.prod(shape)
+
+
+def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
+    items, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise OIPError(f"input {name!r}: BYTES data ends inside an element's 4-byte length")
+        (n,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + n > len(raw):
+            raise OIPError(f"input {name!r}: a BYTES element of {n} bytes runs past the end of its data")
+        items.append(bytes(raw[offset : offset + n]))
+        offset += n
+    return items
+
+
+def _object_array(items: list, shape: list[int]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(shape)
+
+
+def tensor_from_binary(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarray:
+    count = _elements(shape, name)
+    if datatype == BYTES:
+        items = _bytes_elements(raw, name)
+        if len(items) != count:
+            raise OIPError(f"input {name!r}: {len(items)} BYTES elements for shape {shape} ({count} elements)")
+        return _object_array(items, shape)
+    dtype = _dtype(datatype, name)
+    if len(raw) != count * dtype.itemsize:
+        raise OIPError(
+            f"input {name!r}: {len(raw)} bytes of binary data, shape {shape} of {datatype} needs {count * dtype.itemsize}"
+        )
+    return from_raw(raw, dtype, shape)
+
+
+def _flatten(data: Any) -> list:
+    if not isinstance(data, list):
+        return [data]
+    flat: list = []
+    stack = [iter(data)]
+    while stack:  # iterative: a deeply nested body must not exhaust the recursion limit
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def tensor_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
+    count = _elements(shape, name)
+    flat = _flatten(data)
+    if len(flat) != count:
+        raise OIPError(f"input {name!r}: {len(flat)} values for shape {shape} ({count} elements)")
+    if datatype == BYTES:
+        if any(not isinstance(x, str) for x in flat):
+            raise OIPError(f"input {name!r}: BYTES data in JSON must be strings")
+        try:
+            return _object_array([x.encode() for x in flat], shape)
+        except UnicodeEncodeError as exc:
+            index = next(i for i, x in enumerate(flat) if not _encodable(x))
+            raise OIPInvalidValue(
+                f"input {name!r}: element {index} is not valid Unicode: it holds a lone surrogate "
+                f"{exc.object[exc.start]!r} at character {exc.start}; send UTF-8 text"
+            ) from None
+    dtype = _dtype(datatype, name)
+    if dtype.kind == "b":
+        ok = all(isinstance(x, bool) for x in flat)
+    elif dtype.kind in "iu":
+        ok = all(isinstance(x, int) and not isinstance(x, bool) for x in flat)
+    else:
+        ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in flat)
+    if not ok:
+        raise OIPError(f"input {name!r}: {datatype} data must be JSON {'booleans' if dtype.kind == 'b' else 'numbers'}")
+    try:
+        return np.asarray(flat, dtype=dtype).reshape(shape)
+    except OverflowError as exc:
+        raise OIPError(f"input {name!r}: a value does not fit {datatype}") from exc
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _dtype(datatype: str, name: str) -> np.dtype:
+    try:
+        return DATATYPES[datatype]
+    except KeyError:
+        raise OIPError(f"tensor {name!r}: unknown datatype {datatype!r}; one of {sorted([*DATATYPES, BYTES])}") from None
+
+def _bytes_items(array: np.ndarray) -> list[bytes]:
+    return [x if isinstance(x, bytes) else str(x).encode() for x in array.reshape(-1).tolist()]
+
+
+def tensor_to_binary(array: np.ndarray, datatype: str) -> bytes:
+    if datatype == BYTES:
+        return b"".join(struct.pack("<I", len(x)) + x for x in _bytes_items(array))
+    return to_raw(array, _dtype(datatype, "output"))
+
+
+def tensor_to_json(array: np.ndarray, datatype: str) -> list:
+    """Row-major and flat, as tritonclient reads it (it reshapes to ``shape``)."""
+    if datatype == BYTES:
+        return [x.decode("utf-8", errors="replace") for x in _bytes_items(array)]
+    return np.asarray(array, dtype=_dtype(datatype, "output")).reshape(-1).tolist()
+

@@ -1,5 +1,5 @@
 """One error hierarchy for all three services. Each subclass fixes its HTTP status; one handler
-(services.web) renders any of them as RFC 9457 problem+json."""
+(services.http.web) renders any of them as RFC 9457 problem+json."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The Open Inference Protocol (KServe v2 / Triton HTTP) data model and its binary tensor data extension.
 
-Pure: pydantic and numpy, no I/O and no web framework. The services' thin ``oip_routes`` modules
-use it to speak the protocol that ``tritonclient``, KServe and MLServer clients speak.
+Pure: pydantic and numpy, no I/O and no web framework (each tensor's values: :mod:`services.codecs`).
+The HTTP kit's router (:mod:`services.http.oip`) uses it to speak the protocol that ``tritonclient``,
+KServe and MLServer clients speak.
 
 Binary tensor data extension: the request or response body starts with the JSON object, whose length
 the ``Inference-Header-Content-Length`` header gives; the raw tensors follow it, in the order of the
@@ -14,45 +15,19 @@ requested output, or ``binary_data_output: true`` in the request's parameters.
 from __future__ import annotations
 
 import json
-import math
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.codecs import OIPError, tensor_from_binary, tensor_from_json, tensor_to_binary, tensor_to_json
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 OCTET_STREAM = "application/octet-stream"
 EXTENSIONS = ["binary_tensor_data"]
 
-# Fixed-size datatypes and their little-endian wire layout. BYTES is variable-size, handled apart.
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-BYTES = "BYTES"
-
 Parameters = dict[str, Any]
-
-
-class OIPError(ValueError):
-    """A request that does not follow the protocol, or asks for what this model does not offer (400)."""
-
-
-class OIPInvalidValue(OIPError):
-    """A request that follows the protocol but holds a value no model can take, such as a string that
-    is not valid Unicode (422)."""
 
 
 # -- the data model ------------------------------------------------------------------------------
@@ -162,109 +137,6 @@ class OutputTensor:
     parameters: Parameters = field(default_factory=dict)
 
 
-def _elements(shape: list[int], name: str) -> int:
-    if any(not isinstance(d, int) or d < 0 for d in shape):
-        raise OIPError(f"input {name!r}: shape {shape} must list non-negative sizes")
-    return math.prod(shape)
-
-
-def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
-    items, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise OIPError(f"input {name!r}: BYTES data ends inside an element's 4-byte length")
-        (n,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + n > len(raw):
-            raise OIPError(f"input {name!r}: a BYTES element of {n} bytes runs past the end of its data")
-        items.append(bytes(raw[offset : offset + n]))
-        offset += n
-    return items
-
-
-def _object_array(items: list, shape: list[int]) -> np.ndarray:
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array.reshape(shape)
-
-
-def tensor_from_binary(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarray:
-    count = _elements(shape, name)
-    if datatype == BYTES:
-        items = _bytes_elements(raw, name)
-        if len(items) != count:
-            raise OIPError(f"input {name!r}: {len(items)} BYTES elements for shape {shape} ({count} elements)")
-        return _object_array(items, shape)
-    dtype = _dtype(datatype, name)
-    if len(raw) != count * dtype.itemsize:
-        raise OIPError(
-            f"input {name!r}: {len(raw)} bytes of binary data, shape {shape} of {datatype} needs {count * dtype.itemsize}"
-        )
-    return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
-
-
-def _flatten(data: Any) -> list:
-    if not isinstance(data, list):
-        return [data]
-    flat: list = []
-    stack = [iter(data)]
-    while stack:  # iterative: a deeply nested body must not exhaust the recursion limit
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
-
-
-def tensor_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
-    count = _elements(shape, name)
-    flat = _flatten(data)
-    if len(flat) != count:
-        raise OIPError(f"input {name!r}: {len(flat)} values for shape {shape} ({count} elements)")
-    if datatype == BYTES:
-        if any(not isinstance(x, str) for x in flat):
-            raise OIPError(f"input {name!r}: BYTES data in JSON must be strings")
-        try:
-            return _object_array([x.encode() for x in flat], shape)
-        except UnicodeEncodeError as exc:
-            index = next(i for i, x in enumerate(flat) if not _encodable(x))
-            raise OIPInvalidValue(
-                f"input {name!r}: element {index} is not valid Unicode: it holds a lone surrogate "
-                f"{exc.object[exc.start]!r} at character {exc.start}; send UTF-8 text"
-            ) from None
-    dtype = _dtype(datatype, name)
-    if dtype.kind == "b":
-        ok = all(isinstance(x, bool) for x in flat)
-    elif dtype.kind in "iu":
-        ok = all(isinstance(x, int) and not isinstance(x, bool) for x in flat)
-    else:
-        ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in flat)
-    if not ok:
-        raise OIPError(f"input {name!r}: {datatype} data must be JSON {'booleans' if dtype.kind == 'b' else 'numbers'}")
-    try:
-        return np.asarray(flat, dtype=dtype).reshape(shape)
-    except OverflowError as exc:
-        raise OIPError(f"input {name!r}: a value does not fit {datatype}") from exc
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _dtype(datatype: str, name: str) -> np.dtype:
-    try:
-        return DATATYPES[datatype]
-    except KeyError:
-        raise OIPError(f"tensor {name!r}: unknown datatype {datatype!r}; one of {sorted([*DATATYPES, BYTES])}") from None
-
-
 def parse_header_length(value: str | None) -> int | None:
     if value is None:
         return None
@@ -337,23 +209,6 @@ def requested_outputs(request: InferenceRequest, offered: list[str]) -> list[tup
             raise OIPError(f"output {output.name!r}: the shared memory extension is not supported")
         chosen.append((output.name, bool(params.get("binary_data", default))))
     return chosen
-
-
-def _bytes_items(array: np.ndarray) -> list[bytes]:
-    return [x if isinstance(x, bytes) else str(x).encode() for x in array.reshape(-1).tolist()]
-
-
-def tensor_to_binary(array: np.ndarray, datatype: str) -> bytes:
-    if datatype == BYTES:
-        return b"".join(struct.pack("<I", len(x)) + x for x in _bytes_items(array))
-    return np.ascontiguousarray(array, dtype=_dtype(datatype, "output")).tobytes()
-
-
-def tensor_to_json(array: np.ndarray, datatype: str) -> list:
-    """Row-major and flat, as tritonclient reads it (it reshapes to ``shape``)."""
-    if datatype == BYTES:
-        return [x.decode("utf-8", errors="replace") for x in _bytes_items(array)]
-    return np.asarray(array, dtype=_dtype(datatype, "output")).reshape(-1).tolist()
 
 
 def encode_response(

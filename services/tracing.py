@@ -19,10 +19,6 @@ import os
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI
-
-from services import logs
-
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 # Probes are not traced: a scrape every few seconds would bury the requests.
 UNTRACED_URLS = "/healthz,/readyz,/metrics,/v2/health/live,/v2/health/ready"
@@ -87,7 +83,10 @@ def current_context() -> Any:
     return context if context.is_valid else None
 
 
-def _current_ids() -> tuple[str, str] | None:
+def current_ids() -> tuple[str, str] | None:
+    """The current (trace id, span id) in hex, for log lines; None when off or outside a span."""
+    if tracer is None:
+        return None
     from opentelemetry import trace
 
     context = trace.get_current_span().get_span_context()
@@ -96,25 +95,22 @@ def _current_ids() -> tuple[str, str] | None:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
-def install_tracing(app: FastAPI, service: str) -> bool:
-    """Traces ``app`` when the environment asks for it (see the module's docstring); True if on."""
+def start(service: str) -> Any:
+    """The process's tracer provider when the environment asks for traces (see the module's docstring),
+    made by the first caller (it names the service); None when tracing is off."""
     global tracer, _provider
     if not wanted():
-        return False
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
+        return None
     if _provider is None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
         named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
         # Resource.create lets the attributes given here win over the environment's: give none when it names the service.
         resource = Resource.create({} if named else {"service.name": f"seam-{service}"})
         _provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER; flushed at exit
         _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # OTEL_EXPORTER_OTLP_*, OTEL_BSP_*
         tracer = _provider.get_tracer("seam")
-        logs.trace_ids = _current_ids
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=_provider, excluded_urls=UNTRACED_URLS,
-                                       exclude_spans=["receive", "send"])
-    return True
+    return _provider

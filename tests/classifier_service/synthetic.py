@@ -11,7 +11,7 @@ import numpy as np
 
 from classifier_service.app import create_app
 from classifier_service.settings import ClassifierSettings
-from services.codecs import BINARY_CONTENT_TYPE, Ragged, encode_binary, to_json
+from services.codecs import BINARY_CONTENT_TYPE, Ragged, encode_binary
 from services.contracts import EmbeddingSpace, TensorContract
 
 CLASSES = ("billing", "refund", "shipping")
@@ -82,8 +82,13 @@ def features_for(kind: str, per_class: int = 10, seed: int = 0) -> tuple[Any, li
     return (*distributions(per_class, seed=seed), probabilities_contract())
 
 
+def tensor_json(tensor: Any) -> list:
+    """A tensor as a caller writes it in JSON: (rows, dim) lists; one (length, dim) list per ragged row."""
+    return [row.tolist() for row in tensor.rows()] if isinstance(tensor, Ragged) else np.asarray(tensor).tolist()
+
+
 def fit_body(features: Any, labels: list[str], contract: TensorContract, **fields: Any) -> dict[str, Any]:
-    return {"features": to_json(features), "labels": labels, "contract": contract.model_dump(), **fields}
+    return {"features": tensor_json(features), "labels": labels, "contract": contract.model_dump(), **fields}
 
 
 def binary(tensor: Any, **meta: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from classifier_service.ood import OodSummary
-from services.codecs import to_json
+from tests.classifier_service.synthetic import tensor_json
 from services.scoring import expected_calibration_error
 from tests.classifier_service.synthetic import (
     classifier_client, embedding_contract, features_for, fit, fit_body, sequences, tokens_contract, vectors,
@@ -28,7 +28,7 @@ def _targets(X: np.ndarray) -> list[float]:
 
 async def _regress(client, name: str, X, contract, **fields):
     targets = _targets(X) if not hasattr(X, "lengths") else _targets(np.stack([r.mean(axis=0) for r in X.rows()]))
-    body = {"features": to_json(X), "targets": targets, "contract": contract.model_dump(), **fields}
+    body = {"features": tensor_json(X), "targets": targets, "contract": contract.model_dump(), **fields}
     return await client.post(f"/v1/models/{name}/fit", json=body), targets
 
 
@@ -50,11 +50,11 @@ async def test_regression_matches_scikit_learn_and_survives_a_restart(store, est
               for tr, te in folds for p in [type(reference)(**reference.get_params()).fit(X[tr], y[tr]).predict(X[te])]]
         assert m["cv_folds"] == 5
         assert (m["cv_r2"], m["cv_mae"], m["cv_rmse"]) == pytest.approx(tuple(np.mean(cv, axis=0)), abs=1e-6)
-        before = (await client.post("/v1/models/score/predict", json={"features": to_json(X[:5])})).json()
+        before = (await client.post("/v1/models/score/predict", json={"features": tensor_json(X[:5])})).json()
     expected = reference.predict(X[:5])
     np.testing.assert_allclose([p["value"] for p in before["predictions"]], expected, atol=1e-6)
     async with classifier_client(store) as client:  # reloaded from the store
-        after = (await client.post("/v1/models/score/predict", json={"features": to_json(X[:5])})).json()
+        after = (await client.post("/v1/models/score/predict", json={"features": tensor_json(X[:5])})).json()
         oip = await client.post("/v2/models/score/infer", json={"inputs": [
             {"name": "FEATURES", "shape": [5, X.shape[1]], "datatype": "FP32", "data": X[:5].ravel().tolist()}]})
     assert after["task"] == "regression" and after["predictions"] == before["predictions"]
@@ -72,7 +72,7 @@ async def test_mean_pooling_ridge_on_tokens(store):
     pooled = np.stack([row.mean(axis=0) for row in X.rows()])
     expected = Ridge().fit(pooled, targets).predict(pooled[:4])
     async with classifier_client(store) as client:  # reloaded from the store
-        got = (await client.post("/v1/models/tok-score/predict", json={"features": to_json(X)})).json()["predictions"][:4]
+        got = (await client.post("/v1/models/tok-score/predict", json={"features": tensor_json(X)})).json()["predictions"][:4]
     np.testing.assert_allclose([p["value"] for p in got], expected, atol=1e-5)
 
 
@@ -92,11 +92,11 @@ async def test_lstm_fits_persists_and_reloads(store):
         assert r.status_code == 201, r.text
         record = r.json()
         assert record["params"]["hidden_size"] == 16 and record["metrics"]["holdout_accuracy"] >= 0.5
-        before = (await client.post("/v1/models/seq/predict", json={"features": to_json(X)})).json()
+        before = (await client.post("/v1/models/seq/predict", json={"features": tensor_json(X)})).json()
     assert sorted(p.name for p in (store / "seq" / "1").iterdir()) == [
         "head.json", "head.safetensors", "manifest.json", "ood.safetensors"]
     async with classifier_client(store) as client:
-        after = (await client.post("/v1/models/seq/predict", json={"features": to_json(X)})).json()
+        after = (await client.post("/v1/models/seq/predict", json={"features": tensor_json(X)})).json()
     assert after["predictions"] == before["predictions"]
     accuracy = np.mean([p["label"] == y for p, y in zip(after["predictions"], labels)])
     assert accuracy >= 0.8
@@ -123,7 +123,7 @@ async def test_preprocess_steps_match_scikit_learn_and_are_listed(store):
         assert r.json()["preprocess"] == [{"standardize": {}}, {"pca": 4}, {"l2_normalize": {}}]
         assert r.json()["input_contract"]["dim"] == 8  # the input contract stays the encoder's
     async with classifier_client(store) as client:
-        got = (await client.post("/v1/models/pre/predict", json={"features": to_json(X)})).json()
+        got = (await client.post("/v1/models/pre/predict", json={"features": tensor_json(X)})).json()
     from sklearn.linear_model import LogisticRegression
 
     reference = make_pipeline(StandardScaler(), PCA(4, svd_solver="full"), Normalizer(), LogisticRegression(max_iter=1000))
@@ -141,9 +141,9 @@ async def test_calibration_reports_ece_before_and_after(store, method):
         assert r.status_code == 201, r.text
         m = r.json()["metrics"]
         assert m["calibration"] == method and 0 <= m["ece_before"] <= 1 and 0 <= m["ece_after"] <= 1
-        before = (await client.post("/v1/models/cal/predict", json={"features": to_json(X)})).json()
+        before = (await client.post("/v1/models/cal/predict", json={"features": tensor_json(X)})).json()
     async with classifier_client(store) as client:
-        after = (await client.post("/v1/models/cal/predict", json={"features": to_json(X)})).json()
+        after = (await client.post("/v1/models/cal/predict", json={"features": tensor_json(X)})).json()
     assert after["predictions"] == before["predictions"]
     rows = np.array([[p["probabilities"][c] for c in after["classes"]] for p in after["predictions"]])
     np.testing.assert_allclose(rows.sum(axis=1), 1.0, atol=1e-9)
@@ -187,7 +187,7 @@ async def test_every_prediction_carries_ood_and_in_distribution(store):
     async with classifier_client(store, ood_threshold=0.5) as client:
         assert (await fit(client, "m")).status_code == 201
         X, _, _ = features_for("embedding")
-        got = (await client.post("/v1/models/m/predict", json={"features": to_json(np.vstack([X[:3], -50 * X[:1]]))})).json()
+        got = (await client.post("/v1/models/m/predict", json={"features": tensor_json(np.vstack([X[:3], -50 * X[:1]]))})).json()
     for p in got["predictions"]:
         assert 0.0 <= p["ood"] <= 1.0 and p["in_distribution"] == (p["ood"] < 0.5)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.codecs import BINARY_CONTENT_TYPE, decode_binary, to_json
-from tests.classifier_service.synthetic import CLASSES, binary, features_for, fit, fit_body
+from services.codecs import BINARY_CONTENT_TYPE, decode_binary
+from tests.classifier_service.synthetic import binary, CLASSES, features_for, fit, fit_body, tensor_json
 
 FAST = {"attention_pooling": {"max_epochs": 40, "learning_rate": 0.02}}  # a fit well under a second
 
@@ -51,7 +51,7 @@ async def test_every_estimator_fits_and_predicts(client, kind, estimator):
     else:
         assert metrics["cv_folds"] == 5 and 0.6 < metrics["cv_accuracy"] <= 1.0
 
-    r = await client.post("/v1/models/m/predict", json={"features": to_json(features)})
+    r = await client.post("/v1/models/m/predict", json={"features": tensor_json(features)})
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["name"] == "m" and answer["version"] == 1 and answer["classes"] == sorted(CLASSES)
@@ -70,7 +70,7 @@ async def test_binary_frames_both_ways(client, kind):
     features, labels, contract = features_for(kind)
     r = await client.post("/v1/models/b/fit", **binary(features, labels=labels, contract=contract.model_dump()))
     assert r.status_code == 201, r.text
-    as_json = (await client.post("/v1/models/b/predict", json={"features": to_json(features)})).json()
+    as_json = (await client.post("/v1/models/b/predict", json={"features": tensor_json(features)})).json()
     request = binary(features)
     request["headers"]["accept"] = BINARY_CONTENT_TYPE
     r = await client.post("/v1/models/b/predict", **request)
@@ -103,8 +103,8 @@ async def test_versions_listing_and_delete(client):
     await fit(client, "other", "probabilities")
 
     features, _, _ = features_for("embedding")
-    v1 = (await client.post("/v1/models/intents/predict?version=1", json={"features": to_json(features)})).json()
-    latest = (await client.post("/v1/models/intents/predict", json={"features": to_json(features)})).json()
+    v1 = (await client.post("/v1/models/intents/predict?version=1", json={"features": tensor_json(features)})).json()
+    latest = (await client.post("/v1/models/intents/predict", json={"features": tensor_json(features)})).json()
     assert v1["version"] == 1 and latest["version"] == 2
 
     detail = (await client.get("/v1/models/intents")).json()
@@ -123,7 +123,7 @@ async def test_versions_listing_and_delete(client):
     assert r.status_code == 204 and r.content == b""
     for method, url in [("GET", "/v1/models/intents"), ("DELETE", "/v1/models/intents"),
                         ("POST", "/v1/models/intents/predict")]:
-        r = await client.request(method, url, json={"features": to_json(features)})
+        r = await client.request(method, url, json={"features": tensor_json(features)})
         assert r.status_code == 404 and r.json()["type"].endswith("/model-not-found")
     assert [m["name"] for m in (await client.get("/v1/models")).json()["models"]] == ["other"]
     # a deleted name's numbers are never reused: v1 and v2 meant other models, so the new one is v3
@@ -144,5 +144,5 @@ async def test_cross_validation_folds_follow_the_smallest_class(client):
 async def test_predict_accepts_a_matching_declared_contract(client):
     features, _, contract = features_for("embedding")
     await fit(client, "c")
-    body = {"features": to_json(features[:2]), "contract": contract.model_dump()}
+    body = {"features": tensor_json(features[:2]), "contract": contract.model_dump()}
     assert (await client.post("/v1/models/c/predict", json=body)).status_code == 200

@@ -18,8 +18,8 @@ import pytest
 
 from classifier_service.estimators import SklearnEstimator
 from classifier_service.store import ModelStore
-from services.codecs import BINARY_CONTENT_TYPE, encode_binary, to_json
-from tests.classifier_service.synthetic import DIM, classifier_client, features_for, fit, fit_body
+from services.codecs import BINARY_CONTENT_TYPE, encode_binary
+from tests.classifier_service.synthetic import classifier_client, DIM, features_for, fit, fit_body, tensor_json
 
 EXTREME = [[1e38] * (DIM // 2) + [-1e38] * (DIM // 2)]  # finite, but its arithmetic overflows
 
@@ -76,7 +76,7 @@ async def test_delete_then_fit_gives_the_next_number(client):
 async def test_extreme_features_are_refused_on_every_predict_path(client):
     assert (await fit(client, "m")).status_code == 201
     good, _, _ = features_for("embedding", seed=1)
-    rows = to_json(good[:2]) + EXTREME
+    rows = tensor_json(good[:2]) + EXTREME
     r = await client.post("/v1/models/m/predict", json={"features": rows})
     assert r.status_code == 422 and "row 2 cannot be classified" in r.json()["detail"] and r.json()["rows"] == [2]
     frame = encode_binary(np.array(rows, np.float32), {})
@@ -208,11 +208,11 @@ async def test_free_form_fields_labels_and_versions_are_checked_first(client):
     assert r.status_code == 422 and "CLASSIFIER_MAX_LABEL_CHARS" in r.json()["detail"]
     assert (await fit(client, "m")).status_code == 201
     for url in ("/v1/models/m/predict?version=1.0", "/v1/models/m/predict?version=1e0"):
-        r = await client.post(url, json={"features": to_json(features[:1])})
+        r = await client.post(url, json={"features": tensor_json(features[:1])})
         assert r.status_code == 422 and "whole number" in r.json()["detail"]
     assert (await client.get("/v1/models/m/versions/1.0")).status_code == 422
     assert (await client.get("/v2/models/m/versions/1.0")).status_code == 422
-    assert (await client.post("/v1/models/m/predict?version=1", json={"features": to_json(features[:1])})).status_code == 200
+    assert (await client.post("/v1/models/m/predict?version=1", json={"features": tensor_json(features[:1])})).status_code == 200
 
 
 def test_leftover_claims_never_reach_the_listing(tmp_path):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from classifier_service.runtime import INLINE_PREDICT_ROWS, ClassifierRuntime
-from services.codecs import to_json
-from tests.classifier_service.synthetic import classifier_client, features_for, fit
+from tests.classifier_service.synthetic import classifier_client, features_for, fit, tensor_json
 
 
 @pytest.fixture
@@ -30,7 +29,7 @@ def threads(monkeypatch) -> list[str]:
 
 async def _predict(client, name: str, features, version: int | None = None) -> dict:
     url = f"/v1/models/{name}/predict" + (f"?version={version}" if version else "")
-    r = await client.post(url, json={"features": to_json(features)})
+    r = await client.post(url, json={"features": tensor_json(features)})
     assert r.status_code == 200, r.text
     return r.json()
 

@@ -7,8 +7,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from services import oip
-from services.codecs import to_json
-from tests.classifier_service.synthetic import CLASSES, DIM, features_for, fit
+from tests.classifier_service.synthetic import CLASSES, DIM, features_for, fit, tensor_json
 
 
 def body_of(*inputs: tuple[str, np.ndarray, str], binary: bool = True, outputs=("PROBABILITIES", "LABEL")):
@@ -30,7 +29,7 @@ async def infer(client, path, **request):
 
 
 async def predicted(client, name, features, kind):
-    r = await client.post(f"/v1/models/{name}/predict", json={"features": to_json(features)})
+    r = await client.post(f"/v1/models/{name}/predict", json={"features": tensor_json(features)})
     assert r.status_code == 200, r.text
     body = r.json()
     return [p["label"] for p in body["predictions"]], np.array([[p["probabilities"][c] for c in body["classes"]] for p in body["predictions"]])

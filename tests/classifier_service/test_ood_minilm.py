@@ -8,8 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from services.codecs import to_json
-from tests.classifier_service.synthetic import classifier_client
+from tests.classifier_service.synthetic import classifier_client, tensor_json
 
 pytestmark = pytest.mark.real_model
 
@@ -40,12 +39,12 @@ async def test_ood_separates_other_topics_from_held_out_support_texts(tmp_path, 
     _, labels = support_intents
     X = minilm_features.embeddings
     train, test = train_test_split(np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=0)
-    body = {"features": to_json(X[train]), "labels": [labels[i] for i in train],
+    body = {"features": tensor_json(X[train]), "labels": [labels[i] for i in train],
             "contract": minilm_features.embedding_contract.model_dump()}
     async with classifier_client(tmp_path / "models") as client:
         assert (await client.post("/v1/models/intents/fit", json=body)).status_code == 201
-        inside = (await client.post("/v1/models/intents/predict", json={"features": to_json(X[test])})).json()
-        outside = (await client.post("/v1/models/intents/predict", json={"features": to_json(elsewhere)})).json()
+        inside = (await client.post("/v1/models/intents/predict", json={"features": tensor_json(X[test])})).json()
+        outside = (await client.post("/v1/models/intents/predict", json={"features": tensor_json(elsewhere)})).json()
     s_in = np.array([p["ood"] for p in inside["predictions"]])
     s_out = np.array([p["ood"] for p in outside["predictions"]])
     auroc = roc_auc_score(np.r_[np.zeros(len(s_in)), np.ones(len(s_out))], np.r_[s_in, s_out])

@@ -10,9 +10,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_te
 from sklearn.naive_bayes import GaussianNB
 
 from classifier_service.estimators import mean_pool
-from services.codecs import BINARY_CONTENT_TYPE, Ragged, decode_binary, to_json
+from services.codecs import BINARY_CONTENT_TYPE, Ragged, decode_binary
 from services.contracts import TensorContract
-from tests.classifier_service.synthetic import binary
+from tests.classifier_service.synthetic import binary, tensor_json
 
 pytestmark = pytest.mark.real_model
 
@@ -31,13 +31,13 @@ def _probabilities(answer: dict) -> np.ndarray:
 async def test_embeddings_logistic_regression_parity(client, minilm_features, split, capsys):
     labels, train, test = split
     X = minilm_features.embeddings
-    body = {"features": to_json(X[train]), "labels": labels[train].tolist(),
+    body = {"features": tensor_json(X[train]), "labels": labels[train].tolist(),
             "contract": minilm_features.embedding_contract.model_dump(), "estimator": "logistic_regression"}
     record = (await client.post("/v1/models/intents/fit", json=body)).json()
     reference = LogisticRegression(**record["params"]).fit(X[train], labels[train])
     assert record["classes"] == reference.classes_.tolist()
 
-    answer = (await client.post("/v1/models/intents/predict", json={"features": to_json(X[test])})).json()
+    answer = (await client.post("/v1/models/intents/predict", json={"features": tensor_json(X[test])})).json()
     expected = reference.predict_proba(X[test])
     np.testing.assert_allclose(_probabilities(answer), expected, rtol=0, atol=1e-6)
     assert [row["label"] for row in answer["predictions"]] == reference.predict(X[test]).tolist()
@@ -67,7 +67,7 @@ async def test_probabilities_gaussian_nb_parity(client, minilm_features, split, 
     record = r.json()
     reference = GaussianNB(**record["params"]).fit(P[train], labels[train])
 
-    answer = (await client.post("/v1/models/second/predict", json={"features": to_json(P[test])})).json()
+    answer = (await client.post("/v1/models/second/predict", json={"features": tensor_json(P[test])})).json()
     np.testing.assert_allclose(_probabilities(answer), reference.predict_proba(P[test]), rtol=0, atol=1e-6)
     assert [row["label"] for row in answer["predictions"]] == reference.predict(P[test]).tolist()
     accuracy = np.mean(reference.predict(P[test]) == labels[test])

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from services.codecs import BINARY_CONTENT_TYPE, Ragged, to_json
+from services.codecs import BINARY_CONTENT_TYPE, Ragged
+from tests.classifier_service.synthetic import tensor_json
 from services.contracts import TensorContract
 from tests.classifier_service.synthetic import (
     DIM,
@@ -140,14 +141,14 @@ async def test_bad_model_names(client, store, url):
 
 async def test_unknown_model_and_version(client):
     features, _, _ = features_for("embedding")
-    body = problem(await client.post("/v1/models/nobody/predict", json={"features": to_json(features)}), 404, "model-not-found")
+    body = problem(await client.post("/v1/models/nobody/predict", json={"features": tensor_json(features)}), 404, "model-not-found")
     assert body["name"] == "nobody"
     await fit(client, "m")
-    body = problem(await client.post("/v1/models/m/predict?version=7", json={"features": to_json(features)}), 404,
+    body = problem(await client.post("/v1/models/m/predict?version=7", json={"features": tensor_json(features)}), 404,
                    "model-not-found")
     assert body["versions"] == [1]
     problem(await client.get("/v1/models/m/versions/2"), 404, "model-not-found")
-    problem(await client.post("/v1/models/m/predict?version=0", json={"features": to_json(features)}), 422, "invalid-input")
+    problem(await client.post("/v1/models/m/predict?version=0", json={"features": tensor_json(features)}), 422, "invalid-input")
 
 
 async def test_dense_feature_refusals(client):
@@ -157,7 +158,7 @@ async def test_dense_feature_refusals(client):
     async def predict(**kwargs):
         return await client.post("/v1/models/m/predict", **kwargs)
 
-    body = problem(await predict(json={"features": to_json(features[:, :4])}), 422, "feature-mismatch")
+    body = problem(await predict(json={"features": tensor_json(features[:, :4])}), 422, "feature-mismatch")
     assert body["mismatches"][0]["field"] == "dim"
     assert (body["mismatches"][0]["expected"], body["mismatches"][0]["actual"]) == (DIM, 4)
     assert body["name"] == "m" and body["version"] == 1
@@ -186,7 +187,7 @@ async def test_declared_contract_is_checked(client):
     features, _, contract = features_for("embedding")
     other_space = SPACE.model_copy(update={"model_id": "another-encoder"})
     declared = TensorContract(kind="embedding", dim=DIM, dtype="bfloat16", space=other_space)
-    r = await client.post("/v1/models/m/predict", json={"features": to_json(features), "contract": declared.model_dump()})
+    r = await client.post("/v1/models/m/predict", json={"features": tensor_json(features), "contract": declared.model_dump()})
     body = problem(r, 422, "feature-mismatch")
     assert set(mismatch_fields(body)) == {"dtype", "space.model_id"}
 
@@ -229,11 +230,11 @@ async def test_size_limits(store):
         problem(await client.post("/v1/models/m/fit", json=fit_body(features, labels, contract)), 413, "payload-too-large")
         small = fit_body(features[:18], labels[:18], contract)
         assert (await client.post("/v1/models/m/fit", json=small)).status_code == 201
-        body = problem(await client.post("/v1/models/m/predict", json={"features": to_json(features[:5])}), 413,
+        body = problem(await client.post("/v1/models/m/predict", json={"features": tensor_json(features[:5])}), 413,
                        "payload-too-large")
         assert body["limit_rows"] == 4
         huge = np.zeros((1000, DIM), np.float32)
-        problem(await client.post("/v1/models/m/predict", json={"features": to_json(huge)}), 413, "payload-too-large")
+        problem(await client.post("/v1/models/m/predict", json={"features": tensor_json(huge)}), 413, "payload-too-large")
 
 
 async def test_internal_token(store):

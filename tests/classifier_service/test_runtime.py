@@ -8,8 +8,7 @@ import threading
 import anyio
 
 from classifier_service.runtime import ClassifierRuntime
-from services.codecs import to_json
-from tests.classifier_service.synthetic import classifier_client, features_for, fit
+from tests.classifier_service.synthetic import classifier_client, features_for, fit, tensor_json
 
 
 async def test_predictions_are_served_while_a_fit_runs(client, monkeypatch):
@@ -27,7 +26,7 @@ async def test_predictions_are_served_while_a_fit_runs(client, monkeypatch):
     assert await anyio.to_thread.run_sync(started.wait, 30)
     features, _, _ = features_for("embedding")
     for _ in range(3):
-        r = await client.post("/v1/models/fast/predict", json={"features": to_json(features)})
+        r = await client.post("/v1/models/fast/predict", json={"features": tensor_json(features)})
         assert r.status_code == 200
     assert (await client.get("/healthz")).status_code == 200
     assert not fitting.done()  # the fit is still training while all of that was answered

@@ -24,8 +24,7 @@ from classifier_service.estimators import SklearnEstimator
 from classifier_service.settings import ClassifierSettings
 from classifier_service.store import ModelStore, StoreEntryError, VersionStore, load_skops, open_store
 from services.errors import Conflict
-from services.codecs import to_json
-from tests.classifier_service.synthetic import classifier_client, features_for, fit
+from tests.classifier_service.synthetic import classifier_client, features_for, fit, tensor_json
 
 FAST_HEAD = {"max_epochs": 20}
 
@@ -33,7 +32,7 @@ FAST_HEAD = {"max_epochs": 20}
 async def _predict(client, name: str, kind: str, version: int | None = None) -> dict:
     features, _, _ = features_for(kind, seed=1)
     url = f"/v1/models/{name}/predict" + (f"?version={version}" if version else "")
-    r = await client.post(url, json={"features": to_json(features)})
+    r = await client.post(url, json={"features": tensor_json(features)})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -221,7 +220,7 @@ async def test_two_services_share_one_store(store):
         assert (await a.get("/v1/models/shared")).json()["latest"]["estimator"] == "gaussian_nb"
         assert (await b.delete("/v1/models/shared")).status_code == 204
         features, _, _ = features_for("embedding")
-        r = await a.post("/v1/models/shared/predict", json={"features": to_json(features)})
+        r = await a.post("/v1/models/shared/predict", json={"features": tensor_json(features)})
         assert r.status_code == 404
         assert (await a.get("/v1/models")).json()["models"] == []
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from services.codecs import BINARY_CONTENT_TYPE, decode_binary, encode_binary, to_json
-from tests.classifier_service.synthetic import features_for, fit_body
+from services.codecs import BINARY_CONTENT_TYPE, decode_binary, encode_binary
+from tests.classifier_service.synthetic import features_for, fit_body, tensor_json
 from tests.processes import running
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def test_models_survive_a_process_restart(tmp_path):
         r = httpx.post(service.url + "/v1/models/heads/fit", content=encode_binary(sequences, meta),
                        headers={"content-type": BINARY_CONTENT_TYPE}, timeout=60)
         assert r.status_code == 201, r.text
-        before = httpx.post(service.url + "/v1/models/intents/predict", json={"features": to_json(vectors)}).json()
+        before = httpx.post(service.url + "/v1/models/intents/predict", json={"features": tensor_json(vectors)}).json()
         heads_before = httpx.post(service.url + "/v1/models/heads/predict", content=encode_binary(sequences),
                                   headers={"content-type": BINARY_CONTENT_TYPE, "accept": BINARY_CONTENT_TYPE}).content
         bad = httpx.post(service.url + "/v1/models/intents/predict", json={"features": [[1.0, 2.0]]})
@@ -36,7 +36,7 @@ def test_models_survive_a_process_restart(tmp_path):
     with running("classifier_service", env, log=tmp_path / "classifier.log") as service:
         assert httpx.get(service.url + "/readyz").json() == {"status": "ready", "models": 2, "skipped": []}
         assert httpx.get(service.url + "/v1/models").json() == listing
-        after = httpx.post(service.url + "/v1/models/intents/predict", json={"features": to_json(vectors)}).json()
+        after = httpx.post(service.url + "/v1/models/intents/predict", json={"features": tensor_json(vectors)}).json()
         heads_after = httpx.post(service.url + "/v1/models/heads/predict", content=encode_binary(sequences),
                                  headers={"content-type": BINARY_CONTENT_TYPE, "accept": BINARY_CONTENT_TYPE}).content
     assert after == before

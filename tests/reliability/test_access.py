@@ -17,7 +17,7 @@ from encoder_service.runtime import EncoderRuntime, ModelLoadError
 from encoder_service.settings import EncoderSettings
 from gateway.app import create_app as create_gateway
 from gateway.auth import ApiKeysError
-from services.auth import TokenBucket
+from services.http.auth import TokenBucket
 from services.contracts import TensorContract
 from gateway.settings import GatewaySettings
 from tests.classifier_service.synthetic import classifier_client, fit

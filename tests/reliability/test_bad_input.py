@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from services.codecs import BINARY_CONTENT_TYPE, encode_binary, to_json
-from tests.classifier_service.synthetic import DIM, features_for, fit_body
+from services.codecs import BINARY_CONTENT_TYPE, encode_binary
+from tests.classifier_service.synthetic import DIM, features_for, fit_body, tensor_json
 from tests.reliability.world import world
 
 LIMITS = {
@@ -103,10 +103,10 @@ CASES = [
          f"{len(FEATURE_LABELS) - 1} labels for {len(FEATURE_LABELS)} rows"),
     Case("clf-empty-features", "classifier", FIT, js(fit_json(features=[], labels=[])), 422, "non-empty list of rows"),
     Case("clf-huge-fit", "classifier", FIT,
-         js(fit_json(features=to_json(np.ones((101, DIM), np.float32)), labels=["a", "b"] * 50 + ["a"])), 413,
+         js(fit_json(features=tensor_json(np.ones((101, DIM), np.float32)), labels=["a", "b"] * 50 + ["a"])), 413,
          "at most 100 per fit"),
     Case("clf-fit-nan", "classifier", FIT,
-         raw(json.dumps(fit_json(features=[[float("nan")] * DIM] + to_json(FEATURES[1:]))).encode()), 422,
+         raw(json.dumps(fit_json(features=[[float("nan")] * DIM] + tensor_json(FEATURES[1:]))).encode()), 422,
          "NaN or infinity in row 0"),
     Case("clf-fit-wrong-dim", "classifier", FIT,
          js(fit_json(contract={**CONTRACT.model_dump(), "dim": DIM + 1})), 422, f"dim: expected {DIM + 1}, got {DIM}"),
@@ -120,11 +120,11 @@ CASES = [
          "lone surrogate"),
     Case("clf-path-like-name", "classifier", "/v1/models/..%2Fx/fit", js(fit_json()), 404, "Not Found"),
     Case("clf-bad-name", "classifier", "/v1/models/Bad%20Name/fit", js(fit_json()), 422, "name: String should match pattern"),
-    Case("clf-unknown-model", "classifier", "/v1/models/nobody/predict", js({"features": to_json(FEATURES[:4])}), 404,
+    Case("clf-unknown-model", "classifier", "/v1/models/nobody/predict", js({"features": tensor_json(FEATURES[:4])}), 404,
          "No model named 'nobody'"),
-    Case("clf-unknown-version", "classifier", PREDICT + "?version=9", js({"features": to_json(FEATURES[:4])}), 404,
+    Case("clf-unknown-version", "classifier", PREDICT + "?version=9", js({"features": tensor_json(FEATURES[:4])}), 404,
          "has no version 9"),
-    Case("clf-wrong-dim", "classifier", PREDICT, js({"features": to_json(FEATURES[:4, :4])}), 422, "expected 8, got 4"),
+    Case("clf-wrong-dim", "classifier", PREDICT, js({"features": tensor_json(FEATURES[:4, :4])}), 422, "expected 8, got 4"),
     Case("clf-ragged-rows", "classifier", PREDICT, js({"features": [[1.0] * DIM, [1.0] * (DIM - 1)]}), 422, "shape"),
     Case("clf-sequences-for-vectors", "classifier", PREDICT, js({"features": [[[1.0] * DIM]]}), 422, "kind"),
     Case("clf-none-feature", "classifier", PREDICT, js({"features": [[None] * DIM]}), 422, "values must be JSON numbers"),
@@ -132,7 +132,7 @@ CASES = [
          "NaN or infinity in row 0"),
     Case("clf-inf-feature", "classifier", PREDICT, raw(b'{"features": [[1e400' + b", 1.0" * (DIM - 1) + b"]]}"), 422,
          "NaN or infinity"),
-    Case("clf-huge-predict", "classifier", PREDICT, js({"features": to_json(np.ones((17, DIM), np.float32))}), 413,
+    Case("clf-huge-predict", "classifier", PREDICT, js({"features": tensor_json(np.ones((17, DIM), np.float32))}), 413,
          "at most 16 per request"),
     Case("clf-unknown-route", "classifier", "/v1/models/m/explain", js({}), 404, "Not Found"),
     # issue 15: nothing non-finite answered, strict and bounded parameters, cheap checks first
@@ -160,7 +160,7 @@ CASES = [
          "labels[0] is blank"),
     Case("clf-long-label", "classifier", FIT, js(fit_json(labels=["x" * 201] + FEATURE_LABELS[1:])), 422,
          "CLASSIFIER_MAX_LABEL_CHARS"),
-    Case("clf-version-not-integer", "classifier", PREDICT + "?version=1.0", js({"features": to_json(FEATURES[:2])}), 422,
+    Case("clf-version-not-integer", "classifier", PREDICT + "?version=1.0", js({"features": tensor_json(FEATURES[:2])}), 422,
          "a version is a whole number written in digits"),
     # -- downstream models (issue 20) ---------------------------------------------------------------
     Case("ds-cls-targets-not-numbers", "classifier", FIT,
@@ -303,7 +303,7 @@ CASES += EDGE_CASES
 
 GOOD = {
     "encoder": (ENCODE, {"texts": ["still serving"]}),
-    "classifier": (PREDICT, {"features": to_json(FEATURES[:2])}),
+    "classifier": (PREDICT, {"features": tensor_json(FEATURES[:2])}),
     "gateway": (G_PREDICT, {"texts": ["still serving"]}),
 }
 

@@ -15,10 +15,9 @@ from classifier_service.runtime import INLINE_PREDICT_ROWS
 from classifier_service.settings import ClassifierSettings
 from encoder_service.settings import EncoderSettings
 from gateway.settings import GatewaySettings
-from services.admission import ConcurrencyLimitMiddleware, MediaTypeMiddleware
-from services.codecs import to_json
-from services.web import install_problem_handlers
-from tests.classifier_service.synthetic import features_for, fit_body
+from services.http.admission import ConcurrencyLimitMiddleware, MediaTypeMiddleware
+from services.http.web import install_problem_handlers
+from tests.classifier_service.synthetic import features_for, fit_body, tensor_json
 from tests.reliability.world import world
 
 PROBLEM = "application/problem+json"
@@ -47,7 +46,7 @@ async def _saturate(client: httpx.AsyncClient, path: str, body: dict, n: int):
 _THREADED_ROWS = features_for("embedding", per_class=INLINE_PREDICT_ROWS // 3 + 1)[0]
 HOLD = {
     "encoder": ("encoder", "_forward", "/v1/encode", {"texts": ["hello there"]}),
-    "classifier": ("classifier", "predict_sync", "/v1/models/m/predict", {"features": to_json(_THREADED_ROWS)}),
+    "classifier": ("classifier", "predict_sync", "/v1/models/m/predict", {"features": tensor_json(_THREADED_ROWS)}),
     "gateway": ("classifier", "versions", "/v1/pipelines/m/predict", {"texts": ["hello there"]}),
 }
 

@@ -20,13 +20,12 @@ import httpx
 import numpy as np
 import pytest
 
-from services.codecs import to_json
-from tests.classifier_service.synthetic import classifier_client, features_for, fit_body
+from tests.classifier_service.synthetic import classifier_client, features_for, fit_body, tensor_json
 from tests.processes import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
-PROBE = to_json(features_for("embedding", seed=1)[0][:6])
+PROBE = tensor_json(features_for("embedding", seed=1)[0][:6])
 # Big enough that its save takes a while (an 18 MB skops file), small enough to train in a second.
 BIG_ROWS, BIG_DIM = 300, 64
 BIG_PARAMS = {"hidden_layer_sizes": [1024, 1024], "max_iter": 3}

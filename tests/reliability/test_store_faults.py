@@ -20,14 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.codecs import to_json
-from tests.classifier_service.synthetic import classifier_client, features_for, fit, fit_body
+from tests.classifier_service.synthetic import classifier_client, features_for, fit, fit_body, tensor_json
 from tests.processes import ROOT, ServiceProcess
 from tests.reliability.test_store_crash import big_fit_body
 
 pytestmark = pytest.mark.integration
 
-PROBE = to_json(features_for("embedding", seed=1)[0][:4])
+PROBE = tensor_json(features_for("embedding", seed=1)[0][:4])
 
 
 def _fit(http: httpx.Client, service: ServiceProcess, name: str, **fields) -> httpx.Response:

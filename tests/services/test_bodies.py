@@ -1,4 +1,4 @@
-"""services.bodies and the body checks of BodyLimitMiddleware: JSON too deep is refused from the raw
+"""services.http.bodies and the body checks of BodyLimitMiddleware: JSON too deep is refused from the raw
 bytes before anything parses it; a body that does not arrive in time is a 408."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from services.bodies import json_depth, json_part
+from services.http.bodies import json_depth, json_part
 from services.codecs import BINARY_CONTENT_TYPE, encode_binary
-from services.web import BodyLimitMiddleware, install_problem_handlers
+from services.http.web import BodyLimitMiddleware, install_problem_handlers
 
 import numpy as np
 

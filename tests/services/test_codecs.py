@@ -16,10 +16,14 @@ from services.codecs import (
     decode_binary,
     encode_binary,
     from_json,
-    to_json,
 )
 
 RNG = np.random.default_rng(0)
+
+
+def to_json(tensor) -> list:
+    """Nested lists, as a caller writes a tensor: (rows, dim); one (length, dim) list per ragged row."""
+    return [row.tolist() for row in tensor.rows()] if isinstance(tensor, Ragged) else tensor.tolist()
 
 
 def dense(rows: int, dim: int = 8) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""services.memory: freed memory goes back to the OS, at most once per interval, never failing a request;
+"""services.http.memory: freed memory goes back to the OS, at most once per interval, never failing a request;
 ``page_out`` hands back pages nothing reads, and never loses data."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from services.memory import MemoryReturner, MemoryReturnMiddleware, page_out
+from services.http.memory import MemoryReturner, MemoryReturnMiddleware, page_out
 
 
 class CountingLibc:

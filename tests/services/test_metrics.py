@@ -1,4 +1,4 @@
-"""services.metrics on a small app built here: request counts and latency by route template and status,
+"""services.http.metrics on a small app built here: request counts and latency by route template and status,
 refusals by field, upstream errors by stage, scraped from /metrics and parsed by prometheus_client."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.errors import IncompatiblePipeline, UpstreamTimeout
-from services.metrics import UNMATCHED, install_metrics, stage_label
-from services.web import install_problem_handlers
+from services.http.metrics import UNMATCHED, install_metrics, stage_label
+from services.http.web import install_problem_handlers
 
 
 def build_app() -> FastAPI:

@@ -11,10 +11,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from services import logs, tracing
+from services import tracing
+from services.http import logs
 from services.errors import IncompatiblePipeline
-from services.requestid import REQUEST_ID_HEADER, accepted, install_request_context
-from services.web import install_problem_handlers
+from services.http.requestid import REQUEST_ID_HEADER, accepted, install_request_context
+from services.http.web import install_problem_handlers
 from tests.processes import ROOT
 
 

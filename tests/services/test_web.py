@@ -1,4 +1,4 @@
-"""services.web: every error leaves as problem+json; bodies over the limit get 413."""
+"""services.http.web: every error leaves as problem+json; bodies over the limit get 413."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from services.errors import (
     Unauthorized,
     UpstreamUnavailable,
 )
-from services.web import BodyLimitMiddleware, install_problem_handlers, problem_response
+from services.http.web import BodyLimitMiddleware, install_problem_handlers, problem_response
 
 LIMIT = 1024
 

@@ -2,8 +2,8 @@
 
 ``X-Request-ID`` is taken from the caller when it is a sane token (1 to 128 characters of letters, digits
 and ``._:/+=@-``), made otherwise (32 hex digits), and then: returned on every response, sent on every
-upstream call (gateway.upstreams), written in every log line (services.logs) and in every problem+json
-body as ``request_id`` (services.web), so a user's bug report names the request.
+upstream call (gateway.upstreams), written in every log line (services.http.logs) and in every problem+json
+body as ``request_id`` (services.http.web), so a user's bug report names the request.
 
 One access log line per request (logger ``seam.requests``, after the response): method, path, route
 template, status and duration, in the text or JSON format the service logs in (``*_LOG_FORMAT``).
@@ -19,6 +19,8 @@ from contextvars import ContextVar
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.http.asgi import HTTPMiddleware, RecordingSend
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_CHARS = 128
@@ -45,38 +47,32 @@ def accepted(given: bytes | None) -> str | None:
     return given.decode("ascii")
 
 
-class RequestContextMiddleware:
+class RequestContextMiddleware(HTTPMiddleware):
     """Gives each request its id (kept in :data:`request_id`), returns it, and logs the request once answered."""
 
     def __init__(self, app: ASGIApp, *, quiet_paths: frozenset[str] = frozenset()) -> None:
-        self.app = app
+        super().__init__(app)
         self.quiet_paths = quiet_paths
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = next((v for k, v in scope["headers"] if k == _HEADER), None)
         rid = accepted(given) or new_request_id()
         # Never reset: the 500 handler (Starlette's, outside every middleware) still reads it.
         request_id.set(rid)
         header = (_HEADER, rid.encode())
-        status = 500
         start = time.perf_counter()
 
-        async def identified_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", ()))
-                if not any(k == _HEADER for k, _ in headers):  # problem_response may have set it already
-                    headers.append(header)
-                    message = {**message, "headers": headers}
-            await send(message)
+        def identified(message: Message) -> Message:
+            headers = list(message.get("headers", ()))
+            if any(k == _HEADER for k, _ in headers):  # problem_response may have set it already
+                return message
+            return {**message, "headers": [*headers, header]}
 
+        sent = RecordingSend(send, identified)
         try:
-            await self.app(scope, receive, identified_send)
+            await self.app(scope, receive, sent)
         finally:
+            status = sent.status
             if access_log.isEnabledFor(logging.INFO) and scope["path"] not in self.quiet_paths:
                 route = scope.get("route")
                 duration_ms = round((time.perf_counter() - start) * 1000, 3)
@@ -88,6 +84,6 @@ class RequestContextMiddleware:
 
 
 def install_request_context(app: FastAPI, *, quiet_paths: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"})) -> None:
-    """Install last in ``create_app``: the middleware must wrap all the others. Probes are answered
+    """Installed last by ``build_app``: the middleware must wrap all the others. Probes are answered
     with an id like every request, but not logged (``quiet_paths``), as uvicorn's access log did not."""
     app.add_middleware(RequestContextMiddleware, quiet_paths=quiet_paths)

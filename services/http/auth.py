@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.errors import Forbidden, Overloaded, SeamError, Unauthorized
 from services.settings import ServiceSettings
-from services.web import problem_response
+from services.http.asgi import HTTPMiddleware, RecordingSend
+from services.http.web import problem_response
 from services.wire import INTERNAL_TOKEN_HEADER
 
 access_log = logging.getLogger("seam.access")
@@ -87,23 +88,35 @@ def internal_credentials(settings: ServiceSettings) -> Credentials | None:
     )
 
 
-class TokenGuardMiddleware:
-    """Refuses HTTP requests without accepted credentials, except to ``open_paths``."""
+class _Guard(HTTPMiddleware):
+    """What both guards do first: a request to one of ``open_paths`` passes,
+    marked with whether its credentials were accepted (:func:`shows_details`); any other is for
+    :meth:`guard` to let through or refuse."""
 
     def __init__(self, app: ASGIApp, credentials: Credentials, open_paths: Iterable[str] = OPEN_PATHS) -> None:
-        self.app = app
+        super().__init__(app)
         self.credentials = credentials
         self.open_paths = frozenset(open_paths)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def accepts(self, given: bytes) -> bool:
+        return self.credentials.accepts(given)
+
+    async def guard(self, given: bytes | None, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = self.credentials.given(scope)
         if scope["path"] in self.open_paths:
-            credentialed = given is not None and self.credentials.accepts(given)
+            credentialed = given is not None and self.accepts(given)
             await self.app({**scope, _CREDENTIALED: credentialed}, receive, send)
             return
+        await self.guard(given, scope, receive, send)
+
+
+class TokenGuardMiddleware(_Guard):
+    """Refuses HTTP requests without accepted credentials, except to ``open_paths``."""
+
+    async def guard(self, given: bytes | None, scope: Scope, receive: Receive, send: Send) -> None:
         error: SeamError | None = None
         if given is None:
             error = Unauthorized(self.credentials.missing_hint)
@@ -215,17 +228,18 @@ class KeyAccess:
             self.counts.labels(key=key_id, outcome=outcome).inc()
 
 
-class ScopedKeyGuardMiddleware:
+class ScopedKeyGuardMiddleware(_Guard):
     """401 without a key, 403 with a wrong one, 403 naming the scope or pipeline a key lacks, 429 with
     ``Retry-After`` when a key is over its rate. Admin actions are logged with the key's id."""
 
     def __init__(self, app: ASGIApp, access: KeyAccess, open_paths: Iterable[str] = OPEN_PATHS,
                  missing_hint: str = "Send 'Authorization: Bearer <API key>'.",
                  wrong_hint: str = "The API key is not valid.") -> None:
-        self.app = app
+        super().__init__(app, Credentials(secrets=(b"-",), missing_hint=missing_hint, wrong_hint=wrong_hint), open_paths)
         self.access = access
-        self.open_paths = frozenset(open_paths)
-        self.bearer = Credentials(secrets=(b"-",), missing_hint=missing_hint, wrong_hint=wrong_hint)
+
+    def accepts(self, given: bytes) -> bool:
+        return self.access.ring.identify(given) is not None
 
     def _refusal(self, key: ScopedKey, need: Need, method: str, path: str) -> tuple[SeamError, str] | None:
         where = self.access.source
@@ -247,22 +261,14 @@ class ScopedKeyGuardMiddleware:
                 retry_after=max(1, math.ceil(wait)), key=key.id), "rate"
         return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = self.bearer.given(scope)
-        if scope["path"] in self.open_paths:
-            credentialed = given is not None and self.access.ring.identify(given) is not None
-            await self.app({**scope, _CREDENTIALED: credentialed}, receive, send)
-            return
+    async def guard(self, given: bytes | None, scope: Scope, receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
         key = self.access.ring.identify(given) if given is not None else None
         if given is None:
-            error: SeamError = Unauthorized(self.bearer.missing_hint)
+            error: SeamError = Unauthorized(self.credentials.missing_hint)
         elif key is None:
             self.access.count("<invalid>", "invalid")
-            error = Forbidden(self.bearer.wrong_hint)
+            error = Forbidden(self.credentials.wrong_hint)
         else:
             need = self.access.needs(method, path)
             refused = self._refusal(key, need, method, path)
@@ -279,15 +285,8 @@ class ScopedKeyGuardMiddleware:
         await problem_response(error.to_problem(path), error.headers)(scope, receive, send)
 
     async def _admin(self, key: ScopedKey, scope: Scope, receive: Receive, send: Send) -> None:
-        status = 500
-
-        async def sent(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = RecordingSend(send)
         try:
             await self.app(scope, receive, sent)
         finally:
-            access_log.info("admin action %s %s by API key %r -> %d", scope["method"], scope["path"], key.id, status)
+            access_log.info("admin action %s %s by API key %r -> %d", scope["method"], scope["path"], key.id, sent.status)

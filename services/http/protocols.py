@@ -1,5 +1,6 @@
-"""HTTP glue for the foreign protocols the services also speak: the Open Inference Protocol (``/v2``)
-and OpenAI's embeddings API. Like :mod:`services.web`, a few helpers and no app.
+"""HTTP glue for the foreign protocols the services also speak: the Open Inference Protocol (``/v2``,
+its router: :mod:`services.http.oip`) and OpenAI's embeddings API: their error member, and the
+OpenAPI description of a body a route reads itself.
 
 Errors stay problem+json everywhere (one handler, one status per error type); under these paths the
 body also carries the member each protocol's clients read, so a refusal reaches their users as a message:
@@ -14,13 +15,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-from fastapi import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import oip
-from services.errors import PROBLEM_CONTENT_TYPE, InvalidInput, MalformedRequest
+from services.errors import PROBLEM_CONTENT_TYPE
 
 ErrorMember = Callable[[dict[str, Any]], Any]
 
@@ -82,61 +80,6 @@ def _with_member(body: bytes, member: ErrorMember) -> bytes:
         return body
     problem["error"] = member(problem)
     return json.dumps(problem).encode()
-
-
-# -- Open Inference Protocol bodies ----------------------------------------------------------------
-
-
-async def read_inference(request: Request) -> oip.DecodedRequest:
-    """The request's JSON object and input tensors (decoded off the event loop); 400 when malformed."""
-    body = await request.body()
-    try:
-        length = oip.parse_header_length(request.headers.get(oip.HEADER_LENGTH))
-        return await anyio.to_thread.run_sync(oip.decode_request, body, length)
-    except oip.OIPInvalidValue as exc:
-        raise InvalidInput(str(exc)) from exc
-    except oip.OIPError as exc:
-        raise MalformedRequest(str(exc)) from exc
-
-
-def requested(decoded: oip.DecodedRequest, offered: list[str]) -> list[tuple[str, bool]]:
-    try:
-        return oip.requested_outputs(decoded.request, offered)
-    except oip.OIPError as exc:
-        raise MalformedRequest(str(exc)) from exc
-
-
-async def inference_response(
-    model_name: str,
-    model_version: str | None,
-    decoded: oip.DecodedRequest,
-    outputs: list[tuple[oip.OutputTensor, bool]],
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """JSON, or the JSON header followed by binary tensors (with ``Inference-Header-Content-Length``)."""
-    body, header_length = await anyio.to_thread.run_sync(
-        oip.encode_response, model_name, model_version, decoded.request.id, outputs
-    )
-    headers = dict(headers or {})
-    if header_length is None:
-        return Response(body, media_type="application/json", headers=headers)
-    headers[oip.HEADER_LENGTH] = str(header_length)
-    return Response(body, media_type=oip.OCTET_STREAM, headers=headers)
-
-
-def input_tensor(decoded: oip.DecodedRequest, name: str, datatypes: tuple[str, ...], ndim: int) -> Any:
-    """The named input, checked for datatype and rank; 400 naming what was expected otherwise."""
-    if name not in decoded.tensors:
-        raise MalformedRequest(
-            f"missing input {name!r}; got {sorted(decoded.tensors)} (see the model's metadata for its inputs)"
-        )
-    datatype = decoded.datatypes[name]
-    if datatype not in datatypes:
-        raise MalformedRequest(f"input {name!r} must be {' or '.join(datatypes)}, got {datatype}")
-    array = decoded.tensors[name]
-    if array.ndim != ndim:
-        raise MalformedRequest(f"input {name!r} must have {ndim} dimensions, got shape {list(array.shape)}")
-    return array
 
 
 # -- OpenAPI -------------------------------------------------------------------------------------------

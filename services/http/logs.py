@@ -1,6 +1,6 @@
 """How the services log: ``*_LOG_FORMAT=text`` (the default) or ``json``, one object per line.
 
-Every line carries the service, the request id (services.requestid) and, when tracing is on, the
+Every line carries the service, the request id (services.http.requestid) and, when tracing is on, the
 trace and span ids; the access log adds method, path, route, status and duration, and any event its
 own fields (``log.info("...", extra={...})``). uvicorn's own loggers go through the same handler.
 """
@@ -12,18 +12,15 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
-from services.requestid import current_request_id
+from services import tracing
+from services.http.requestid import current_request_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 # What a LogRecord has of its own: everything else on one came from ``extra`` and is written out.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 _OURS = frozenset({"service", "request_id", "trace_id", "span_id"})
-
-# Set by services.tracing when tracing is on: the current (trace id, span id) in hex, or None.
-trace_ids: Callable[[], tuple[str, str] | None] | None = None
 
 
 class ContextFilter(logging.Filter):
@@ -36,7 +33,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
         record.request_id = current_request_id() or "-"
-        ids = trace_ids() if trace_ids is not None else None
+        ids = tracing.current_ids()
         record.trace_id, record.span_id = ids if ids else (None, None)
         return True
 

@@ -1,10 +1,10 @@
 """What decides whether a request gets in, before any route runs. Each service installs the same
 chain with :func:`install_admission`, checked in this order:
 
-1. credentials (:mod:`services.auth`): 401 / 403, and for scoped keys 403 naming the scope or pipeline
+1. credentials (:mod:`services.http.auth`): 401 / 403, and for scoped keys 403 naming the scope or pipeline
    a key lacks, 429 with ``Retry-After`` over its rate;
 2. the body's media type: 415 for anything but JSON or the binary tensor frame;
-3. the body, read in full (:class:`services.web.BodyLimitMiddleware`): its size (``*_MAX_BODY_BYTES``,
+3. the body, read in full (:class:`services.http.web.BodyLimitMiddleware`): its size (``*_MAX_BODY_BYTES``,
    413 before it is all in memory), the time it takes to arrive (``*_BODY_TIMEOUT_S``, 408) and how deep
    its JSON nests (``*_MAX_JSON_DEPTH``, 400, before anything parses it);
 4. requests in flight (``*_MAX_IN_FLIGHT``): 429 with ``Retry-After`` instead of queueing without bound.
@@ -20,12 +20,12 @@ from collections.abc import Iterable
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.auth import OPEN_PATHS, Credentials, KeyAccess, ScopedKeyGuardMiddleware, TokenGuardMiddleware
+from services.http.auth import OPEN_PATHS, Credentials, KeyAccess, ScopedKeyGuardMiddleware, TokenGuardMiddleware
 from services.codecs import BINARY_CONTENT_TYPE
 from services.errors import Overloaded, UnsupportedMediaType
 from services.inputs import has_content
 from services.settings import ServiceSettings
-from services.web import BodyLimitMiddleware, problem_response
+from services.http.web import BodyLimitMiddleware, problem_response
 
 # JSON, the binary tensor frame, and octet-stream (binary protocols; the route says if it takes it).
 ACCEPTED_MEDIA_TYPES = ("application/json", BINARY_CONTENT_TYPE, "application/octet-stream")

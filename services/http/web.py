@@ -1,5 +1,5 @@
 """HTTP glue every service installs the same way: problem+json for every error, a request body
-cap, and health routes. A few functions, not an app: each service builds its own in ``create_app``."""
+cap, and health routes. A few functions, not an app: ``services.http.app.build_app`` installs them."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.bodies import json_depth, json_part
+from services.http.bodies import json_depth, json_part
 from services.errors import (PROBLEM_BASE, PROBLEM_CONTENT_TYPE, MalformedRequest, PayloadTooLarge, RequestTimeout,
                              SeamError)
-from services.requestid import REQUEST_ID_HEADER, current_request_id
+from services.http.requestid import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger("seam")
 

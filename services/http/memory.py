@@ -20,6 +20,7 @@ import mmap
 import threading
 import time
 
+import anyio
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -62,14 +63,26 @@ class MemoryReturner:
         if not self._libc.mallopt(_M_MMAP_THRESHOLD, nbytes):
             log.warning("mallopt(M_MMAP_THRESHOLD) refused: resident memory may creep up under load")
 
-    def maybe_trim(self) -> None:
+    def due(self) -> bool:
+        """Whether a trim is due: True for one caller per ``interval_s``, who then calls :meth:`trim`.
+        Cheap: a clock read, and a lock only when the interval has passed."""
         if self._libc is None or time.monotonic() - self._last < self._interval_s:
-            return
+            return False
         with self._lock:
             if time.monotonic() - self._last < self._interval_s:
-                return
+                return False
             self._last = time.monotonic()
-        self._libc.malloc_trim(0)
+        return True
+
+    def trim(self) -> None:
+        """``malloc_trim``: milliseconds on a large heap, so never on the event loop."""
+        if self._libc is not None:
+            self._libc.malloc_trim(0)
+
+    def maybe_trim(self) -> None:
+        """Trims here when one is due: for a worker thread (the encoder's lead thread)."""
+        if self.due():
+            self.trim()
 
 
 RETURNER = MemoryReturner()  # one per process: malloc's settings are the process's
@@ -102,7 +115,8 @@ def freeze_heap() -> None:
 
 
 class MemoryReturnMiddleware:
-    """Trims (at most every ``TRIM_INTERVAL_S``) when an HTTP request has been answered."""
+    """Trims (at most every ``TRIM_INTERVAL_S``) when an HTTP request has been answered: in a worker
+    thread, the event loop serving others meanwhile."""
 
     def __init__(self, app: ASGIApp, returner: MemoryReturner = RETURNER) -> None:
         self.app = app
@@ -112,8 +126,8 @@ class MemoryReturnMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            if scope["type"] == "http":
-                self.returner.maybe_trim()
+            if scope["type"] == "http" and self.returner.due():
+                await anyio.to_thread.run_sync(self.returner.trim)
 
 
 def install_memory_return(app: FastAPI) -> None:

@@ -23,9 +23,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.errors import SeamError
+from services.http.asgi import HTTPMiddleware, RecordingSend
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 UNMATCHED = "<unmatched>"
@@ -82,33 +83,24 @@ def stage_label(stage: str) -> str:
     return words[0]
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HTTPMiddleware):
     """Counts and times every HTTP request by the route template it matched."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = RecordingSend(send)
         self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, recording_send)
+            await self.app(scope, receive, sent)
         finally:
             self.metrics.in_flight.dec()
             route = scope.get("route")
-            labels = {"method": scope.get("method", ""), "route": getattr(route, "path", None) or UNMATCHED, "status": str(status)}
+            labels = {"method": scope.get("method", ""), "route": getattr(route, "path", None) or UNMATCHED,
+                      "status": str(sent.status)}
             self.metrics.requests.labels(**labels).inc()
             self.metrics.latency.labels(**labels).observe(time.perf_counter() - start)
 
