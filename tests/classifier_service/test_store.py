@@ -22,7 +22,8 @@ from sklearn.preprocessing import FunctionTransformer
 
 from classifier_service.estimators import SklearnEstimator
 from classifier_service.settings import ClassifierSettings
-from classifier_service.store import ModelStore, StoreEntryError, VersionStore, load_skops, open_store
+from classifier_service.directory_store import ModelStore
+from classifier_service.store import StoreEntryError, VersionStore, load_skops, open_store
 from services.errors import Conflict
 from services.codecs import to_json
 from tests.classifier_service.synthetic import classifier_client, features_for, fit
