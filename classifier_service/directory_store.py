@@ -26,7 +26,6 @@ Entries starting with ``.`` are the store's own bookkeeping and are never read a
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
@@ -37,16 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from classifier_service.store import (
-    MANIFEST_FILE,
-    MANIFEST_FORMAT,
-    MAX_MANIFEST_BYTES,
-    Skipped,
-    StoredVersion,
-    StoreEntryError,
-    check_manifest,
-    deleted_meanwhile,
-    sha256_of,
-    version_number,
+    MANIFEST_FILE, MAX_MANIFEST_BYTES, Skipped, StoredVersion, StoreEntryError, check_manifest, deleted_meanwhile,
+    manifest_bytes, sha256_of, version_number,
 )
 from services.contracts import is_valid_model_name
 from services.errors import InvalidInput, StoreUnavailable
@@ -154,7 +145,7 @@ class ModelStore:
                 raise StoreEntryError(f"artifact {filename} is missing or unreadable ({exc.strerror})") from exc
             if actual != digest:
                 raise StoreEntryError(f"artifact {filename} does not match its recorded SHA-256 (damaged or replaced)")
-        return StoredVersion(name, version, folder, record)
+        return StoredVersion(folder, record)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -177,9 +168,8 @@ class ModelStore:
             for path in sorted(temp.iterdir()):
                 _fsync(path)
                 artifacts[path.name] = sha256_of(path)
-            manifest = {"format": MANIFEST_FORMAT, "record": record, "artifacts": artifacts}
-            with open(temp / MANIFEST_FILE, "w") as f:
-                json.dump(manifest, f, indent=2)
+            with open(temp / MANIFEST_FILE, "wb") as f:
+                f.write(manifest_bytes(record, artifacts))
                 f.flush()
                 os.fsync(f.fileno())
             _fsync(temp)

@@ -28,7 +28,6 @@ on every read. The bucket's calls, and what their errors mean, are :mod:`classif
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -45,16 +44,8 @@ from botocore.config import Config
 
 from classifier_service.bucket import Bucket, PreconditionFailed
 from classifier_service.store import (
-    MANIFEST_FILE,
-    MANIFEST_FORMAT,
-    MAX_MANIFEST_BYTES,
-    Skipped,
-    StoredVersion,
-    StoreEntryError,
-    check_manifest,
-    deleted_meanwhile,
-    sha256_of,
-    version_number,
+    MANIFEST_FILE, MAX_MANIFEST_BYTES, Skipped, StoredVersion, StoreEntryError, check_manifest, deleted_meanwhile,
+    manifest_bytes, sha256_of, version_number,
 )
 from services.contracts import is_valid_model_name
 from services.errors import StoreUnavailable, StoreUnreachable
@@ -193,7 +184,7 @@ class ObjectModelStore(Bucket):
                 f"(CLASSIFIER_STORE_CACHE): {exc.strerror or exc}. Free space or make it writable.",
                 store=self.location) from exc
         self._trim_cache(keep=folder)
-        return StoredVersion(name, version, folder, record)
+        return StoredVersion(folder, record)
 
     def _fetch(self, name: str, version: int, filename: str, digest: str, folder: Path) -> None:
         target = folder / filename
@@ -253,7 +244,7 @@ class ObjectModelStore(Bucket):
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
-        manifest = json.dumps({"format": MANIFEST_FORMAT, "record": record, "artifacts": artifacts}, indent=2).encode()
+        manifest = manifest_bytes(record, artifacts)
         try:
             while True:
                 action = f"save {name!r} version {version}"

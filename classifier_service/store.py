@@ -42,8 +42,8 @@ class Skipped:
 
 @dataclass(frozen=True)
 class StoredVersion:
-    name: str
-    version: int
+    """A version read and checked: the folder holding its artifacts, and its record."""
+
     folder: Path
     record: dict[str, Any]
 
@@ -91,6 +91,11 @@ def load_skops(path: Path, *, allowed: frozenset[str], expected: type) -> Any:
     if type(obj) is not expected:
         raise StoreEntryError(f"{path.name} holds a {type(obj).__name__}, expected a {expected.__name__}")
     return obj
+
+
+def manifest_bytes(record: dict[str, Any], artifacts: dict[str, str]) -> bytes:
+    """The manifest of a version: its record, and each artifact's SHA-256 by file name."""
+    return json.dumps({"format": MANIFEST_FORMAT, "record": record, "artifacts": artifacts}, indent=2).encode()
 
 
 def check_manifest(raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:

@@ -22,7 +22,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from classifier_service import features as feature_checks
 from classifier_service import ood as ood_summary
 from classifier_service.calibration import Calibrator
-from classifier_service.estimators import CLASSIFICATION, Estimator
+from classifier_service.estimator_types import CLASSIFICATION, Estimator
 from classifier_service.preprocess import Preprocessor
 from services.codecs import Tensor
 from services.contracts import TensorContract

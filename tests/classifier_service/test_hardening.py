@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifier_service.estimators import SklearnEstimator
+from classifier_service.estimator_types import SklearnEstimator
 from classifier_service.directory_store import ModelStore
 from services.codecs import BINARY_CONTENT_TYPE, encode_binary, to_json
 from tests.classifier_service.synthetic import DIM, classifier_client, features_for, fit, fit_body

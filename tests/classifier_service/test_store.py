@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from classifier_service.estimators import SklearnEstimator
+from classifier_service.estimator_types import SklearnEstimator
 from classifier_service.settings import ClassifierSettings
 from classifier_service.directory_store import ModelStore
 from classifier_service.store import StoreEntryError, VersionStore, load_skops, open_store
