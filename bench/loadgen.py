@@ -41,15 +41,19 @@ def _request_bytes(url: str, body: dict) -> tuple[str, int, bytes]:
     return parts.hostname, parts.port or 80, head + payload
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    status_line = await reader.readline()
-    status = int(status_line.split()[1])
+async def read_body(reader: asyncio.StreamReader) -> bytes:
+    """What follows an HTTP/1.1 start line: the headers, then the body their Content-Length says."""
     length = 0
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
-    await reader.readexactly(length)
+    return await reader.readexactly(length)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    status = int((await reader.readline()).split()[1])
+    await read_body(reader)
     return status
 
 
