@@ -113,8 +113,8 @@ async def run_paired(url: str, bodies: list[dict], *, reference: Callable[[int],
     """A single client, in turns with a reference measured in the same moments: ``round_size``
     requests back to back, then ``reference(n)`` times as many of its own (the in-process limit
     encoding lone texts, say), and again, until ``max_requests`` or ``max_seconds``. On a
-    machine whose speed drifts by ±20 % from minute to minute, a latency and its reference taken
-    minutes apart differ by more than the few milliseconds a target allows; taken in turns, they
+    machine whose speed drifts from minute to minute, a latency and its reference taken minutes
+    apart differ by more than the few milliseconds a target allows; taken in turns, they
     see the same machine. Returns the requests' result and the reference's latencies (ms)."""
     encoded = [_request_bytes(url, b) for b in bodies]
     result, reference_ms = LoadResult(), []
