@@ -101,11 +101,11 @@ def _fmt(value: Any) -> str:
 
 
 def print_comparison(rows: list[dict[str, Any]], failures: list[str], promote: bool) -> None:
-    table = [[r["pipeline"], f"v{r['old_version']} ({r.get('old_encoder') or '?'})",
+    cells = [[r["pipeline"], f"v{r['old_version']} ({r.get('old_encoder') or '?'})",
               f"v{r['new_version']} ({r.get('new_encoder')})", _fmt(r.get("old_cv_accuracy")),
               _fmt(r.get("new_cv_accuracy")), _fmt(r.get("agreement")), f"v{r['production']}" if "production" in r else "-"]
              for r in rows]
-    for line in table(["pipeline", "old", "new", "old acc", "new acc", "agreement", "production"], table):
+    for line in table(["pipeline", "old", "new", "old acc", "new acc", "agreement", "production"], cells):
         print(line)
     for r in rows:
         if r.get("agreement_unavailable"):
@@ -155,9 +155,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         body["labels"] = [r[args.label_column] for r in rows]
     answer = _ask(args.gateway, args.api_key,
                   lambda c: c.compare(args.name, body["texts"], body["a"], body["b"], labels=body.get("labels")))
-    table = [[side, str(answer[side]["asked"]), f"v{answer[side]['version']}", str(answer[side]["encoder"]),
+    cells = [[side, str(answer[side]["asked"]), f"v{answer[side]['version']}", str(answer[side]["encoder"]),
               _fmt(answer[side].get("accuracy")), _fmt(answer[side].get("macro_f1"))] for side in ("a", "b")]
-    for line in table(["", "asked", "version", "encoder", "accuracy", "macro-F1"], table):
+    for line in table(["", "asked", "version", "encoder", "accuracy", "macro-F1"], cells):
         print(line)
     differ = [i for i, p in enumerate(answer["predictions"]) if not p["agree"]]
     print(f"agreement {answer['agreement']:.3f} over {answer['texts']} texts; {len(differ)} differ")
