@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.lone_overhead import start
+from bench.lone_overhead import lone_predicts, start, stop, train_bench
 from seam.stack import wait_ready
 
 
@@ -34,9 +34,7 @@ def stack(name: str, model: Path, var: Path, encoders: int) -> tuple[list, str]:
     procs += [clf, gw]
     for proc, url in zip(procs, urls + [clf_url, gw_url]):
         wait_ready(url, proc, timeout=180, name=name, log_tail=lambda: "")
-    texts = [f"sample text {i}" for i in range(12)]
-    httpx.post(f"{gw_url}/v1/pipelines/bench/train", json={"texts": texts, "labels": ["a", "b", "c"] * 4},
-               timeout=120).raise_for_status()
+    train_bench(gw_url)
     return procs, gw_url
 
 
@@ -71,16 +69,7 @@ def main() -> None:
         for name, count in (("one encoder", 1), ("two encoders", 2)):
             started, urls[name] = stack(name.replace(" ", "-"), model, var, count)
             procs += started
-        clients = {name: httpx.Client(base_url=url, timeout=30) for name, url in urls.items()}
-        lone: dict[str, list[float]] = {name: [] for name in urls}
-        for client in clients.values():
-            for _ in range(20):
-                client.post("/v1/pipelines/bench/predict", json={"texts": ["warm up"]}).raise_for_status()
-        for _ in range(args.rounds * args.per_round):
-            for name, client in clients.items():
-                t = time.perf_counter()
-                client.post("/v1/pipelines/bench/predict", json={"texts": ["where is my parcel"]}).raise_for_status()
-                lone[name].append((time.perf_counter() - t) * 1000)
+        lone = lone_predicts(urls, args.rounds * args.per_round)
         rates: dict[str, list[float]] = {name: [] for name in urls}
         for _ in range(2):
             for name, url in urls.items():
@@ -89,10 +78,7 @@ def main() -> None:
             print(f"{name:13s} lone p50 {statistics.median(lone[name]):6.2f} ms (n={len(lone[name])})   "
                   f"32 x 1: {', '.join(f'{r:.0f}' for r in rates[name])} texts/s")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+        stop(procs)
 
 
 if __name__ == "__main__":

@@ -41,15 +41,19 @@ def _request_bytes(url: str, body: dict) -> tuple[str, int, bytes]:
     return parts.hostname, parts.port or 80, head + payload
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    status_line = await reader.readline()
-    status = int(status_line.split()[1])
+async def read_body(reader: asyncio.StreamReader) -> bytes:
+    """What follows an HTTP/1.1 start line: the headers, then the body their Content-Length says."""
     length = 0
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
-    await reader.readexactly(length)
+    return await reader.readexactly(length)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    status = int((await reader.readline()).split()[1])
+    await read_body(reader)
     return status
 
 
@@ -109,8 +113,8 @@ async def run_paired(url: str, bodies: list[dict], *, reference: Callable[[int],
     """A single client, in turns with a reference measured in the same moments: ``round_size``
     requests back to back, then ``reference(n)`` times as many of its own (the in-process limit
     encoding lone texts, say), and again, until ``max_requests`` or ``max_seconds``. On a
-    machine whose speed drifts by ±20 % from minute to minute, a latency and its reference taken
-    minutes apart differ by more than the few milliseconds a target allows; taken in turns, they
+    machine whose speed drifts from minute to minute, a latency and its reference taken minutes
+    apart differ by more than the few milliseconds a target allows; taken in turns, they
     see the same machine. Returns the requests' result and the reference's latencies (ms)."""
     encoded = [_request_bytes(url, b) for b in bodies]
     result, reference_ms = LoadResult(), []

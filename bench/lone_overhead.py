@@ -46,10 +46,38 @@ def stack(name: str, cwd: Path, model: Path, var: Path, extra: dict[str, str]) -
     gw, gw_url = start("gateway", cwd, {"GATEWAY_ENCODER_URL": enc_url, "GATEWAY_CLASSIFIER_URL": clf_url, **extra}, logs["gateway"])
     for proc, url in ((enc, enc_url), (clf, clf_url), (gw, gw_url)):
         wait_ready(url, proc, timeout=180, name=name, log_tail=lambda: "")
-    texts = [f"sample text {i}" for i in range(12)]
-    r = httpx.post(f"{gw_url}/v1/pipelines/bench/train", json={"texts": texts, "labels": ["a", "b", "c"] * 4}, timeout=120)
-    r.raise_for_status()
+    train_bench(gw_url)
     return [gw, clf, enc], gw_url
+
+
+def train_bench(gateway: str) -> None:
+    """The pipeline every stack serves: ``bench``, fitted on a dozen texts."""
+    texts = [f"sample text {i}" for i in range(12)]
+    r = httpx.post(f"{gateway}/v1/pipelines/bench/train", json={"texts": texts, "labels": ["a", "b", "c"] * 4}, timeout=120)
+    r.raise_for_status()
+
+
+def lone_predicts(urls: dict[str, str], count: int) -> dict[str, list[float]]:
+    """``count`` lone predict latencies (ms) of each stack, after a warm-up: one request to each stack in
+    turn, since on a shared machine load swings within a second, so drift hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in urls}
+    clients = {name: httpx.Client(base_url=url, timeout=30) for name, url in urls.items()}
+    for client in clients.values():
+        for _ in range(20):
+            client.post("/v1/pipelines/bench/predict", json={"texts": ["warm up"]}).raise_for_status()
+    for _ in range(count):
+        for name, client in clients.items():
+            t = time.perf_counter()
+            client.post("/v1/pipelines/bench/predict", json={"texts": ["where is my parcel"]}).raise_for_status()
+            samples[name].append((time.perf_counter() - t) * 1000)
+    return samples
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=30)
 
 
 def drop_receiver() -> ThreadingHTTPServer:
@@ -91,26 +119,12 @@ def main() -> None:
         for name, (cwd, extra) in configs.items():
             started, urls[name] = stack(name, cwd, model, var, extra)
             procs += started
-        samples: dict[str, list[float]] = {name: [] for name in urls}
-        clients = {name: httpx.Client(base_url=url, timeout=30) for name, url in urls.items()}
-        for client in clients.values():  # warm up
-            for _ in range(20):
-                client.post("/v1/pipelines/bench/predict", json={"texts": ["warm up"]}).raise_for_status()
-        # One request to each stack in turn: on a shared machine, load swings within a second.
-        for _ in range(args.rounds * args.per_round):
-            for name, client in clients.items():
-                t = time.perf_counter()
-                client.post("/v1/pipelines/bench/predict", json={"texts": ["where is my parcel"]}).raise_for_status()
-                samples[name].append((time.perf_counter() - t) * 1000)
-        for name, values in samples.items():
+        for name, values in lone_predicts(urls, args.rounds * args.per_round).items():
             values.sort()
             p90 = values[int(len(values) * 0.9)]
             print(f"{name:9s} n={len(values)}  p50 {statistics.median(values):6.2f} ms  p90 {p90:6.2f} ms")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+        stop(procs)
         if receiver is not None:
             receiver.shutdown()
             receiver.server_close()

@@ -51,18 +51,20 @@ LABELLED = 512  # bench texts whose predicted labels float32 and bfloat16 must a
 ONNX_CACHE = Path(__file__).resolve().parent / ".work" / "onnx"  # exported once, reused by later runs
 
 
+def _figure(module: str, precision: str) -> dict:
+    """The JSON line a bench module prints last, run in a process of its own."""
+    out = subprocess.run([sys.executable, "-m", module, "--precision", precision], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def gemm(precision: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.hardware", "--precision", precision],
-                         capture_output=True, text=True, check=True)
-    figure = json.loads(out.stdout.strip().splitlines()[-1])
+    figure = _figure("bench.hardware", precision)
     print(f"{precision:9} GEMM {figure['shape']}: {figure['gflops']:.0f} GFLOP/s on {figure['threads']} threads", flush=True)
     return figure
 
 
 def in_process(precision: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.inprocess", "--precision", precision],
-                         capture_output=True, text=True, check=True)
-    limit = json.loads(out.stdout.strip().splitlines()[-1])
+    limit = _figure("bench.inprocess", precision)
     print(f"{precision:9} in-process: {limit['throughput']:.1f} texts/s, single p50 {limit['single_p50_ms']:.1f} ms", flush=True)
     return limit
 

@@ -42,7 +42,7 @@ class AliasMoved(Conflict):
 class Aliases:
     """What the classifier needs of alias storage; a backend gives ``get`` and ``_update`` (one atomic
     read-modify-write of a model's mapping): :class:`AliasStore` (a directory, under a lock) and
-    :class:`classifier_service.object_store.ObjectAliasStore` (S3, compare-and-swap on the object's ETag)."""
+    :class:`classifier_service.bucket.ObjectAliasStore` (S3, compare-and-swap on the object's ETag)."""
 
     def get(self, name: str) -> dict[str, int]:
         raise NotImplementedError
@@ -92,7 +92,7 @@ def open_aliases(store: object) -> Aliases:
     root = getattr(store, "root", None)
     if root is not None:
         return AliasStore(root)
-    from classifier_service.object_store import ObjectAliasStore  # boto3 only where it is used
+    from classifier_service.bucket import ObjectAliasStore  # boto3 only where it is used
 
     return ObjectAliasStore(store)
 

@@ -23,39 +23,12 @@ import threading
 import time
 from multiprocessing.connection import Connection
 
-import numpy as np
-
-from classifier_service import features as feature_checks
 from classifier_service import heads
 from classifier_service.training import FitJob, Trained
 from services import errors
 from services.errors import FitTimedOut, InvalidInput, SeamError
 
 log = logging.getLogger("seam.classifier.fitting")
-
-_SHOWN = 5
-
-
-def refuse_degenerate(job: FitJob, outputs: np.ndarray) -> None:
-    """A model whose outputs on its own training rows are not finite could only answer NaN: 422."""
-    bad = np.flatnonzero(~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1))
-    if not len(bad):
-        return
-    shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
-    why = (
-        "every feature has the same value in every row, so its variance is zero and gaussian_nb divides by it"
-        if job.estimator.name == "gaussian_nb" and np.ptp(feature_checks.values_of(job.features), axis=0).max() == 0
-        else "the features are too extreme or too uniform for it (values that overflow, or no variation)"
-    )
-    what = "values" if job.task == "regression" else "probabilities"
-    raise InvalidInput(
-        f"{job.estimator.name} fitted on these rows is degenerate: its {what} for {len(bad)} of its own "
-        f"{len(outputs)} training rows (row {shown}) are not finite numbers, so it could only answer NaN. "
-        f"Why: {why}. Nothing was saved; send features that vary, on a usual scale, or choose another estimator.",
-        estimator=job.estimator.name,
-        rows=[int(i) for i in bad[:_SHOWN]],
-    )
-
 
 def _orphan_watch(lifeline: Connection) -> None:
     """Ends the worker, even in the middle of a fit, once the service is gone: nothing is ever sent

@@ -30,8 +30,8 @@ from torch import nn
 from services.codecs import Ragged
 
 WEIGHTS_FILE = "head.safetensors"
-# The head is tiny: intra-op parallelism costs more than it gains (measured on 2 cores: 20 epochs over
-# 30 short sequences take ~0.1 s on 1 thread, 1-4 s on 2). Overridden by CLASSIFIER_TORCH_THREADS.
+# The head is tiny: intra-op parallelism costs more than it gains (a fit on 2 threads is many times
+# slower than on 1). Overridden by CLASSIFIER_TORCH_THREADS.
 _intra_op_threads: int | None = 1
 CONFIG_FILE = "head.json"
 _PREDICT_CHUNK = 256  # rows padded together at prediction time

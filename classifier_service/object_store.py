@@ -22,19 +22,14 @@ There is no atomic rename on an object store, so the guarantees of the directory
 
 Artifacts read are copied to a local cache (``CLASSIFIER_STORE_CACHE``), at most
 ``CLASSIFIER_STORE_CACHE_BYTES`` (least recently used removed first), checked against their SHA-256
-on every read. A store that does not answer is :class:`~services.errors.StoreUnreachable` (503).
-
-The client is boto3: the reference S3 client, whose ``put_object`` takes ``IfNoneMatch`` and
-``IfMatch``, and which reads ``AWS_ENDPOINT_URL`` and the credentials from the standard variables.
+on every read. The bucket's calls, and what their errors mean, are :mod:`classifier_service.bucket`'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import random
 import shutil
 import threading
 import time
@@ -46,42 +41,25 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
-from classifier_service.aliases import ALIASES_DIR, Aliases, parse_aliases
+from classifier_service.bucket import Bucket, PreconditionFailed
 from classifier_service.store import (
-    _MAX_MANIFEST_BYTES,
-    MANIFEST_FILE,
-    MANIFEST_FORMAT,
-    Skipped,
-    StoredVersion,
-    StoreEntryError,
-    _sha256,
-    _version_number,
-    check_manifest,
+    MANIFEST_FILE, MAX_MANIFEST_BYTES, Skipped, StoredVersion, StoreEntryError, check_manifest, deleted_meanwhile,
+    manifest_bytes, sha256_of, version_number,
 )
 from services.contracts import is_valid_model_name
-from services.errors import Conflict, InvalidInput, StoreUnavailable, StoreUnreachable
+from services.errors import StoreUnavailable, StoreUnreachable
 
 log = logging.getLogger("seam.classifier.store")
 
 COUNTERS = ".counters"
-_CAS_ATTEMPTS = 200
 
 
-class _PreconditionFailed(Exception):
-    """A conditional write lost (the object exists, or changed since it was read)."""
-
-
-class ObjectModelStore:
+class ObjectModelStore(Bucket):
     """Versions in an S3 bucket; see the module's docstring for how each guarantee is kept."""
 
     def __init__(self, url: str, client: Any, *, cache: Path, cache_bytes: int, list_ttl_s: float) -> None:
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        self.location = url
-        self.bucket = bucket
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.client = client
+        super().__init__(url, client)
         self.cache = Path(cache)
         self.cache_bytes = cache_bytes
         self.list_ttl_s = list_ttl_s
@@ -100,90 +78,6 @@ class ObjectModelStore:
         return cls(settings.store, client, cache=settings.store_cache, cache_bytes=settings.store_cache_bytes,
                    list_ttl_s=settings.store_list_ttl_s)
 
-    # -- the wire --------------------------------------------------------------------------------
-
-    def _key(self, *parts: str) -> str:
-        return self.prefix + "/".join(parts)
-
-    def _call(self, action: str, method: str, **kwargs: Any) -> Any:
-        """One client call; a lost condition is _PreconditionFailed, an unreachable store 503."""
-        try:
-            return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            code = str(error.get("Code", status))
-            if status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise _PreconditionFailed(code) from exc
-            if code in ("NoSuchKey", "404") or (status == 404 and code != "NoSuchBucket"):
-                raise FileNotFoundError(kwargs.get("Key", "")) from exc
-            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-                why = (f"it refuses the service's credentials ({code}); check AWS_ACCESS_KEY_ID and "
-                       "AWS_SECRET_ACCESS_KEY")
-            elif code == "NoSuchBucket":
-                why = f"the bucket {self.bucket!r} does not exist; create it, or fix CLASSIFIER_STORE"
-            elif code in ("EntityTooLarge", "QuotaExceeded", "XMinioStorageFull") or status == 507:
-                raise StoreUnavailable(
-                    f"Could not {action}: the object store {self.location!r} (CLASSIFIER_STORE) is full ({code}). "
-                    "Nothing stored was changed. Free space, then retry.", store=self.location) from exc
-            else:
-                why = f"it answered {status} {code}: {error.get('Message', '')}".rstrip(": ")
-            raise self._unreachable(action, why) from exc
-        except BotoCoreError as exc:
-            raise self._unreachable(action, f"{type(exc).__name__}: {exc}") from exc
-
-    def _unreachable(self, action: str, why: str) -> StoreUnreachable:
-        endpoint = getattr(getattr(self.client, "meta", None), "endpoint_url", None) or "AWS_ENDPOINT_URL"
-        return StoreUnreachable(
-            f"Could not {action}: the model store {self.location!r} (CLASSIFIER_STORE) at {endpoint} is "
-            f"unreachable: {why}. Retry when it is back; nothing stored was changed by this request.",
-            store=self.location,
-        )
-
-    def _list(self, action: str, prefix: str, delimiter: str | None = None) -> tuple[list[dict], list[str]]:
-        objects, prefixes, token = [], [], None
-        while True:
-            kwargs: dict[str, Any] = {"Prefix": prefix}
-            if delimiter:
-                kwargs["Delimiter"] = delimiter
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self._call(action, "list_objects_v2", **kwargs)
-            objects += page.get("Contents", [])
-            prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-            if not page.get("IsTruncated"):
-                return objects, prefixes
-            token = page.get("NextContinuationToken")
-
-    def _check(self, name: str) -> str:
-        if not is_valid_model_name(name):  # never build a key from an unchecked name
-            raise InvalidInput(f"invalid model name {name!r}", name=name)
-        return name
-
-    # -- the counter -----------------------------------------------------------------------------
-
-    def read_json(self, action: str, key: str) -> tuple[Any, str | None]:
-        """A small JSON object and its ETag; (None, None) when absent."""
-        try:
-            answer = self._call(action, "get_object", Key=key)
-        except FileNotFoundError:
-            return None, None
-        return json.loads(answer["Body"].read()), answer["ETag"]
-
-    def swap_json(self, action: str, key: str, change: Callable[[Any], Any]) -> Any:
-        """Compare-and-swap of a small JSON object (``If-Match`` its ETag, ``If-None-Match: *`` when absent),
-        retried with a short random pause while others win; ``change`` may raise to refuse."""
-        for _ in range(_CAS_ATTEMPTS):
-            current, etag = self.read_json(action, key)
-            new = change(current)
-            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-            try:
-                self._call(action, "put_object", Key=key, Body=json.dumps(new).encode(),
-                           ContentType="application/json", **condition)
-                return new
-            except _PreconditionFailed:
-                time.sleep(random.uniform(0.001, 0.02))
-        raise self._unreachable(action, f"{_CAS_ATTEMPTS} compare-and-swaps in a row were lost to other writers")
 
     @staticmethod
     def _counter_state(raw: Any) -> dict[str, int]:
@@ -246,7 +140,7 @@ class ObjectModelStore:
         for obj in objects:
             rest = obj["Key"][len(self._key(name, "")):]
             number_part, _, filename = rest.partition("/")
-            number = _version_number(number_part)
+            number = version_number(number_part)
             if number is None or not filename or "/" in filename:
                 foreign.append(Skipped(f"{name}/{rest}", "not a version (a version is a prefix named by its number)"))
                 continue
@@ -275,8 +169,8 @@ class ObjectModelStore:
             answer = self._call(f"read {name!r} version {version}", "get_object", Key=self._key(name, str(version), MANIFEST_FILE))
         except FileNotFoundError as exc:
             raise StoreEntryError(f"no {MANIFEST_FILE}") from exc
-        if answer.get("ContentLength", 0) > _MAX_MANIFEST_BYTES:
-            raise StoreEntryError(f"{MANIFEST_FILE} is larger than {_MAX_MANIFEST_BYTES} bytes")
+        if answer.get("ContentLength", 0) > MAX_MANIFEST_BYTES:
+            raise StoreEntryError(f"{MANIFEST_FILE} is larger than {MAX_MANIFEST_BYTES} bytes")
         artifacts, record = check_manifest(answer["Body"].read())
         folder = self.cache / name / f"{version}-{answer['ETag'].strip(chr(34))}"
         try:
@@ -290,11 +184,11 @@ class ObjectModelStore:
                 f"(CLASSIFIER_STORE_CACHE): {exc.strerror or exc}. Free space or make it writable.",
                 store=self.location) from exc
         self._trim_cache(keep=folder)
-        return StoredVersion(name, version, folder, record)
+        return StoredVersion(folder, record)
 
     def _fetch(self, name: str, version: int, filename: str, digest: str, folder: Path) -> None:
         target = folder / filename
-        if target.is_file() and _sha256(target) == digest:
+        if target.is_file() and sha256_of(target) == digest:
             return
         try:
             answer = self._call(f"read {name!r} version {version}", "get_object", Key=self._key(name, str(version), filename))
@@ -340,7 +234,7 @@ class ObjectModelStore:
         try:
             temp.mkdir(parents=True)
             write_artifacts(temp)
-            artifacts = {path.name: _sha256(path) for path in sorted(temp.iterdir())}
+            artifacts = {path.name: sha256_of(path) for path in sorted(temp.iterdir())}
         except OSError as exc:
             shutil.rmtree(temp, ignore_errors=True)
             raise StoreUnavailable(
@@ -350,7 +244,7 @@ class ObjectModelStore:
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
-        manifest = json.dumps({"format": MANIFEST_FORMAT, "record": record, "artifacts": artifacts}, indent=2).encode()
+        manifest = manifest_bytes(record, artifacts)
         try:
             while True:
                 action = f"save {name!r} version {version}"
@@ -361,16 +255,13 @@ class ObjectModelStore:
                     answer = self._call(action, "put_object", Key=self._key(name, str(version), MANIFEST_FILE),
                                         Body=manifest, ContentType="application/json", IfNoneMatch="*")
                     break
-                except _PreconditionFailed:
+                except PreconditionFailed:
                     # a manifest with this number exists without a claim (written by hand): claim on past it
                     log.warning("%s/%d already has a manifest without a claim; claiming the next number", name, version)
                     version = self.claim_version(name)
             if self._counter(name)[0]["deleted_through"] >= version:
                 self._remove_version(name, version)
-                raise Conflict(
-                    f"The model {name!r} was deleted meanwhile (by another request, perhaps through another "
-                    "classifier sharing the store), while this version was being saved; nothing was saved. "
-                    "Fit again to create it anew.", name=name)
+                raise deleted_meanwhile(name)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
@@ -440,20 +331,3 @@ class ObjectModelStore:
                 shutil.rmtree(temp, ignore_errors=True)
         return removed
 
-
-class ObjectAliasStore(Aliases):
-    """Aliases in the bucket, one small JSON object per model under ``<prefix>.aliases/``, each move one
-    compare-and-swap on its ETag: every replica sharing the bucket sees a move at once."""
-
-    def __init__(self, store: ObjectModelStore) -> None:
-        self.store = store
-
-    def _key(self, name: str) -> str:
-        return self.store._key(ALIASES_DIR, self.store._check(name) + ".json")
-
-    def get(self, name: str) -> dict[str, int]:
-        return parse_aliases(self.store.read_json(f"read the aliases of {name!r}", self._key(name))[0])
-
-    def _update(self, name: str, change: Callable[[dict[str, int]], dict[str, int]]) -> dict[str, int]:
-        return self.store.swap_json(f"move an alias of {name!r}", self._key(name),
-                                    lambda raw: change(parse_aliases(raw)))

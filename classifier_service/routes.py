@@ -7,9 +7,12 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request, Response
 
-from classifier_service.deps import BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionPath, VersionQuery
+from classifier_service.deps import (
+    BinaryResponse, FitBody, ModelName, PredictBody, Runtime, VersionPath, VersionQuery, get_runtime,
+)
 from classifier_service.examples import FIT_BODY, PREDICT_BODY
-from classifier_service.runtime import ClassifierRuntime, LoadedVersion
+from classifier_service.loaded import LoadedVersion
+from classifier_service.runtime import ClassifierRuntime
 from classifier_service.schemas import (
     DamagedEntry,
     ModelDetail,
@@ -24,7 +27,6 @@ from classifier_service.schemas import (
 )
 from services import tracing
 from services.http.auth import shows_details
-from services.errors import NotReady
 
 router = APIRouter()
 
@@ -46,9 +48,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> Readiness:
     """200 once the store is loaded; lists the entries it skipped. Memory only: probes never touch the disk.
     The counts and entries only for callers with the internal token (when one is set): a probe needs none."""
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is None or not runtime.ready:
-        raise NotReady("The model store is still loading.")
+    runtime = await get_runtime(request)
     if not shows_details(request.scope):
         return Readiness(status="ready")
     return Readiness(status="ready", models=runtime.model_count, skipped=_skipped(runtime))

@@ -22,7 +22,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from classifier_service import features as feature_checks
 from classifier_service import ood as ood_summary
 from classifier_service.calibration import Calibrator
-from classifier_service.estimators import CLASSIFICATION, Estimator
+from classifier_service.estimator_types import CLASSIFICATION, Estimator
 from classifier_service.preprocess import Preprocessor
 from services.codecs import Tensor
 from services.contracts import TensorContract
@@ -32,6 +32,7 @@ from services.scoring import expected_calibration_error, regression_report
 log = logging.getLogger("seam.classifier")
 
 MAX_CV_FOLDS = 5
+_SHOWN = 5  # row indices quoted in a message
 _CV_SEED = 0
 
 
@@ -78,9 +79,24 @@ def _accuracy(model: Any, X: Any, y: np.ndarray) -> float:
 
 
 def refuse_degenerate(job: FitJob, outputs: np.ndarray) -> None:
-    from classifier_service.fitting import refuse_degenerate as refuse  # fitting imports this module
-
-    refuse(job, outputs)
+    """A model whose outputs on its own training rows are not finite could only answer NaN: 422."""
+    bad = np.flatnonzero(~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1))
+    if not len(bad):
+        return
+    shown = ", ".join(str(int(i)) for i in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
+    why = (
+        "every feature has the same value in every row, so its variance is zero and gaussian_nb divides by it"
+        if job.estimator.name == "gaussian_nb" and np.ptp(feature_checks.values_of(job.features), axis=0).max() == 0
+        else "the features are too extreme or too uniform for it (values that overflow, or no variation)"
+    )
+    what = "values" if job.task == "regression" else "probabilities"
+    raise InvalidInput(
+        f"{job.estimator.name} fitted on these rows is degenerate: its {what} for {len(bad)} of its own "
+        f"{len(outputs)} training rows (row {shown}) are not finite numbers, so it could only answer NaN. "
+        f"Why: {why}. Nothing was saved; send features that vary, on a usual scale, or choose another estimator.",
+        estimator=job.estimator.name,
+        rows=[int(i) for i in bad[:_SHOWN]],
+    )
 
 
 def _fit_one(job: FitJob, index: np.ndarray | None) -> tuple[Preprocessor, Any, Any]:

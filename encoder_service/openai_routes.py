@@ -17,7 +17,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from encoder_service.routes import BatcherDep, Runtime, Settings, check_limits
-from encoder_service.runtime import DEFAULT_MODEL_ID, EncoderRuntime
+from encoder_service.loading import DEFAULT_MODEL_ID
+from encoder_service.runtime import EncoderRuntime
 from services.errors import InvalidInput, ModelNotFound
 from services.inputs import encodable
 

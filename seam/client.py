@@ -16,13 +16,18 @@ Results are typed (:class:`Prediction`, :class:`PipelineReport`, ...; each keeps
 problem's type, carrying its status, detail, fields and the ``request_id`` to quote in a bug report.
 A 429 or 503 that says ``Retry-After`` is retried after that wait, ``retries`` times at most.
 ``train_file`` streams a CSV in chunks, never holding it whole, as ``seam train`` does.
+
+Each call is written once (:class:`_Client`) and sent by one loop; the two clients differ only in
+their transport: httpx's blocking client, or its asyncio one (whose calls are awaited).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +63,30 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_TRAIN_TIMEOUT_S = 3600.0
 
-# --- the clients ---------------------------------------------------------------------------------------
+
+def _json(answer: Any) -> Any:
+    return answer
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of the gateway and how to read its answer, built once for both clients. ``body`` makes a
+    fresh ``content`` per attempt (a streamed body cannot be sent twice); ``down`` is answered instead of
+    raising when the gateway, or what it needs, is unavailable."""
+
+    method: str
+    path: str
+    options: dict[str, Any] = field(default_factory=dict)
+    read: Callable[[Any], Any] = _json
+    body: Callable[[], Any] | None = None
+    timeout: httpx.Timeout | None = None
+    retry: bool = True
+    down: bool | None = None
+
+
+def _version(version: int | None) -> dict[str, int] | None:
+    return {"version": version} if version is not None else None
+
 
 def _file_fields(estimator: str | None, feature: str, params: dict[str, Any] | None, encoder: str | None = None,
                  retain_texts: bool | None = None) -> dict[str, Any]:
@@ -67,30 +95,10 @@ def _file_fields(estimator: str | None, feature: str, params: dict[str, Any] | N
     return {"feature": feature, **{k: v for k, v in optional.items() if v is not None}}
 
 
-def _train_body(texts: list[str], labels: list[str], estimator: str | None, feature: str,
-                params: dict[str, Any] | None, encoder: str | None = None, retain_texts: bool | None = None) -> dict[str, Any]:
-    return {"texts": list(texts), "labels": list(labels), **_file_fields(estimator, feature, params, encoder, retain_texts)}
+class _Client:
+    """Every call, written once. Each returns what ``_run`` makes of its :class:`Call`: the answer itself
+    (:class:`Gateway`), or an awaitable of it (:class:`AsyncGateway`); both send it through ``_send``."""
 
-
-def _evaluate_body(texts: list[str], labels: list[str] | None, targets: list[float] | None) -> dict[str, Any]:
-    truth = {"labels": list(labels)} if labels is not None else {"targets": list(targets or [])}
-    return {"texts": list(texts), **truth}
-
-
-def _refit_body(encoder: str, version: int | None, promote: bool, reuse: list[dict[str, Any]] | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"encoder": encoder, "promote": promote}
-    if version is not None:
-        body["version"] = version
-    if reuse:
-        body["reuse"] = reuse
-    return body
-
-
-def _compare_body(texts: list[str], a: int | str, b: int | str, labels: list[str] | None) -> dict[str, Any]:
-    return {"texts": list(texts), "a": a, "b": b, **({"labels": list(labels)} if labels is not None else {})}
-
-
-class _Base:
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
                  train_timeout: float = DEFAULT_TRAIN_TIMEOUT_S, connect_timeout: float = 10.0, retries: int = 3,
                  max_retry_wait: float = 30.0, headers: Mapping[str, str] | None = None) -> None:
@@ -105,25 +113,135 @@ class _Base:
         self.max_retry_wait = max_retry_wait
         self.headers = {**({"Authorization": f"Bearer {api_key}"} if api_key else {}), **(headers or {})}
 
-    def _wait(self, error: SeamError, attempt: int, retry: bool) -> float | None:
-        """Seconds to wait before retrying ``error``, or None: raise it."""
-        if not retry or error.status not in (429, 503) or error.retry_after is None or attempt >= self.retries:
-            return None
-        return min(error.retry_after, self.max_retry_wait)
+    # -- sending: the one loop, over the transport each client gives -------------------------------------
 
-    @staticmethod
-    def _result(response: httpx.Response) -> Any:
-        if response.status_code >= 400:
-            raise error_of(response)
+    def _run(self, call: Call) -> Any:
+        raise NotImplementedError
+
+    async def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        raise NotImplementedError
+
+    async def _sleep(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    def _stream(self, chunks: Iterator[bytes]) -> Any:
+        return chunks
+
+    async def _send(self, call: Call) -> Any:
+        """The JSON of a success, read by ``call.read``; a typed :class:`SeamError` otherwise. A 429/503
+        with ``Retry-After`` is sent again after that wait, ``retries`` times at most."""
+        for attempt in itertools.count():
+            options = dict(call.options, content=call.body()) if call.body is not None else call.options
+            try:
+                return call.read(_result(await self._answer(call, options)))
+            except SeamError as error:
+                retried = call.retry and error.status in (429, 503) and error.retry_after is not None
+                if not retried or attempt >= self.retries:
+                    if call.down is not None and isinstance(error, (Unavailable, Unreachable)):
+                        return call.down
+                    raise
+                await self._sleep(min(error.retry_after, self.max_retry_wait))
+
+    async def _answer(self, call: Call, options: dict[str, Any]) -> httpx.Response:
         try:
-            return response.json() if response.content else None
-        except ValueError:
-            raise SeamError(response.status_code, {"title": "Not JSON",
-                            "detail": f"answered with a body that is not JSON: {response.text[:200]}"},
-                            request_id=response.headers.get(REQUEST_ID_HEADER)) from None
+            return await self._request(call.method, call.path, timeout=call.timeout or self.timeout, **options)
+        except httpx.TransportError as exc:
+            raise Unreachable(self.url + call.path, exc) from exc
+
+    # -- the calls ------------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, body: Callable[[], Any] | None = None,
+                timeout: httpx.Timeout | None = None, retry: bool = True, **kwargs: Any) -> Any:
+        """Any call: the JSON of a success, a typed :class:`SeamError` otherwise. ``body`` makes a
+        fresh ``content`` per attempt (a streamed body cannot be sent twice)."""
+        return self._run(Call(method, path, kwargs, body=body, timeout=timeout, retry=retry))
+
+    def predict(self, name: str, texts: list[str], *, version: int | None = None) -> PredictResult:
+        return self._run(Call("POST", f"/v1/pipelines/{name}/predict", {"json": {"texts": list(texts)},
+                              "params": _version(version)}, PredictResult.from_dict))
+
+    def train(self, name: str, texts: list[str], labels: list[str], *, estimator: str | None = None,
+              feature: str = "embedding", params: dict[str, Any] | None = None, encoder: str | None = None,
+              retain_texts: bool | None = None) -> TrainResult:
+        """``encoder``: the registered encoder to fit through (``encoders()``); default: the gateway's first."""
+        body = {"texts": list(texts), "labels": list(labels), **_file_fields(estimator, feature, params, encoder, retain_texts)}
+        return self._run(Call("POST", f"/v1/pipelines/{name}/train", {"json": body}, TrainResult.from_dict,
+                              timeout=self.train_timeout))
+
+    def train_file(self, name: str, path: str | Path | TrainingFile, *, text_column: str = "text",
+                   label_column: str = "label", estimator: str | None = None, feature: str = "embedding",
+                   params: dict[str, Any] | None = None, chunk_rows: int = CHUNK_ROWS,
+                   encoder: str | None = None, retain_texts: bool | None = None) -> TrainResult:
+        """Streams a CSV file's rows in chunks (raises ``seam.upload.CSVProblem`` for a bad file). Given a
+        path, a retry reads it again; a :class:`TrainingFile` (to watch its progress) is sent once."""
+        fields = _file_fields(estimator, feature, params, encoder, retain_texts)
+        files = _training_files(path, text_column, label_column, chunk_rows)
+        return self._run(Call(
+            "POST", f"/v1/pipelines/{name}/train", {"headers": {"Content-Type": "application/json"}},
+            TrainResult.from_dict, body=lambda: self._stream(next(files).body(fields)), timeout=self.train_timeout,
+            retry=not isinstance(path, TrainingFile)))
+
+    def evaluate(self, name: str, texts: list[str], *, labels: list[str] | None = None,
+                 targets: list[float] | None = None, version: int | None = None) -> dict[str, Any]:
+        """Scores a version on labelled texts (a classifier) or numeric targets (a regressor): the gateway's
+        metrics (accuracy, macro-F1, per class, confusion matrix, log-loss, ECE; or R², MAE, RMSE)."""
+        truth = {"labels": list(labels)} if labels is not None else {"targets": list(targets or [])}
+        return self._run(Call("POST", f"/v1/pipelines/{name}/evaluate", {"json": {"texts": list(texts), **truth},
+                              "params": _version(version)}, timeout=self.train_timeout))
+
+    def refit(self, name: str, encoder: str, *, version: int | None = None, promote: bool = False,
+              reuse: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A new version (a chain: one per link, bottom up) from the kept texts through ``encoder``,
+        compared with the old; ``promote`` moves ``production`` once every new version passed its check."""
+        body = {"encoder": encoder, "promote": promote, **(_version(version) or {}), **({"reuse": reuse} if reuse else {})}
+        return self._run(Call("POST", f"/v1/pipelines/{name}/refit", {"json": body}, timeout=self.train_timeout))
+
+    def compare(self, name: str, texts: list[str], a: int | str, b: int | str, *,
+                labels: list[str] | None = None) -> dict[str, Any]:
+        """Two versions or aliases on the same texts, each on its own encoder: labels, agreement, and with
+        ``labels`` the accuracy and macro-F1 of each."""
+        body = {"texts": list(texts), "a": a, "b": b, **({"labels": list(labels)} if labels is not None else {})}
+        return self._run(Call("POST", f"/v1/pipelines/{name}/compare", {"json": body}, timeout=self.train_timeout))
+
+    def aliases(self, name: str) -> dict[str, int]:
+        return self._run(Call("GET", f"/v1/pipelines/{name}/aliases", read=lambda answer: dict(answer["aliases"])))
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Moves ``alias`` (``production``: what a plain predict serves) to ``version``; 409 if no encoder fits it."""
+        return self._run(Call("PUT", f"/v1/pipelines/{name}/aliases/{alias}", {"json": {"version": version}}))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        return self._run(Call("DELETE", f"/v1/pipelines/{name}/aliases/{alias}", read=lambda answer: None))
+
+    def pipelines(self) -> list[PipelineReport]:
+        return self._run(Call("GET", "/v1/pipelines",
+                              read=lambda answer: [PipelineReport.from_dict(p) for p in answer["pipelines"]]))
+
+    def pipeline(self, name: str) -> PipelineReport:
+        """The pipeline's chain and compatibility report (an incompatible one is reported, not raised)."""
+        return self._run(Call("GET", f"/v1/pipelines/{name}", read=PipelineReport.from_dict))
+
+    def encoders(self) -> list[dict[str, Any]]:
+        """The gateway's registered encoders: name, url, ready, model, outputs (with their contracts)."""
+        return self._run(Call("GET", "/v1/encoders", read=lambda answer: list(answer["encoders"])))
+
+    def ready(self) -> bool:
+        """Whether the gateway is ready; False while it, or what it needs, is down."""
+        return self._run(Call("GET", "/readyz", read=lambda answer: True, down=False))
 
 
-class Gateway(_Base):
+def _result(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise error_of(response)
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        raise SeamError(response.status_code, {"title": "Not JSON",
+                        "detail": f"answered with a body that is not JSON: {response.text[:200]}"},
+                        request_id=response.headers.get(REQUEST_ID_HEADER)) from None
+
+
+class Gateway(_Client):
     """A blocking client of the gateway; use it as a context manager (or call :meth:`close`)."""
 
     def __init__(self, url: str = DEFAULT_URL, *, transport: httpx.BaseTransport | None = None, **options: Any) -> None:
@@ -139,104 +257,24 @@ class Gateway(_Base):
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, *, body: Callable[[], Any] | None = None,
-                timeout: httpx.Timeout | None = None, retry: bool = True, **kwargs: Any) -> Any:
-        """Any call: the JSON of a success, a typed :class:`SeamError` otherwise. ``body`` makes a
-        fresh ``content`` per attempt (a streamed body cannot be sent twice)."""
-        attempt = 0
-        while True:
-            if body is not None:
-                kwargs["content"] = body()
-            try:
-                response = self._http.request(method, path, timeout=timeout or self.timeout, **kwargs)
-            except httpx.TransportError as exc:
-                raise Unreachable(self.url + path, exc) from exc
-            try:
-                return self._result(response)
-            except SeamError as error:
-                wait = self._wait(error, attempt, retry)
-                if wait is None:
-                    raise
-                time.sleep(wait)
-                attempt += 1
-
-    def predict(self, name: str, texts: list[str], *, version: int | None = None) -> PredictResult:
-        params = {"version": version} if version is not None else None
-        return PredictResult.from_dict(self.request("POST", f"/v1/pipelines/{name}/predict",
-                                                    json={"texts": list(texts)}, params=params))
-
-    def train(self, name: str, texts: list[str], labels: list[str], *, estimator: str | None = None,
-              feature: str = "embedding", params: dict[str, Any] | None = None, encoder: str | None = None,
-              retain_texts: bool | None = None) -> TrainResult:
-        """``encoder``: the registered encoder to fit through (``encoders()``); default: the gateway's first."""
-        body = _train_body(texts, labels, estimator, feature, params, encoder, retain_texts)
-        return TrainResult.from_dict(self.request("POST", f"/v1/pipelines/{name}/train", json=body,
-                                                  timeout=self.train_timeout))
-
-    def train_file(self, name: str, path: str | Path | TrainingFile, *, text_column: str = "text",
-                   label_column: str = "label", estimator: str | None = None, feature: str = "embedding",
-                   params: dict[str, Any] | None = None, chunk_rows: int = CHUNK_ROWS,
-                   encoder: str | None = None, retain_texts: bool | None = None) -> TrainResult:
-        """Streams a CSV file's rows in chunks (raises ``seam.upload.CSVProblem`` for a bad file). Given a
-        path, a retry reads it again; a :class:`TrainingFile` (to watch its progress) is sent once."""
-        fields = _file_fields(estimator, feature, params, encoder, retain_texts)
-        files = _training_files(path, text_column, label_column, chunk_rows)
-        return TrainResult.from_dict(self.request(
-            "POST", f"/v1/pipelines/{name}/train", body=lambda: next(files).body(fields),
-            headers={"Content-Type": "application/json"}, timeout=self.train_timeout,
-            retry=not isinstance(path, TrainingFile)))
-
-    def evaluate(self, name: str, texts: list[str], *, labels: list[str] | None = None,
-                 targets: list[float] | None = None, version: int | None = None) -> dict[str, Any]:
-        """Scores a version on labelled texts (a classifier) or numeric targets (a regressor): the gateway's
-        metrics (accuracy, macro-F1, per class, confusion matrix, log-loss, ECE; or R², MAE, RMSE)."""
-        return self.request("POST", f"/v1/pipelines/{name}/evaluate", json=_evaluate_body(texts, labels, targets),
-                            params={"version": version} if version is not None else None, timeout=self.train_timeout)
-
-    def refit(self, name: str, encoder: str, *, version: int | None = None, promote: bool = False,
-              reuse: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """A new version (a chain: one per link, bottom up) from the kept texts through ``encoder``,
-        compared with the old; ``promote`` moves ``production`` once every new version passed its check."""
-        return self.request("POST", f"/v1/pipelines/{name}/refit", json=_refit_body(encoder, version, promote, reuse),
-                            timeout=self.train_timeout)
-
-    def compare(self, name: str, texts: list[str], a: int | str, b: int | str, *,
-                labels: list[str] | None = None) -> dict[str, Any]:
-        """Two versions or aliases on the same texts, each on its own encoder: labels, agreement, and with
-        ``labels`` the accuracy and macro-F1 of each."""
-        return self.request("POST", f"/v1/pipelines/{name}/compare", json=_compare_body(texts, a, b, labels),
-                            timeout=self.train_timeout)
-
-    def aliases(self, name: str) -> dict[str, int]:
-        return dict(self.request("GET", f"/v1/pipelines/{name}/aliases")["aliases"])
-
-    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
-        """Moves ``alias`` (``production``: what a plain predict serves) to ``version``; 409 if no encoder fits it."""
-        return self.request("PUT", f"/v1/pipelines/{name}/aliases/{alias}", json={"version": version})
-
-    def delete_alias(self, name: str, alias: str) -> None:
-        self.request("DELETE", f"/v1/pipelines/{name}/aliases/{alias}")
-
-    def pipelines(self) -> list[PipelineReport]:
-        return [PipelineReport.from_dict(p) for p in self.request("GET", "/v1/pipelines")["pipelines"]]
-
-    def pipeline(self, name: str) -> PipelineReport:
-        """The pipeline's chain and compatibility report (an incompatible one is reported, not raised)."""
-        return PipelineReport.from_dict(self.request("GET", f"/v1/pipelines/{name}"))
-
-    def encoders(self) -> list[dict[str, Any]]:
-        """The gateway's registered encoders: name, url, ready, model, outputs (with their contracts)."""
-        return list(self.request("GET", "/v1/encoders")["encoders"])
-
-    def ready(self) -> bool:
+    def _run(self, call: Call) -> Any:
+        # The blocking transport never suspends the coroutine: it runs to its end in one step, no event loop.
+        sending = self._send(call)
         try:
-            self.request("GET", "/readyz")
-        except (Unavailable, Unreachable):
-            return False
-        return True
+            sending.send(None)
+        except StopIteration as done:
+            return done.value
+        sending.close()
+        raise RuntimeError("the blocking client's call waited on an event loop")
+
+    async def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        return self._http.request(method, path, **options)
+
+    async def _sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
-class AsyncGateway(_Base):
+class AsyncGateway(_Client):
     """The same client for asyncio: ``async with AsyncGateway(url) as seam: await seam.predict(...)``."""
 
     def __init__(self, url: str = DEFAULT_URL, *, transport: httpx.AsyncBaseTransport | None = None,
@@ -253,89 +291,17 @@ class AsyncGateway(_Base):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, *, body: Callable[[], Any] | None = None,
-                      timeout: httpx.Timeout | None = None, retry: bool = True, **kwargs: Any) -> Any:
-        attempt = 0
-        while True:
-            if body is not None:
-                kwargs["content"] = body()
-            try:
-                response = await self._http.request(method, path, timeout=timeout or self.timeout, **kwargs)
-            except httpx.TransportError as exc:
-                raise Unreachable(self.url + path, exc) from exc
-            try:
-                return self._result(response)
-            except SeamError as error:
-                wait = self._wait(error, attempt, retry)
-                if wait is None:
-                    raise
-                await asyncio.sleep(wait)
-                attempt += 1
+    def _run(self, call: Call) -> Any:
+        return self._send(call)  # awaited by the caller
 
-    async def predict(self, name: str, texts: list[str], *, version: int | None = None) -> PredictResult:
-        params = {"version": version} if version is not None else None
-        return PredictResult.from_dict(await self.request("POST", f"/v1/pipelines/{name}/predict",
-                                                          json={"texts": list(texts)}, params=params))
+    async def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        return await self._http.request(method, path, **options)
 
-    async def train(self, name: str, texts: list[str], labels: list[str], *, estimator: str | None = None,
-                    feature: str = "embedding", params: dict[str, Any] | None = None, encoder: str | None = None,
-              retain_texts: bool | None = None) -> TrainResult:
-        """``encoder``: the registered encoder to fit through (``encoders()``); default: the gateway's first."""
-        body = _train_body(texts, labels, estimator, feature, params, encoder, retain_texts)
-        return TrainResult.from_dict(await self.request("POST", f"/v1/pipelines/{name}/train", json=body,
-                                                        timeout=self.train_timeout))
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
-    async def train_file(self, name: str, path: str | Path | TrainingFile, *, text_column: str = "text",
-                         label_column: str = "label", estimator: str | None = None, feature: str = "embedding",
-                         params: dict[str, Any] | None = None, chunk_rows: int = CHUNK_ROWS,
-                         encoder: str | None = None, retain_texts: bool | None = None) -> TrainResult:
-        fields = _file_fields(estimator, feature, params, encoder, retain_texts)
-        files = _training_files(path, text_column, label_column, chunk_rows)
-        return TrainResult.from_dict(await self.request(
-            "POST", f"/v1/pipelines/{name}/train", body=lambda: _chunks(next(files).body(fields)),
-            headers={"Content-Type": "application/json"}, timeout=self.train_timeout,
-            retry=not isinstance(path, TrainingFile)))
-
-    async def evaluate(self, name: str, texts: list[str], *, labels: list[str] | None = None,
-                       targets: list[float] | None = None, version: int | None = None) -> dict[str, Any]:
-        return await self.request("POST", f"/v1/pipelines/{name}/evaluate", json=_evaluate_body(texts, labels, targets),
-                                  params={"version": version} if version is not None else None,
-                                  timeout=self.train_timeout)
-
-    async def refit(self, name: str, encoder: str, *, version: int | None = None, promote: bool = False,
-                    reuse: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        return await self.request("POST", f"/v1/pipelines/{name}/refit",
-                                  json=_refit_body(encoder, version, promote, reuse), timeout=self.train_timeout)
-
-    async def compare(self, name: str, texts: list[str], a: int | str, b: int | str, *,
-                      labels: list[str] | None = None) -> dict[str, Any]:
-        return await self.request("POST", f"/v1/pipelines/{name}/compare",
-                                  json=_compare_body(texts, a, b, labels), timeout=self.train_timeout)
-
-    async def aliases(self, name: str) -> dict[str, int]:
-        return dict((await self.request("GET", f"/v1/pipelines/{name}/aliases"))["aliases"])
-
-    async def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
-        return await self.request("PUT", f"/v1/pipelines/{name}/aliases/{alias}", json={"version": version})
-
-    async def delete_alias(self, name: str, alias: str) -> None:
-        await self.request("DELETE", f"/v1/pipelines/{name}/aliases/{alias}")
-
-    async def pipelines(self) -> list[PipelineReport]:
-        return [PipelineReport.from_dict(p) for p in (await self.request("GET", "/v1/pipelines"))["pipelines"]]
-
-    async def pipeline(self, name: str) -> PipelineReport:
-        return PipelineReport.from_dict(await self.request("GET", f"/v1/pipelines/{name}"))
-
-    async def encoders(self) -> list[dict[str, Any]]:
-        return list((await self.request("GET", "/v1/encoders"))["encoders"])
-
-    async def ready(self) -> bool:
-        try:
-            await self.request("GET", "/readyz")
-        except (Unavailable, Unreachable):
-            return False
-        return True
+    def _stream(self, chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+        return _chunks(chunks)
 
 
 def _training_files(path: str | Path | TrainingFile, text_column: str, label_column: str,

@@ -4,10 +4,11 @@ problem+json), picked by :func:`error_of`. Import them from ``seam.client``."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from services import compatibility
 
 REQUEST_ID_HEADER = "X-Request-ID"
 PROBLEM_BASE = "https://seam.dev/problems/"
@@ -59,16 +60,14 @@ class Conflict(SeamError):
     """409."""
 
 
-@dataclass(frozen=True)
-class Mismatch:
-    """One field where the producer's output contract does not fit the consumer's input contract."""
+class Mismatch(compatibility.Mismatch):
+    """One field where the producer's output contract does not fit the consumer's input contract: the
+    services' own model (one definition of the wire shape), also built positionally."""
 
-    field: str
-    expected: Any
-    actual: Any
-    message: str
-    producer: str | None = None
-    consumer: str | None = None
+    def __init__(self, field: str, expected: Any, actual: Any, message: str, producer: str | None = None,
+                 consumer: str | None = None) -> None:
+        super().__init__(field=field, expected=expected, actual=actual, message=message, producer=producer,
+                         consumer=consumer)
 
     @classmethod
     def from_dict(cls, m: Mapping[str, Any]) -> Mismatch:

@@ -8,6 +8,7 @@ from typing import Any
 
 from seam.problems import Mismatch
 
+
 @dataclass(frozen=True)
 class Prediction:
     label: str
@@ -34,10 +35,16 @@ class PredictResult:
 
 
 @dataclass(frozen=True)
-class TrainResult:
+class _Fitted:
+    """What every answer about one fitted version names first."""
+
     name: str
     version: int
     estimator: str
+
+
+@dataclass(frozen=True)
+class TrainResult(_Fitted):
     feature: str
     classes: list[str]
     metrics: dict[str, Any]
@@ -63,10 +70,7 @@ class Link:
 
 
 @dataclass(frozen=True)
-class PipelineReport:
-    name: str
-    version: int
-    estimator: str
+class PipelineReport(_Fitted):
     classes: list[str]
     compatible: bool
     mismatches: list[Mismatch]

@@ -17,8 +17,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, TextIO, TypeVar
 
-from seam import cli
-from seam.cli import CLIError, _table
+from seam.console import CLIError, gateway_client, problem_lines, table
 from seam.client import Gateway, SeamError
 
 T = TypeVar("T")
@@ -71,7 +70,6 @@ def refit_chains(gateway: str, reports: list[dict[str, Any]], encoder: str, *, p
             bar.step(f"skipped {name} v{version}")
             continue
         reuse = [{"pipeline": n, "version": v, "refitted": done[(n, v)]} for n, v in lower if (n, v) in done]
-        body = {"encoder": encoder, "version": version, "reuse": reuse}
         try:
             answer = _ask(gateway, api_key, lambda c: c.refit(name, encoder, version=version, reuse=reuse))
         except CLIError as exc:
@@ -92,10 +90,10 @@ def refit_chains(gateway: str, reports: list[dict[str, Any]], encoder: str, *, p
 def _ask(gateway: str, api_key: str | None, call: Callable[[Gateway], T]) -> T:
     """One call through the client; a problem answer becomes the CLI's error, every mismatch listed."""
     try:
-        with cli.gateway_client(gateway, api_key, train_timeout=REFIT_TIMEOUT_S) as client:
+        with gateway_client(gateway, api_key, train_timeout=REFIT_TIMEOUT_S) as client:
             return call(client)
     except SeamError as exc:
-        raise CLIError(cli.problem_lines(exc)) from exc
+        raise CLIError(problem_lines(exc)) from exc
 
 
 def _fmt(value: Any) -> str:
@@ -103,11 +101,11 @@ def _fmt(value: Any) -> str:
 
 
 def print_comparison(rows: list[dict[str, Any]], failures: list[str], promote: bool) -> None:
-    table = [[r["pipeline"], f"v{r['old_version']} ({r.get('old_encoder') or '?'})",
+    cells = [[r["pipeline"], f"v{r['old_version']} ({r.get('old_encoder') or '?'})",
               f"v{r['new_version']} ({r.get('new_encoder')})", _fmt(r.get("old_cv_accuracy")),
               _fmt(r.get("new_cv_accuracy")), _fmt(r.get("agreement")), f"v{r['production']}" if "production" in r else "-"]
              for r in rows]
-    for line in _table(["pipeline", "old", "new", "old acc", "new acc", "agreement", "production"], table):
+    for line in table(["pipeline", "old", "new", "old acc", "new acc", "agreement", "production"], cells):
         print(line)
     for r in rows:
         if r.get("agreement_unavailable"):
@@ -157,9 +155,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         body["labels"] = [r[args.label_column] for r in rows]
     answer = _ask(args.gateway, args.api_key,
                   lambda c: c.compare(args.name, body["texts"], body["a"], body["b"], labels=body.get("labels")))
-    table = [[side, str(answer[side]["asked"]), f"v{answer[side]['version']}", str(answer[side]["encoder"]),
+    cells = [[side, str(answer[side]["asked"]), f"v{answer[side]['version']}", str(answer[side]["encoder"]),
               _fmt(answer[side].get("accuracy")), _fmt(answer[side].get("macro_f1"))] for side in ("a", "b")]
-    for line in _table(["", "asked", "version", "encoder", "accuracy", "macro-F1"], table):
+    for line in table(["", "asked", "version", "encoder", "accuracy", "macro-F1"], cells):
         print(line)
     differ = [i for i, p in enumerate(answer["predictions"]) if not p["agree"]]
     print(f"agreement {answer['agreement']:.3f} over {answer['texts']} texts; {len(differ)} differ")
@@ -180,7 +178,7 @@ def cmd_aliases(args: argparse.Namespace) -> int:
     aliases = _ask(args.gateway, args.api_key, lambda c: c.aliases(args.name))
     if not aliases:
         print(f"{args.name} has no aliases: a plain predict serves its latest version")
-    for line in _table(["alias", "version"], [[a, f"v{v}"] for a, v in sorted(aliases.items())]) if aliases else []:
+    for line in table(["alias", "version"], [[a, f"v{v}"] for a, v in sorted(aliases.items())]) if aliases else []:
         print(line)
     return 0
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from bench.loadgen import read_body
+
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[str, str] | None:
     """The next request's method and target (path and query), its body read off the stream; ``None``
@@ -12,11 +14,6 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, str] | None:
     request_line = await reader.readline()
     if not request_line:
         return None
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
+    await read_body(reader)
     method, target, _ = request_line.decode().split(" ", 2)
     return method, target

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier_service.estimators import estimators_for, mean_pool
+from classifier_service.estimator_types import mean_pool
+from classifier_service.estimators import estimators_for
 from classifier_service.features import data_sha256, decode, validate
 from services.codecs import Ragged
 from services.errors import FeatureMismatch

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifier_service.estimators import SklearnEstimator
-from classifier_service.store import ModelStore
+from classifier_service.estimator_types import SklearnEstimator
+from classifier_service.directory_store import ModelStore
 from services.codecs import BINARY_CONTENT_TYPE, encode_binary
-from tests.classifier_service.synthetic import classifier_client, DIM, features_for, fit, fit_body, tensor_json
+from tests.classifier_service.synthetic import DIM, classifier_client, features_for, fit, fit_body, tensor_json
 
 EXTREME = [[1e38] * (DIM // 2) + [-1e38] * (DIM // 2)]  # finite, but its arithmetic overflows
 

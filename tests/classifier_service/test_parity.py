@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
 from sklearn.naive_bayes import GaussianNB
 
-from classifier_service.estimators import mean_pool
+from classifier_service.estimator_types import mean_pool
 from services.codecs import BINARY_CONTENT_TYPE, Ragged, decode_binary
 from services.contracts import TensorContract
 from tests.classifier_service.synthetic import binary, tensor_json

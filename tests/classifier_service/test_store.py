@@ -20,9 +20,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from classifier_service.estimators import SklearnEstimator
+from classifier_service.estimator_types import SklearnEstimator
 from classifier_service.settings import ClassifierSettings
-from classifier_service.store import ModelStore, StoreEntryError, VersionStore, load_skops, open_store
+from classifier_service.directory_store import ModelStore
+from classifier_service.store import StoreEntryError, VersionStore, load_skops, open_store
 from services.errors import Conflict
 from tests.classifier_service.synthetic import classifier_client, features_for, fit, tensor_json
 

@@ -16,6 +16,7 @@ from encoder_service.runtime import EncoderRuntime, usable_cores
 from encoder_service.settings import EncoderSettings
 from encoder_service.streams import Streams
 from services.waiting import FOLLOW_FRACTION
+from tests.encoder_service import forward
 
 TEXTS = [f"sentence number {i} " + "word " * (i % 7) for i in range(40)]
 
@@ -36,7 +37,7 @@ def runtimes(tiny_classifier):
 def test_a_pass_shared_between_streams_equals_one_stream(runtimes):
     items = runtimes[1].tokenize(TEXTS)
     want = ["embedding", "tokens", "probabilities"]
-    one, three = runtimes[1].forward(items, want), runtimes[3].forward(items, want)
+    one, three = forward(runtimes[1], items, want), forward(runtimes[3], items, want)
     for a, b in zip(one, three):
         for name in want:
             np.testing.assert_allclose(a[name], b[name], atol=1e-6)

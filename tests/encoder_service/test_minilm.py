@@ -8,6 +8,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from services.contracts import CANARY_TEXTS
+from tests.encoder_service import encode
 
 pytestmark = pytest.mark.real_model
 
@@ -25,7 +26,7 @@ def reference(minilm_path) -> SentenceTransformer:
 
 
 def test_embedding_equals_sentence_transformers_encode(minilm_runtime, reference):
-    ours = np.stack(minilm_runtime.encode(TEXTS, "embedding"))
+    ours = np.stack(encode(minilm_runtime, TEXTS, "embedding"))
     theirs = reference.encode(TEXTS)
     assert ours.shape == (4, 384)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
@@ -46,23 +47,23 @@ def test_contracts_describe_minilm(minilm_runtime):
 
 
 def test_masked_mean_of_tokens_is_the_unnormalised_embedding(minilm_runtime, reference):
-    tokens = minilm_runtime.encode(TEXTS, "tokens")
+    tokens = encode(minilm_runtime, TEXTS, "tokens")
     ref_tokens = reference.encode(TEXTS, output_value="token_embeddings")
     for ours, theirs, text in zip(tokens, ref_tokens, TEXTS):
         assert ours.shape == (len(theirs), 384), text  # padding excluded: one vector per real token
         np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-5)
     means = np.stack([t.mean(axis=0) for t in tokens])
     normalised = means / np.linalg.norm(means, axis=1, keepdims=True)
-    np.testing.assert_allclose(normalised, np.stack(minilm_runtime.encode(TEXTS, "embedding")), atol=1e-5)
+    np.testing.assert_allclose(normalised, np.stack(encode(minilm_runtime, TEXTS, "embedding")), atol=1e-5)
 
 
 def test_output_does_not_depend_on_the_rest_of_the_batch(minilm_runtime):
     short = "Refund please"
-    alone_tokens = minilm_runtime.encode([short], "tokens")[0]
-    alone_embedding = minilm_runtime.encode([short], "embedding")[0]
+    alone_tokens = encode(minilm_runtime, [short], "tokens")[0]
+    alone_embedding = encode(minilm_runtime, [short], "embedding")[0]
     crowd = [short, TEXTS[2] * 3, TEXTS[0]]
-    with_others_tokens = minilm_runtime.encode(crowd, "tokens")[0]
-    with_others_embedding = minilm_runtime.encode(crowd, "embedding")[0]
+    with_others_tokens = encode(minilm_runtime, crowd, "tokens")[0]
+    with_others_embedding = encode(minilm_runtime, crowd, "embedding")[0]
     assert with_others_tokens.shape == alone_tokens.shape
     np.testing.assert_allclose(with_others_tokens, alone_tokens, atol=1e-5)
     np.testing.assert_allclose(with_others_embedding, alone_embedding, atol=1e-5)
@@ -78,7 +79,7 @@ def test_plain_mean_over_padding_would_depend_on_the_batch(minilm_runtime):
             return st.forward(dict(features))["token_embeddings"].mean(dim=1)[0].numpy()
     alone, padded = naive([short]), naive([short, long])
     assert np.abs(alone - padded).max() > 1e-2  # same text, different vector: the bug
-    tokens = minilm_runtime.encode([short], "tokens")[0]
+    tokens = encode(minilm_runtime, [short], "tokens")[0]
     np.testing.assert_allclose(tokens.mean(axis=0), alone, atol=1e-5)  # seam's masked mean = the unpadded mean
 
 
@@ -87,7 +88,7 @@ def test_long_texts_are_truncated_and_flagged(minilm_runtime):
     items = minilm_runtime.tokenize([long, "short text"])
     assert [i.truncated for i in items] == [True, False]
     assert items[0].n_tokens == 256
-    assert minilm_runtime.encode([long], "tokens")[0].shape == (256, 384)
+    assert encode(minilm_runtime, [long], "tokens")[0].shape == (256, 384)
 
 
 async def test_encode_over_http_matches_sentence_transformers(reference):
@@ -111,8 +112,8 @@ def test_bfloat16_is_declared_and_close_to_float32(minilm_runtime):
 
     bf16 = EncoderRuntime(EncoderSettings(precision="bfloat16"))
     bf16.load()
-    a = np.stack(minilm_runtime.encode(TEXTS))
-    b = np.stack(bf16.encode(TEXTS))
+    a = np.stack(encode(minilm_runtime, TEXTS))
+    b = np.stack(encode(bf16, TEXTS))
     cosines = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cosines.min() >= 0.999
     produced, expected = bf16.output("embedding").contract, minilm_runtime.output("embedding").contract

@@ -7,6 +7,7 @@ import pytest
 
 from encoder_service.runtime import EncoderRuntime, ModelLoadError
 from encoder_service.settings import EncoderSettings
+from tests.encoder_service import encode
 
 TEXTS = ["Where is my parcel? It should have arrived yesterday.", "hi", "refund " * 300]
 
@@ -21,7 +22,7 @@ def test_onnx_equals_torch_and_is_cached(tiny_classifier, tmp_path):
     onnx_rt = EncoderRuntime(EncoderSettings(model=str(tiny_classifier), backend="onnxruntime", cache_dir=tmp_path))
     onnx_rt.load()
     for output in ("embedding", "tokens", "probabilities"):
-        assert _max_diff(torch_rt.encode(TEXTS, output), onnx_rt.encode(TEXTS, output)) < 1e-4, output
+        assert _max_diff(encode(torch_rt, TEXTS, output), encode(onnx_rt, TEXTS, output)) < 1e-4, output
     [exported] = list(tmp_path.glob("*.onnx"))
     stamp = exported.stat().st_mtime_ns
     again = EncoderRuntime(EncoderSettings(model=str(tiny_classifier), backend="onnxruntime", cache_dir=tmp_path))
@@ -35,7 +36,7 @@ def test_onnx_minilm_parity(minilm_runtime, tmp_path):
     onnx_rt = EncoderRuntime(EncoderSettings(backend="onnxruntime", cache_dir=tmp_path))
     onnx_rt.load()
     for output in ("embedding", "tokens"):
-        assert _max_diff(minilm_runtime.encode(TEXTS, output), onnx_rt.encode(TEXTS, output)) < 1e-4
+        assert _max_diff(encode(minilm_runtime, TEXTS, output), encode(onnx_rt, TEXTS, output)) < 1e-4
 
 
 def test_bfloat16_with_onnxruntime_is_refused_clearly(tiny_bert, tmp_path):

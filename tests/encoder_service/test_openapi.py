@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from encoder_service.runtime import DEFAULT_MODEL_ID
+from encoder_service.loading import DEFAULT_MODEL_ID
 from tests.encoder_service.conftest import encoder_client
 from tests.openapi_examples import examples, in_order, send
 

@@ -16,6 +16,7 @@ from encoder_service import prepack
 from encoder_service.__main__ import BFLOAT16_CACHE_ENTRIES, PACKED_CACHE_ENTRIES, library_env
 from encoder_service.runtime import EncoderRuntime, ModelLoadError
 from encoder_service.settings import EncoderSettings
+from tests.encoder_service import encode
 from tests.processes import ROOT
 from tests.services.test_memory import needs_pageout
 
@@ -47,7 +48,7 @@ def test_packed_model_gives_what_the_plain_one_gives(fixture, request):
     assert _packed_layers(packed) and not _plain_layers(packed)
     assert _plain_layers(plain) and not _packed_layers(plain)
     for output in plain.outputs:
-        for a, b in zip(packed.encode(TEXTS, output), plain.encode(TEXTS, output)):
+        for a, b in zip(encode(packed, TEXTS, output), encode(plain, TEXTS, output)):
             assert a.shape == b.shape and np.abs(a - b).max() < 1e-5, output
     # Same served space: the contracts' canary fingerprints agree as the gateway's check reads them.
     for output in plain.outputs:
@@ -80,7 +81,7 @@ from encoder_service.settings import EncoderSettings
 from tests.services.test_memory import mapping_rss
 runtime = EncoderRuntime(EncoderSettings(model=sys.argv[1], prepack=True))
 runtime.load()
-runtime.encode(["Where is my parcel?", "hi"])
+runtime.submit(runtime.tokenize(["Where is my parcel?", "hi"]), ["embedding"]).result()
 embeddings = runtime._st[0].auto_model.embeddings.word_embeddings.weight
 packed = [m for m in runtime._st.modules() if type(m).__name__ == "PackedLinear"]
 print(json.dumps({"resident": mapping_rss(embeddings.data_ptr()),

@@ -189,10 +189,11 @@ async def test_another_space_is_never_measured(app, gw, fake_encoder):
 
 async def test_seam_encoders_prints_a_table_from_the_gateways_listing(gw, monkeypatch, capsys):
     from seam import cli
+    from seam.client import Gateway
 
     listing = (await gw.get("/v1/encoders")).json()
     listing["encoders"][1].update(ready=False, error="encoder b is unreachable")
-    monkeypatch.setattr(cli.Gateway, "encoders", lambda self: listing["encoders"])  # seam.client answers the CLI
+    monkeypatch.setattr(Gateway, "encoders", lambda self: listing["encoders"])  # seam.client answers the CLI
     assert cli.main(["--gateway", "http://gw.test", "encoders"]) == 1  # one is not ready
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["encoder", "url", "ready", "model", "output", "dim", "dtype", "contract"]

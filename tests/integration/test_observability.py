@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from seam import client as sc
-from seam.cli import DEMO_PIPELINE, MISMATCH_DEMO, seed_demo
+from seam.demo import DEMO_PIPELINE, MISMATCH_DEMO, seed_demo
 from tests.otlp import Receiver, serve
 from tests.processes import ROOT, ServiceProcess, free_port
 

@@ -8,7 +8,7 @@ import pytest
 
 from bench.workload import sentences
 from encoder_service.precision import choose_precision, cpu_flags
-from seam.cli import DEMO_PIPELINE, seed_demo
+from seam.demo import DEMO_PIPELINE, seed_demo
 from seam.stack import Stack, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_model]
