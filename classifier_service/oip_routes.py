@@ -31,7 +31,7 @@ from classifier_service.runtime import ClassifierRuntime, LoadedVersion, Predict
 from classifier_service.schemas import PredictFields, PredictInput
 from services import oip
 from services.codecs import Ragged
-from services.errors import MalformedRequest, NotReady
+from services.errors import MalformedRequest
 from services.http.oip import ModelServer, inference_response, input_tensor, oip_router, read_inference, requested
 from services.http.protocols import request_body
 
@@ -124,9 +124,7 @@ def _outputs(result: PredictionResult) -> dict[str, oip.OutputTensor]:
 
 async def _ready(request: Request) -> None:
     """200 once the model store is loaded; 503 before."""
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is None or not runtime.ready:
-        raise NotReady("The model store is still loading.")
+    await get_runtime(request)
 
 
 async def _metadata_of(request: Request, name: str, version: int | None) -> oip.ModelMetadata:

@@ -29,6 +29,7 @@ from services import oip
 from services.errors import InvalidInput, MalformedRequest, ModelNotFound, NotReady
 from services.http.oip import ModelServer, inference_response, input_tensor, oip_router, read_inference, requested
 from services.http.protocols import request_body
+from services.wire import CONTRACT_HEADER
 
 VERSION = "1"
 PLATFORM = "seam-encoder"
@@ -136,7 +137,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     tensors = await anyio.to_thread.run_sync(_tensors, name, output, vectors, [item.truncated for item in items])
     outputs = [(tensors[n], binary) for n, binary in wanted]
     check_json_size(sum(t.array.size for t, binary in outputs if not binary), settings, name)
-    return await inference_response(name, VERSION, decoded, outputs, headers={"X-Seam-Contract": output.id})
+    return await inference_response(name, VERSION, decoded, outputs, headers={CONTRACT_HEADER: output.id})
 
 
 def _tensors(name: str, output: Output, vectors: list[np.ndarray], truncated: list[bool]) -> dict[str, oip.OutputTensor]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from seam.client import NotFound, SeamError
 from seam.console import CLIError, gateway_client, problem_lines, read_csv, sample_data
+from services.wire import INTERNAL_TOKEN_HEADER
 
 DEMO_PIPELINE = "support-intents"
 MISMATCH_DEMO = "legacy-bert-base"
@@ -42,7 +43,7 @@ def seed_demo(gateway: str, classifier: str, api_key: str | None = None) -> None
         raise CLIError(problem_lines(exc)) from exc
     # The classifier is internal: the demo model goes to it directly, with its token when one is set
     # (through the same client: its calls and errors are the gateway's).
-    internal = {"X-Seam-Internal-Token": os.environ["CLASSIFIER_INTERNAL_TOKEN"]} if os.environ.get("CLASSIFIER_INTERNAL_TOKEN") else {}
+    internal = {INTERNAL_TOKEN_HEADER: os.environ["CLASSIFIER_INTERNAL_TOKEN"]} if os.environ.get("CLASSIFIER_INTERNAL_TOKEN") else {}
     with gateway_client(classifier, headers=internal, timeout=60) as direct:
         try:
             direct.request("GET", f"/v1/models/{MISMATCH_DEMO}")
