@@ -11,6 +11,9 @@ the folder that uses them.
 - ``serve(app)``: an app's lifespan run and an in-process client for it.
 - ``gateway_app(settings, encoder=..., classifier=...)``: the one way to build a gateway over fakes or
   other transports; ``encoder_client(**settings)``: an encoder app, its model loaded, and a client.
+- ``mapping_rss``, ``needs_pageout``: memory measured per mapping (services.memory, the encoder's
+  prepacked weights); ``dashboard_metrics()``: the metric families deploy/grafana's dashboard queries;
+  ``keys_toml(...)``: a gateway's scoped keys file.
 - ``Services``: the real encoder and classifier apps in process, each behind an address whose app can
   be replaced (an encoder restart with another model); ``world(...)``: those two and a gateway, with a
   client for each.
@@ -18,8 +21,12 @@ the folder that uses them.
 
 from __future__ import annotations
 
-import csv
 import asyncio
+import csv
+import json
+import os
+import re
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -27,10 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "seam" / "data" / "support_intents.csv"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "seam.json"
 PROBLEM = "application/problem+json"
+# Twelve short texts, three intents: enough to train a pipeline on the real services.
+TEXTS = ["where is my parcel", "my parcel is late", "the package was lost", "delivery arrived late",
+         "i was charged twice", "refund my payment", "the invoice is wrong", "cancel my subscription",
+         "reset my password", "login to my account", "change my email address", "my account password"]
+LABELS = ["shipping"] * 4 + ["billing"] * 4 + ["account"] * 4
 ENCODER_URL = "http://encoder.local"
 CLASSIFIER_URL = "http://classifier.local"
 
@@ -54,6 +68,49 @@ def sample(n: int | None = None) -> tuple[list[str], list[str]]:
             by_label.setdefault(row["label"], []).append(row)
         rows = [row for i in range(n) for group in by_label.values() if i < len(group) for row in [group[i]]][:n]
     return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+def mapping_rss(address: int) -> int:
+    """Resident bytes of the mapping that holds ``address`` (from /proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(maxsplit=1)[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(x, 16) for x in head.split("-"))
+                inside = low <= address < high
+            elif inside and head == "Rss:":
+                return int(line.split()[1]) * 1024
+    raise LookupError(f"no mapping holds {address:#x}")
+
+
+def kernel_pages_out() -> bool:
+    if sys.platform != "linux":
+        return False
+    major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    return (major, minor) >= (5, 4)
+
+
+needs_pageout = pytest.mark.skipif(not kernel_pages_out(), reason="MADV_PAGEOUT needs Linux 5.4 or later")
+
+_METRIC = re.compile(r"\bseam_[a-z0-9_]+")
+_SUFFIXES = ("_bucket", "_count", "_sum", "_total")
+
+
+def dashboard_metrics() -> set[str]:
+    """The metric families the dashboard's queries name (``seam_x_total`` and ``seam_x_bucket`` are ``seam_x``)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"]]
+    names = {m for e in exprs for m in _METRIC.findall(e)}
+    return {next((n.removesuffix(s) for s in _SUFFIXES if n.endswith(s)), n) for n in names}
+
+
+def keys_toml(**keys: dict[str, Any]) -> str:
+    """A GATEWAY_API_KEYS_FILE: one ``[[keys]]`` table per key id, with the fields given."""
+    tables = (f"[[keys]]\nid = {json.dumps(key_id)}\n" + "".join(f"{field} = {json.dumps(value)}\n" for field, value in fields.items())
+              for key_id, fields in keys.items())
+    return "\n".join(tables)
 
 
 async def train(client: httpx.AsyncClient, name: str, feature: str = "embedding", estimator: str | None = None,

@@ -19,7 +19,7 @@ from services.admission import ConcurrencyLimitMiddleware, MediaTypeMiddleware
 from services.codecs import to_json
 from services.web import install_problem_handlers
 from tests.classifier_service.synthetic import features_for, fit_body
-from tests.reliability.world import world
+from tests.support import world
 
 PROBLEM = "application/problem+json"
 
