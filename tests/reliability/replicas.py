@@ -3,6 +3,7 @@ fault and S3 tests; and the big fit whose save takes a while (to kill a process 
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,6 +56,16 @@ class Replicas:
 
     def fit(self, service: ServiceProcess, name: str, **fields) -> httpx.Response:
         return http_fit(self.http, service, name, **fields)
+
+    def race(self, name: str) -> list[httpx.Response]:
+        """Three fits of ``name`` (one per estimator) through each process at once: all 201, versions 1 to 6."""
+        estimators = ["logistic_regression", "gaussian_nb", "mlp"]
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(self.fit, s, name, estimator=e) for s in (self.a, self.b) for e in estimators]
+            responses = [f.result() for f in futures]
+        assert [r.status_code for r in responses] == [201] * 6, [r.text for r in responses if r.status_code != 201]
+        assert sorted(r.json()["version"] for r in responses) == [1, 2, 3, 4, 5, 6]
+        return responses
 
     def predictions(self, service: ServiceProcess) -> dict[str, dict]:
         """Every stored version's answer to the probe."""
