@@ -7,7 +7,8 @@ the folder that uses them.
 - ``assert_problem(response, status, *needles)``: an RFC 9457 problem with that status, each needle in
   its detail; returns the body.
 - ``sample(n)``: the project's sample data (seam/data/support_intents.csv), all of it or its first ``n``
-  rows with every label kept.
+  rows with every label kept; ``TEXTS``/``LABELS``: twelve short ones; ``train(client, name, ...)``: a
+  pipeline trained through a gateway on ``sample(48)``.
 - ``serve(app)``: an app's lifespan run and an in-process client for it.
 - ``gateway_app(settings, encoder=..., classifier=...)``: the one way to build a gateway over fakes or
   other transports; ``encoder_client(**settings)``: an encoder app, its model loaded, and a client.
@@ -124,10 +125,13 @@ async def train(client: httpx.AsyncClient, name: str, feature: str = "embedding"
 
 
 @asynccontextmanager
-async def serve(app: Any, base_url: str = "http://test", **client: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """``app``'s lifespan run, and a client talking to it in process (``client.app`` is the app)."""
+async def serve(app: Any, base_url: str = "http://test", *, raise_app_exceptions: bool = True
+                ) -> AsyncIterator[httpx.AsyncClient]:
+    """``app``'s lifespan run, and a client talking to it in process (``client.app`` is the app).
+    ``raise_app_exceptions=False`` lets a test see the 500 problem an unexpected error becomes."""
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url, **client) as http:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
             http.app = app  # type: ignore[attr-defined]
             yield http
 
@@ -157,11 +161,9 @@ async def encoder_client(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     from encoder_service.settings import EncoderSettings
 
     app = create_app(EncoderSettings(**settings))
-    async with app.router.lifespan_context(app):
+    async with serve(app, "http://encoder") as client:
         await app.state.loading
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://encoder") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+        yield client
 
 
 async def wait_loaded(encoder: Any) -> None:
