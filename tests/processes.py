@@ -1,5 +1,6 @@
 """Real service processes for integration tests: ``python -m <service>`` under uvicorn on
-127.0.0.1, a free port, waited on until /readyz answers 200, stopped (or killed) on exit."""
+127.0.0.1, a free port, waited on until /readyz answers 200, stopped (or killed) on exit; and the
+encoder and gateway processes the end-to-end tests start, trained and asked through plain HTTP."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from seam.stack import free_port, wait_ready
+import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from seam.stack import free_port, wait_ready
+from tests.support import ROOT, sample
+
+PROBE = ["I was charged twice this month", "my parcel never arrived", "please reset my password"]
 PREFIX = {"encoder_service": "ENCODER_", "classifier_service": "CLASSIFIER_", "gateway": "GATEWAY_",
           "tests.reliability.fake_upstream": "FAKE_"}
 
@@ -68,3 +72,34 @@ def running(module: str, env: dict[str, str], *, log: Path | None = None, port: 
         yield service.start()
     finally:
         service.stop()
+
+
+def encoder(model: Path, var: Path, name: str, **env: str) -> ServiceProcess:
+    return ServiceProcess("encoder_service", {"ENCODER_MODEL": str(model), "ENCODER_THREADS": "1", **env},
+                          log=var / f"encoder-{name}.log")
+
+
+def gateway(var: Path, name: str, classifier: ServiceProcess, encoders: dict[str, ServiceProcess], **env: str) -> ServiceProcess:
+    listed = ",".join(f"{n}={e.url}" for n, e in encoders.items())
+    return ServiceProcess("gateway", {
+        "GATEWAY_ENCODERS": listed, "GATEWAY_CLASSIFIER_URL": classifier.url, "GATEWAY_RECHECK_INTERVAL_S": "0",
+        "GATEWAY_PIPELINE_TTL_S": "0", "GATEWAY_TIMEOUT_S": "60", **env,
+    }, log=var / f"gateway-{name}.log")
+
+
+def started(*services: ServiceProcess) -> None:
+    for service in services:  # start all, then wait: their imports overlap
+        service.start(wait_ready=False)
+    for service in services:
+        service.wait_ready()
+
+
+def train(http: httpx.Client, gw: ServiceProcess, name: str, **extra) -> httpx.Response:
+    texts, labels = sample()
+    body = {"texts": texts, "labels": labels, "estimator": "logistic_regression", **extra}
+    return http.post(f"{gw.url}/v1/pipelines/{name}/train", json=body)
+
+
+def predict(http: httpx.Client, gw: ServiceProcess, name: str, version: int | None = None) -> httpx.Response:
+    params = {"version": version} if version else {}
+    return http.post(f"{gw.url}/v1/pipelines/{name}/predict", json={"texts": PROBE}, params=params)

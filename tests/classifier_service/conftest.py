@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.classifier_service.synthetic import classifier_client
+from tests.support import sample
 
 
 @pytest.fixture
@@ -21,12 +22,7 @@ async def client(store: Path):
 @pytest.fixture(scope="session")
 def support_intents() -> tuple[list[str], list[str]]:
     """The project's sample dataset: short customer-support texts and their intents."""
-    import csv
-
-    path = Path(__file__).resolve().parents[2] / "seam" / "data" / "support_intents.csv"
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
+    return sample()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from classifier_service.app import create_app
 from classifier_service.settings import ClassifierSettings
 from services.codecs import BINARY_CONTENT_TYPE, Ragged, encode_binary
 from services.contracts import EmbeddingSpace, TensorContract
+from tests.support import serve
 
 CLASSES = ("billing", "refund", "shipping")
 DIM = 8
@@ -103,11 +104,8 @@ async def classifier_client(
     """An in-process classifier app over ``store`` (lifespan run, store loaded) and a client for it.
     ``raise_app_exceptions=False`` lets a test see the 500 problem an unexpected error becomes."""
     app = create_app(ClassifierSettings(store=store, **settings))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
-        async with httpx.AsyncClient(transport=transport, base_url="http://classifier") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    async with serve(app, "http://classifier", raise_app_exceptions=raise_app_exceptions) as client:
+        yield client
 
 
 async def fit(client: httpx.AsyncClient, name: str, kind: str = "embedding", **fields: Any) -> httpx.Response:

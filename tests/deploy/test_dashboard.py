@@ -4,27 +4,15 @@ metric the dashboard queries exists on running services: tests/integration/test_
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
 import yaml
 
+from tests.support import dashboard_metrics
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "seam.json"
-_METRIC = re.compile(r"\bseam_[a-z0-9_]+")
-_SUFFIXES = ("_bucket", "_count", "_sum", "_total")
-
-
-def dashboard_metrics() -> set[str]:
-    """The metric families the dashboard's queries name (``seam_x_total`` and ``seam_x_bucket`` are ``seam_x``)."""
-    dashboard = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"]]
-    names = {m for e in exprs for m in _METRIC.findall(e)}
-    return {next((n.removesuffix(s) for s in _SUFFIXES if n.endswith(s)), n) for n in names}
-
-
 def test_the_dashboard_covers_what_an_operator_asks():
     names = dashboard_metrics()
     assert {"seam_http_requests", "seam_http_request_duration_seconds", "seam_encoder_queue_depth",

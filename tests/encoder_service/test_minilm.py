@@ -92,7 +92,7 @@ def test_long_texts_are_truncated_and_flagged(minilm_runtime):
 
 
 async def test_encode_over_http_matches_sentence_transformers(reference):
-    from tests.encoder_service.conftest import encoder_client
+    from tests.support import encoder_client
 
     async with encoder_client() as client:
         r = await client.post("/v1/encode", json={"texts": TEXTS + ["parcel " * 400], "output": "embedding"})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from encoder_service.loading import DEFAULT_MODEL_ID
-from tests.encoder_service.conftest import encoder_client
+from tests.support import encoder_client
 from tests.openapi_examples import examples, in_order, send
 
 

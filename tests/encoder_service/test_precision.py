@@ -10,7 +10,7 @@ import pytest
 from encoder_service.__main__ import BFLOAT16_CACHE_ENTRIES, PACKED_CACHE_ENTRIES, library_env
 from encoder_service.precision import choose_precision, cpu_flags, read_cpu_flags
 from encoder_service.settings import EncoderSettings
-from tests.encoder_service.conftest import encoder_client
+from tests.support import encoder_client
 
 ZEN5 = frozenset({"fpu", "sse2", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512_bf16"})
 SAPPHIRE_RAPIDS = frozenset({"avx512f", "avx512bw", "amx_tile", "amx_bf16", "amx_int8", "avx512_bf16"})

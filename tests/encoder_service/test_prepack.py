@@ -18,7 +18,7 @@ from encoder_service.runtime import EncoderRuntime, ModelLoadError
 from encoder_service.settings import EncoderSettings
 from tests.encoder_service import encode
 from tests.processes import ROOT
-from tests.services.test_memory import needs_pageout
+from tests.support import needs_pageout
 
 TEXTS = ["Where is my parcel? It should have arrived yesterday.", "hi", "refund " * 300, "a b c d e f"]
 
@@ -78,7 +78,7 @@ _RESIDENT_AFTER_PACKING = """
 import json, sys
 from encoder_service.runtime import EncoderRuntime
 from encoder_service.settings import EncoderSettings
-from tests.services.test_memory import mapping_rss
+from tests.support import mapping_rss
 runtime = EncoderRuntime(EncoderSettings(model=sys.argv[1], prepack=True))
 runtime.load()
 runtime.submit(runtime.tokenize(["Where is my parcel?", "hi"]), ["embedding"]).result()

@@ -8,7 +8,7 @@ import pytest
 from encoder_service.app import create_app
 from encoder_service.settings import EncoderSettings
 from services.codecs import BINARY_CONTENT_TYPE, Ragged, decode_binary
-from tests.encoder_service.conftest import encoder_client
+from tests.support import encoder_client
 
 PROBLEM = "application/problem+json"
 

@@ -21,9 +21,23 @@ import numpy as np
 
 from services.codecs import BINARY_CONTENT_TYPE, Ragged, decode_binary, encode_binary
 from services.contracts import EmbeddingSpace, TensorContract
+from tests.support import PROBLEM
 
-PROBLEM = "application/problem+json"
+ENCODER_URL = "http://encoder.test:8001"  # where the gateway fixtures (conftest.py) find the fakes
+CLASSIFIER_URL = "http://classifier.test:8002"
 Fault = Callable[[httpx.Request], Any]
+
+
+TEXTS = ["where is my parcel", "charged twice", "reset my password", "cancel my plan", "refund please",
+         "parcel lost", "invoice wrong", "login fails", "change my email", "hello"]
+LABELS = ["shipping", "billing", "account", "account", "billing", "shipping", "billing", "account", "account", "shipping"]
+
+
+async def train(client: httpx.AsyncClient, name: str, feature: str = "embedding", estimator: str = "logistic_regression",
+                **extra: Any) -> httpx.Response:
+    """Train ``name`` through the gateway on TEXTS and LABELS."""
+    body = {"texts": TEXTS, "labels": LABELS, "estimator": estimator, "feature": feature, **extra}
+    return await client.post(f"/v1/pipelines/{name}/train", json=body)
 
 
 def problem(status: int, detail: str, slug: str = "invalid-input", **extra: Any) -> httpx.Response:

@@ -5,117 +5,10 @@ An encoder "restart with another model" is a new encoder app behind the same tra
 
 from __future__ import annotations
 
-import asyncio
-import csv
-from contextlib import AsyncExitStack
-from pathlib import Path
-
 import httpx
 import numpy as np
-import pytest
 
-from classifier_service.app import create_app as create_classifier
-from classifier_service.settings import ClassifierSettings
-from encoder_service.app import create_app as create_encoder
-from encoder_service.settings import EncoderSettings
-from gateway.app import create_app
-from gateway.settings import GatewaySettings
-from tests.processes import ROOT
-
-ENCODER_URL = "http://encoder.local"
-CLASSIFIER_URL = "http://classifier.local"
-
-
-def sample(n: int = 48) -> tuple[list[str], list[str]]:
-    """The first ``n`` rows of the sample data, every label kept."""
-    with (ROOT / "seam" / "data" / "support_intents.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    by_label: dict[str, list[dict]] = {}
-    for row in rows:
-        by_label.setdefault(row["label"], []).append(row)
-    picked = [row for i in range(n) for group in by_label.values() if i < len(group) for row in [group[i]]][:n]
-    return [r["text"] for r in picked], [r["label"] for r in picked]
-
-
-class SwappableTransport(httpx.AsyncBaseTransport):
-    """An upstream address whose app can be replaced: a restart with another model, in process."""
-
-    def __init__(self) -> None:
-        self.target: httpx.AsyncBaseTransport | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.target is None:
-            raise httpx.ConnectError("nothing listens here", request=request)
-        return await self.target.handle_async_request(request)
-
-
-class World:
-    """Real encoder and classifier apps, and the gateway in front of them."""
-
-    def __init__(self, stack: AsyncExitStack, store: Path) -> None:
-        self.stack = stack
-        self.store = store
-        self.encoder = SwappableTransport()
-        self.classifier = SwappableTransport()
-        self.encoder_model: Path | None = None
-        self._encoder_scope: AsyncExitStack | None = None
-
-    async def serve_encoder(self, model: Path) -> None:
-        if self._encoder_scope is not None:
-            await self._encoder_scope.aclose()
-        scope = AsyncExitStack()
-        app = create_encoder(EncoderSettings(model=str(model), threads=1, max_wait_ms=0))
-        await scope.enter_async_context(app.router.lifespan_context(app))
-        for _ in range(600):
-            if app.state.runtime.ready or app.state.load_error:
-                break
-            await asyncio.sleep(0.05)
-        assert app.state.runtime.ready, app.state.load_error
-        self._encoder_scope, self.encoder_model = scope, model
-        self.encoder.target = httpx.ASGITransport(app=app)
-
-    async def stop_encoder(self) -> None:
-        self.encoder.target = None
-        if self._encoder_scope is not None:
-            await self._encoder_scope.aclose()
-            self._encoder_scope = None
-
-    async def start_classifier(self) -> None:
-        app = create_classifier(ClassifierSettings(store=self.store, torch_threads=1))
-        await self.stack.enter_async_context(app.router.lifespan_context(app))
-        self.classifier.target = httpx.ASGITransport(app=app)
-
-    async def close(self) -> None:
-        await self.stop_encoder()
-
-
-@pytest.fixture
-async def world(tmp_path, tiny_bert):
-    async with AsyncExitStack() as stack:
-        w = World(stack, tmp_path / "models")
-        stack.push_async_callback(w.close)
-        await w.start_classifier()
-        await w.serve_encoder(tiny_bert)
-        yield w
-
-
-@pytest.fixture
-async def gateway(world):
-    settings = GatewaySettings(encoder_url=ENCODER_URL, classifier_url=CLASSIFIER_URL, recheck_interval_s=0,
-                               train_chunk_size=16)
-    app = create_app(settings, encoder_transport=world.encoder, classifier_transport=world.classifier)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
-            yield client
-
-
-async def train(client, name, feature="embedding", estimator=None, **extra):
-    texts, labels = sample()
-    body = {"texts": texts, "labels": labels, "feature": feature, "estimator": estimator, **extra}
-    response = await client.post(f"/v1/pipelines/{name}/train", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
+from tests.support import CLASSIFIER_URL, ENCODER_URL, sample, train
 
 PROBE = ["I was charged twice", "where is my parcel", "I forgot my password"]
 
@@ -125,7 +18,7 @@ async def predict(client, name, texts=PROBE):
 
 
 async def test_three_patterns_through_the_real_services(gateway, tiny_bert):
-    classes = sorted(set(sample()[1]))
+    classes = sorted(set(sample(48)[1]))
     emb = await train(gateway, "emb", "embedding", "logistic_regression")
     assert emb["version"] == 1 and emb["classes"] == classes
     assert emb["input_contract"]["kind"] == "embedding" and emb["input_contract"]["dim"] == 32
@@ -201,7 +94,7 @@ async def test_reordered_probability_columns_are_refused(gateway, world, tiny_cl
 
 
 async def test_an_encoder_without_a_head_cannot_train_on_probabilities(gateway):
-    texts, labels = sample()
+    texts, labels = sample(48)
     response = await gateway.post("/v1/pipelines/p/train", json={"texts": texts, "labels": labels, "feature": "probabilities"})
     assert response.status_code == 422
     assert response.json()["type"].endswith("/output-unavailable")
@@ -219,7 +112,7 @@ async def test_upstreams_away_and_back(gateway, world, tiny_bert):
 
 
 async def test_classifier_refusals_pass_through(gateway):
-    texts, labels = sample()
+    texts, labels = sample(48)
     response = await gateway.post("/v1/pipelines/emb/train",
                                   json={"texts": texts, "labels": labels, "estimator": "attention_pooling"})
     assert response.status_code == 422, response.text

@@ -8,8 +8,8 @@ import pytest
 
 from gateway.coalescing import Coalescer
 from gateway.deadlines import Progress, RunOutOfTime, note
-from tests.gateway.test_app import gateway, train as train_real, world  # noqa: F401 - fixtures
-from tests.gateway.test_pipelines import TEXTS, train
+from tests.gateway.fakes import TEXTS, train
+from tests.support import train as train_real
 
 
 async def test_concurrent_predicts_share_encoder_and_classifier_calls(client, fake_encoder, fake_classifier):

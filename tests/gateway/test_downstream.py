@@ -10,7 +10,7 @@ from sklearn.metrics import (
     r2_score, root_mean_squared_error,
 )
 
-from tests.reliability.world import world
+from tests.support import world
 
 TEXTS = ["where is my parcel", "my parcel is late", "the package was lost", "delivery arrived late",
          "i was charged twice", "refund my payment", "the invoice is wrong", "cancel my subscription",

@@ -6,11 +6,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import CLASSIFIER_URL
-from tests.gateway.fakes import FakeEncoder
-from tests.gateway.test_pipelines import train
+from tests.gateway.fakes import CLASSIFIER_URL, FakeEncoder, train
+from tests.support import gateway_app, serve
 
 A_URL, B_URL = "http://a.test:8001", "http://b.test:8003"
 
@@ -21,21 +19,19 @@ def encoder_b() -> FakeEncoder:
 
 
 @pytest.fixture
-async def app(fake_encoder, encoder_b, fake_classifier):
+async def gw(fake_encoder, encoder_b, fake_classifier):
     settings = GatewaySettings(
         encoders=f"a={A_URL},b={B_URL}", classifier_url=CLASSIFIER_URL, timeout_s=1.0, pipeline_ttl_s=3600,
         train_chunk_size=4, recheck_interval_s=0.0, reference_sample=8,
     )
-    app = create_app(settings, classifier_transport=fake_classifier.transport(),
-                     encoder_transports={"a": fake_encoder.transport(), "b": encoder_b.transport()})
-    async with app.router.lifespan_context(app):
-        yield app
+    app = gateway_app(settings, classifier=fake_classifier, encoders={"a": fake_encoder, "b": encoder_b})
+    async with serve(app, "http://gw") as client:
+        yield client
 
 
 @pytest.fixture
-async def gw(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-        yield client
+def app(gw):
+    return gw.app
 
 
 async def predict(gw, name: str, **params) -> httpx.Response:

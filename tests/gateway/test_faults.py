@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from services.codecs import BINARY_CONTENT_TYPE, decode_binary, encode_binary
-from tests.gateway.conftest import CLASSIFIER_URL, ENCODER_URL
-from tests.gateway.fakes import problem
+from tests.gateway.fakes import CLASSIFIER_URL, ENCODER_URL, problem
+from tests.support import assert_problem
 
 TEXTS = ["where is my parcel", "charged twice", "reset my password", "refund please"]
 LABELS = ["shipping", "billing", "account", "billing"]
@@ -25,15 +25,6 @@ async def trained(client):
 
 async def predict(client, texts=("hello", "parcel lost")) -> httpx.Response:
     return await client.post("/v1/pipelines/intents/predict", json={"texts": list(texts)})
-
-
-def assert_problem(response: httpx.Response, status: int, *needles: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    for needle in needles:
-        assert needle in body["detail"], (needle, body["detail"])
-    return body
 
 
 def refuse_connection(request: httpx.Request):
@@ -210,16 +201,10 @@ async def test_an_overloaded_upstream_is_429_with_retry_after(client, trained, f
     assert response.headers["retry-after"] == "3"
 
 
-async def test_the_internal_token_is_sent_upstream(fake_encoder, fake_classifier, settings):
-    from gateway.app import create_app
-
+async def test_the_internal_token_is_sent_upstream(gateway_with, fake_encoder):
     seen = []
     fake_encoder.fault = lambda r: seen.append(r.headers.get("x-seam-internal-token"))
-    from gateway.settings import GatewaySettings
-
-    settings = GatewaySettings(**{**settings.model_dump(), "internal_token": "s3cret"})
-    app = create_app(settings, encoder_transport=fake_encoder.transport(), classifier_transport=fake_classifier.transport())
-    async with app.router.lifespan_context(app):
+    async with gateway_with(internal_token="s3cret"):
         pass
     assert seen == ["s3cret"]  # the contracts read at start
 
@@ -274,29 +259,19 @@ async def test_readyz_is_503_naming_the_failing_upstream(client, fake_encoder, f
     assert (await client.get("/readyz")).status_code == 200
 
 
-async def test_the_gateway_starts_with_its_upstreams_down(settings, fake_encoder, fake_classifier):
-    from gateway.app import create_app
-
+async def test_the_gateway_starts_with_its_upstreams_down(gateway_with, fake_encoder, fake_classifier):
     fake_encoder.fault = fake_classifier.fault = refuse_connection
-    app = create_app(settings, encoder_transport=fake_encoder.transport(), classifier_transport=fake_classifier.transport())
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            assert (await client.get("/healthz")).status_code == 200
-            assert (await client.get("/readyz")).status_code == 503
-            fake_encoder.fault = fake_classifier.fault = None
-            assert (await client.get("/readyz")).status_code == 200
+    async with gateway_with() as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 503
+        fake_encoder.fault = fake_classifier.fault = None
+        assert (await client.get("/readyz")).status_code == 200
 
 
-async def test_fits_have_their_own_longer_timeout(fake_encoder, fake_classifier, settings):
-    from gateway.app import create_app
-    from gateway.settings import GatewaySettings
-
-    settings = GatewaySettings(**{**settings.model_dump(), "timeout_s": 0.2, "fit_timeout_s": 5.0})
-    app = create_app(settings, encoder_transport=fake_encoder.transport(), classifier_transport=fake_classifier.transport())
+async def test_fits_have_their_own_longer_timeout(gateway_with, fake_classifier):
     body = {"texts": TEXTS, "labels": LABELS}
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            fake_classifier.delay = 0.5  # slower than timeout_s, well within fit_timeout_s
-            assert (await client.post("/v1/pipelines/intents/train", json=body)).status_code == 201
-            response = await predict(client)
-            assert_problem(response, 504, "within 0.2s", "GATEWAY_TIMEOUT_S")
+    async with gateway_with(timeout_s=0.2, fit_timeout_s=5.0) as client:
+        fake_classifier.delay = 0.5  # slower than timeout_s, well within fit_timeout_s
+        assert (await client.post("/v1/pipelines/intents/train", json=body)).status_code == 201
+        response = await predict(client)
+        assert_problem(response, 504, "within 0.2s", "GATEWAY_TIMEOUT_S")

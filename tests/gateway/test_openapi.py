@@ -3,11 +3,11 @@ pipeline support-intents), against the real encoder and classifier wired in proc
 
 from __future__ import annotations
 
-from tests.gateway.test_app import gateway, train, world  # noqa: F401  (fixtures: the real services in process)
 from tests.openapi_examples import examples, in_order, send
+from tests.support import train
 
 
-async def test_every_documented_example_works(gateway):  # noqa: F811
+async def test_every_documented_example_works(gateway):
     await train(gateway, "support-intents", "embedding", "logistic_regression")  # what `make run` does
     assert (await gateway.get("/docs")).status_code == 200
     found = in_order(examples((await gateway.get("/openapi.json")).json()), "/train")

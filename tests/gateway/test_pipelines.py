@@ -7,16 +7,7 @@ import pytest
 
 from services.codecs import Ragged
 from services.contracts import TensorContract
-from tests.gateway.conftest import CLASSIFIER_URL, ENCODER_URL
-
-TEXTS = ["where is my parcel", "charged twice", "reset my password", "cancel my plan", "refund please",
-         "parcel lost", "invoice wrong", "login fails", "change my email", "hello"]
-LABELS = ["shipping", "billing", "account", "account", "billing", "shipping", "billing", "account", "account", "shipping"]
-
-
-async def train(client, name: str, feature: str = "embedding", estimator: str = "logistic_regression", **extra):
-    body = {"texts": TEXTS, "labels": LABELS, "estimator": estimator, "feature": feature, **extra}
-    return await client.post(f"/v1/pipelines/{name}/train", json=body)
+from tests.gateway.fakes import CLASSIFIER_URL, ENCODER_URL, LABELS, TEXTS, train
 
 
 async def test_train_encodes_in_chunks_and_fits_with_the_encoders_contract(client, fake_encoder, fake_classifier):
@@ -144,20 +135,13 @@ async def test_encoder_back_on_the_fitted_model_is_accepted_again(client, fake_e
     assert (await client.post("/v1/pipelines/intents/predict", json={"texts": ["hello"]})).status_code == 200
 
 
-async def test_refusals_reread_the_encoder_at_most_every_recheck_interval(settings, fake_encoder, fake_classifier):
-    import httpx
-
-    from gateway.app import create_app
-
-    settings = settings.model_copy(update={"recheck_interval_s": 3600.0})
-    app = create_app(settings, encoder_transport=fake_encoder.transport(), classifier_transport=fake_classifier.transport())
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            await train(client, "intents")
-            fake_encoder.serve("other-encoder", dim=8)
-            for _ in range(3):
-                response = await client.post("/v1/pipelines/intents/predict", json={"texts": ["hello"]})
-                assert response.status_code == 409
+async def test_refusals_reread_the_encoder_at_most_every_recheck_interval(gateway_with, fake_encoder):
+    async with gateway_with(recheck_interval_s=3600.0) as client:
+        await train(client, "intents")
+        fake_encoder.serve("other-encoder", dim=8)
+        for _ in range(3):
+            response = await client.post("/v1/pipelines/intents/predict", json={"texts": ["hello"]})
+            assert response.status_code == 409
             assert fake_encoder.calls["GET /v1/outputs"] == 2
 
 
@@ -238,22 +222,15 @@ async def test_a_looping_chain_is_reported_not_followed_forever(client, fake_cla
     assert "loops back" in report["mismatches"][-1]["message"]
 
 
-async def test_versions_trained_elsewhere_are_seen_after_the_ttl(settings, fake_encoder, fake_classifier):
-    import httpx
-
-    from gateway.app import create_app
-
-    settings = settings.model_copy(update={"pipeline_ttl_s": 0.0})
-    app = create_app(settings, encoder_transport=fake_encoder.transport(), classifier_transport=fake_classifier.transport())
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            await train(client, "intents")
-            fake_classifier.add("intents", fake_encoder.contracts["embedding"], {"type": "encoder", "output": "embedding"},
-                                ["account", "billing", "shipping"])  # v2, through another gateway
-            response = await client.post("/v1/pipelines/intents/predict", json={"texts": ["hello"]})
-            assert response.json()["version"] == 2
-            pinned = await client.post("/v1/pipelines/intents/predict?version=1", json={"texts": ["hello"]})
-            assert pinned.json()["version"] == 1
+async def test_versions_trained_elsewhere_are_seen_after_the_ttl(gateway_with, fake_encoder, fake_classifier):
+    async with gateway_with(pipeline_ttl_s=0.0) as client:
+        await train(client, "intents")
+        fake_classifier.add("intents", fake_encoder.contracts["embedding"], {"type": "encoder", "output": "embedding"},
+                            ["account", "billing", "shipping"])  # v2, through another gateway
+        response = await client.post("/v1/pipelines/intents/predict", json={"texts": ["hello"]})
+        assert response.json()["version"] == 2
+        pinned = await client.post("/v1/pipelines/intents/predict?version=1", json={"texts": ["hello"]})
+        assert pinned.json()["version"] == 1
 
 
 async def test_estimator_and_feature_have_defaults(client, fake_classifier):

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support import assert_problem
+
 GOOD = {"texts": ["where is my parcel", "charged twice"], "labels": ["shipping", "billing"],
         "estimator": "logistic_regression", "feature": "embedding"}
-
-
-def assert_problem(response, status: int, needle: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert needle in response.json()["detail"], response.json()["detail"]
 
 
 @pytest.mark.parametrize(

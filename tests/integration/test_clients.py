@@ -28,10 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from tests.processes import ROOT, free_port
+from tests.support import SAMPLE
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = ROOT / "seam" / "data" / "support_intents.csv"
 PROBE = ["I was charged twice this month", "my parcel never arrived"]
 
 

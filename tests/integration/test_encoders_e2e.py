@@ -11,57 +11,14 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.processes import ROOT, ServiceProcess
+from tests.processes import ServiceProcess, encoder, gateway, predict, started, train
 
 pytestmark = pytest.mark.integration
-
-SAMPLE = ROOT / "seam" / "data" / "support_intents.csv"
-PROBE = ["I was charged twice this month", "my parcel never arrived", "please reset my password"]
-
-
-def sample() -> tuple[list[str], list[str]]:
-    with SAMPLE.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
-
-
-def encoder(model: Path, var: Path, name: str, **env: str) -> ServiceProcess:
-    return ServiceProcess("encoder_service", {"ENCODER_MODEL": str(model), "ENCODER_THREADS": "1", **env},
-                          log=var / f"encoder-{name}.log")
-
-
-def gateway(var: Path, name: str, classifier: ServiceProcess, encoders: dict[str, ServiceProcess], **env: str) -> ServiceProcess:
-    listed = ",".join(f"{n}={e.url}" for n, e in encoders.items())
-    return ServiceProcess("gateway", {
-        "GATEWAY_ENCODERS": listed, "GATEWAY_CLASSIFIER_URL": classifier.url, "GATEWAY_RECHECK_INTERVAL_S": "0",
-        "GATEWAY_PIPELINE_TTL_S": "0", "GATEWAY_TIMEOUT_S": "60", **env,
-    }, log=var / f"gateway-{name}.log")
-
-
-def started(*services: ServiceProcess) -> None:
-    for service in services:  # start all, then wait: their imports overlap
-        service.start(wait_ready=False)
-    for service in services:
-        service.wait_ready()
-
-
-def train(http: httpx.Client, gw: ServiceProcess, name: str, **extra) -> httpx.Response:
-    texts, labels = sample()
-    body = {"texts": texts, "labels": labels, "estimator": "logistic_regression", **extra}
-    return http.post(f"{gw.url}/v1/pipelines/{name}/train", json=body)
-
-
-def predict(http: httpx.Client, gw: ServiceProcess, name: str, version: int | None = None) -> httpx.Response:
-    params = {"version": version} if version else {}
-    return http.post(f"{gw.url}/v1/pipelines/{name}/predict", json={"texts": PROBE}, params=params)
-
 
 @pytest.fixture(scope="module")
 def http() -> Iterator[httpx.Client]:

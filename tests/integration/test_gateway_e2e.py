@@ -7,7 +7,6 @@ never restarted: each test that takes an upstream away checks that it recovers o
 
 from __future__ import annotations
 
-import csv
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,19 +16,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.processes import ROOT, ServiceProcess, running
+from tests.processes import PROBE, ServiceProcess, running
+from tests.support import sample
 
 pytestmark = pytest.mark.integration
-
-SAMPLE = ROOT / "seam" / "data" / "support_intents.csv"
-PROBE = ["I was charged twice this month", "my parcel never arrived", "please reset my password"]
-
-
-def sample() -> tuple[list[str], list[str]]:
-    with SAMPLE.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
-
 
 @dataclass
 class Stack:
@@ -159,18 +149,24 @@ def test_embedding_tokens_and_chain_through_the_gateway(stack, tiny_bert):
 # --- upstream faults -------------------------------------------------------------------------------------
 
 
+def assert_down_is_503(stack: Stack, upstream: str) -> None:
+    """``upstream`` (encoder or classifier) stopped: a predict and /readyz are 503 naming it."""
+    service: ServiceProcess = getattr(stack, upstream)
+    service.stop()
+    response = stack.predict("emb")
+    assert response.status_code == 503, response.text
+    assert f"{upstream} {service.url}" in response.json()["detail"]
+    ready = stack.http.get(f"{stack.gateway.url}/readyz")
+    assert ready.status_code == 503 and f"{upstream} {service.url}" in ready.json()["detail"]
+
+
 def test_encoder_down_is_503_and_the_gateway_recovers(stack, tiny_bert):
     stack.ensure("emb", tiny_bert, "embedding", "logistic_regression")
     stack.serve_encoder(tiny_bert)
     gateway_pid = stack.gateway.proc.pid
     assert stack.predict("emb").status_code == 200
 
-    stack.encoder.stop()
-    response = stack.predict("emb")
-    assert response.status_code == 503, response.text
-    assert f"encoder {stack.encoder.url}" in response.json()["detail"]
-    ready = stack.http.get(f"{stack.gateway.url}/readyz")
-    assert ready.status_code == 503 and f"encoder {stack.encoder.url}" in ready.json()["detail"]
+    assert_down_is_503(stack, "encoder")
 
     stack.encoder_model = None  # force a start of the same model on the same port
     stack.serve_encoder(tiny_bert)
@@ -184,12 +180,7 @@ def test_classifier_down_is_503_and_the_gateway_recovers(stack, tiny_bert):
     stack.serve_encoder(tiny_bert)
     before = stack.predict("emb").json()
 
-    stack.classifier.stop()
-    response = stack.predict("emb")
-    assert response.status_code == 503, response.text
-    assert f"classifier {stack.classifier.url}" in response.json()["detail"]
-    ready = stack.http.get(f"{stack.gateway.url}/readyz")
-    assert ready.status_code == 503 and f"classifier {stack.classifier.url}" in ready.json()["detail"]
+    assert_down_is_503(stack, "classifier")
 
     stack.restart_classifier()  # same port, same store: the model is still there
     assert stack.predict("emb").json() == before

@@ -9,31 +9,17 @@ import time
 import httpx
 import pytest
 
-from tests.integration.test_gateway_e2e import sample
 from tests.processes import ServiceProcess
+from tests.support import keys_toml, sample
 
 pytestmark = pytest.mark.integration
 
 KEYS = {"reporting": "k-reporting-11aa22bb", "trainer": "k-trainer-33cc44dd", "ops": "k-ops-55ee66ff"}
-TOML = f"""
-[[keys]]
-id = "reporting"
-key = "{KEYS['reporting']}"
-scopes = ["predict"]
-pipelines = ["support-*"]
-rate = 1
-burst = 3
-
-[[keys]]
-id = "trainer"
-key = "{KEYS['trainer']}"
-scopes = ["predict", "train"]
-
-[[keys]]
-id = "ops"
-key = "{KEYS['ops']}"
-scopes = ["admin"]
-"""
+TOML = keys_toml(
+    reporting={"key": KEYS["reporting"], "scopes": ["predict"], "pipelines": ["support-*"], "rate": 1, "burst": 3},
+    trainer={"key": KEYS["trainer"], "scopes": ["predict", "train"]},
+    ops={"key": KEYS["ops"], "scopes": ["admin"]},
+)
 
 
 def test_scoped_keys_on_real_processes_and_rotation_on_sighup(tmp_path, tiny_bert):

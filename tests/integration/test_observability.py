@@ -20,12 +20,12 @@ import pytest
 from seam import client as sc
 from seam.demo import DEMO_PIPELINE, MISMATCH_DEMO, seed_demo
 from tests.otlp import Receiver, serve
-from tests.processes import ROOT, ServiceProcess, free_port
+from tests.processes import ServiceProcess, free_port
+from tests.support import SAMPLE
 
 pytestmark = pytest.mark.integration
 
 KEY = "obs-key"
-SAMPLE = ROOT / "seam" / "data" / "support_intents.csv"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
@@ -289,7 +289,7 @@ def test_an_upstream_down_is_503_with_the_request_id(stack):
 def test_every_metric_the_dashboard_queries_exists(stack):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from tests.deploy.test_dashboard import dashboard_metrics
+    from tests.support import dashboard_metrics
 
     exposed = set()
     for service in (stack.encoder, stack.classifier, stack.gateway):

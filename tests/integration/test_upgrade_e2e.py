@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from seam import cli
-from tests.integration.test_encoders_e2e import PROBE, encoder, gateway, predict, sample, started, train
-from tests.processes import ServiceProcess
+from tests.processes import PROBE, ServiceProcess, encoder, gateway, predict, started, train
+from tests.support import sample
 
 pytestmark = pytest.mark.integration
 

@@ -15,40 +15,28 @@ import pytest
 
 from encoder_service.runtime import EncoderRuntime, ModelLoadError
 from encoder_service.settings import EncoderSettings
-from gateway.app import create_app as create_gateway
 from gateway.auth import ApiKeysError
 from services.http.auth import TokenBucket
 from services.contracts import TensorContract
 from gateway.settings import GatewaySettings
 from tests.classifier_service.synthetic import classifier_client, fit
 from tests.gateway.fakes import FakeClassifier, FakeEncoder
+from tests.support import assert_problem, encoder_client, gateway_app, keys_toml, serve
 
-PROBLEM = "application/problem+json"
 KEYS = ("k-alpha-3f9c2a61d0", "k-beta-77e1b0c4aa")
 
 
-def gateway_app(**settings):
-    from gateway.app import create_app
-
-    return create_app(
-        GatewaySettings(encoder_url="http://e", classifier_url="http://c", **settings),
-        encoder_transport=FakeEncoder().transport(),
-        classifier_transport=FakeClassifier().transport(),
-    )
+def gateway(encoder_url: str = "http://e", *, encoder: FakeEncoder | None = None, classifier: FakeClassifier | None = None,
+            **settings):
+    """A gateway over fakes with these settings, its lifespan not yet run (each ``call`` runs it)."""
+    return gateway_app(GatewaySettings(encoder_url=encoder_url, classifier_url="http://c", **settings),
+                       encoder=encoder or FakeEncoder(), classifier=classifier or FakeClassifier())
 
 
 async def call(app, method: str, path: str, key: str | None = None, scheme: str = "Bearer", **kwargs) -> httpx.Response:
     headers = {"Authorization": f"{scheme} {key}"} if key is not None else {}
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            return await client.request(method, path, headers=headers, **kwargs)
-
-
-def assert_problem(response: httpx.Response, status: int, says: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    assert says in response.json()["detail"]
-    return response.json()
+    async with serve(app, "http://gw") as client:
+        return await client.request(method, path, headers=headers, **kwargs)
 
 
 # --- API keys on the gateway -----------------------------------------------------------------------------
@@ -56,7 +44,7 @@ def assert_problem(response: httpx.Response, status: int, says: str) -> dict:
 
 async def test_api_keys_401_without_403_wrong_200_right(caplog):
     caplog.set_level(logging.DEBUG)
-    app = gateway_app(api_keys=",".join(KEYS))
+    app = gateway(api_keys=",".join(KEYS))
     listing = ("GET", "/v1/pipelines")
     response = await call(app, *listing)
     assert_problem(response, 401, "Authorization: Bearer")
@@ -81,10 +69,10 @@ async def test_api_keys_401_without_403_wrong_200_right(caplog):
 async def test_api_keys_from_a_file(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text(f"# rotated 2024-05\n{KEYS[0]}\n\n   {KEYS[1]}  \n")
-    app = gateway_app(api_keys_file=keys)
+    app = gateway(api_keys_file=keys)
     assert (await call(app, "GET", "/v1/pipelines", key=KEYS[1])).status_code == 200
     assert (await call(app, "GET", "/v1/pipelines", key="# rotated 2024-05")).status_code == 403
-    both = gateway_app(api_keys="k-from-env-0001", api_keys_file=keys)  # both sources count
+    both = gateway(api_keys="k-from-env-0001", api_keys_file=keys)  # both sources count
     assert (await call(both, "GET", "/v1/pipelines", key="k-from-env-0001")).status_code == 200
     assert (await call(both, "GET", "/v1/pipelines", key=KEYS[0])).status_code == 200
 
@@ -95,7 +83,7 @@ def test_a_keys_file_without_keys_never_opens_the_gateway(tmp_path, content):
     if content is not None:
         keys.write_text(content)
     with pytest.raises(ApiKeysError, match="GATEWAY_API_KEYS_FILE"):
-        gateway_app(api_keys_file=keys)
+        gateway(api_keys_file=keys)
 
 
 def test_api_keys_from_the_environment(monkeypatch):
@@ -106,28 +94,25 @@ def test_api_keys_from_the_environment(monkeypatch):
 
 
 async def test_no_keys_means_an_open_gateway():
-    assert (await call(gateway_app(), "GET", "/v1/pipelines")).status_code == 200
+    assert (await call(gateway(), "GET", "/v1/pipelines")).status_code == 200
 
 
 async def test_the_gateway_readyz_tells_ready_or_not_to_anyone_and_the_details_to_key_holders():
     encoder = FakeEncoder()
-    app = create_gateway(GatewaySettings(encoder_url="http://encoder.internal:8001", classifier_url="http://c",
-                                         api_keys=",".join(KEYS)),
-                         encoder_transport=encoder.transport(), classifier_transport=FakeClassifier().transport())
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            anonymous = await client.get("/readyz")
-            assert anonymous.status_code == 200 and anonymous.json() == {"status": "ready"}
-            detailed = (await client.get("/readyz", headers={"Authorization": f"Bearer {KEYS[0]}"})).json()
-            assert detailed["encoder"]["url"] == "http://encoder.internal:8001"
-            assert (await client.get("/readyz", headers={"Authorization": "Bearer nope"})).json() == {"status": "ready"}
+    app = gateway("http://encoder.internal:8001", encoder=encoder, api_keys=",".join(KEYS))
+    async with serve(app, "http://gw") as client:
+        anonymous = await client.get("/readyz")
+        assert anonymous.status_code == 200 and anonymous.json() == {"status": "ready"}
+        detailed = (await client.get("/readyz", headers={"Authorization": f"Bearer {KEYS[0]}"})).json()
+        assert detailed["encoder"]["url"] == "http://encoder.internal:8001"
+        assert (await client.get("/readyz", headers={"Authorization": "Bearer nope"})).json() == {"status": "ready"}
 
-            encoder.fault = lambda request: httpx.Response(503, json={"detail": "model still loading"})
-            body = assert_problem(await client.get("/readyz"), 503, "encoder not ready")
-            assert "encoder.internal" not in json.dumps(body) and "loading" not in json.dumps(body)
-            assert body["upstreams"] == {"encoder": "not ready", "classifier": "ready"}
-            detailed = await client.get("/readyz", headers={"Authorization": f"Bearer {KEYS[1]}"})
-            assert_problem(detailed, 503, "encoder http://encoder.internal:8001")
+        encoder.fault = lambda request: httpx.Response(503, json={"detail": "model still loading"})
+        body = assert_problem(await client.get("/readyz"), 503, "encoder not ready")
+        assert "encoder.internal" not in json.dumps(body) and "loading" not in json.dumps(body)
+        assert body["upstreams"] == {"encoder": "not ready", "classifier": "ready"}
+        detailed = await client.get("/readyz", headers={"Authorization": f"Bearer {KEYS[1]}"})
+        assert_problem(detailed, 503, "encoder http://encoder.internal:8001")
 
 
 async def test_the_classifier_readyz_names_no_model_without_the_internal_token(tmp_path):
@@ -143,8 +128,6 @@ async def test_the_classifier_readyz_names_no_model_without_the_internal_token(t
 
 
 async def test_the_encoder_readyz_names_no_model_without_the_internal_token(tiny_bert):
-    from tests.encoder_service.conftest import encoder_client
-
     async with encoder_client(model=str(tiny_bert), internal_token="s3cret-token") as client:
         assert (await client.get("/readyz")).json() == {"status": "ready"}
         detailed = (await client.get("/readyz", headers={"X-Seam-Internal-Token": "s3cret-token"})).json()
@@ -155,8 +138,6 @@ async def test_the_encoder_readyz_names_no_model_without_the_internal_token(tiny
 
 
 async def test_the_encoder_refuses_callers_without_the_internal_token(tiny_bert):
-    from tests.encoder_service.conftest import encoder_client
-
     async with encoder_client(model=str(tiny_bert), internal_token="s3cret-token") as client:
         body = {"texts": ["hello"]}
         response = await client.post("/v1/encode", json=body)
@@ -200,8 +181,6 @@ def test_the_encoder_loads_safetensors_only(tiny_bert, tmp_path):
 
 
 async def test_a_refused_model_is_reported_by_readyz(tiny_bert, tmp_path):
-    from tests.encoder_service.conftest import encoder_client
-
     folder = _pickled_copy(tiny_bert, tmp_path / "pickled")
     async with encoder_client(model=str(folder)) as client:
         response = await client.get("/readyz")
@@ -243,30 +222,13 @@ async def test_the_classifier_never_unpickles_a_stored_model(tmp_path):
 
 SCOPED = {"reporting": "k-reporting-5b1e0c7d", "trainer": "k-trainer-90ad13f2", "ops": "k-ops-4c2e88b1",
           "limited": "k-limited-e3f07a55"}
-SCOPED_TOML = f"""
-[[keys]]
-id = "reporting"
-key = "sha256:{hashlib.sha256(SCOPED['reporting'].encode()).hexdigest()}"
-scopes = ["predict"]
-pipelines = ["support-*"]
-
-[[keys]]
-id = "trainer"
-key = "{SCOPED['trainer']}"
-scopes = ["predict", "train"]
-
-[[keys]]
-id = "ops"
-key = "{SCOPED['ops']}"
-scopes = ["admin"]
-
-[[keys]]
-id = "limited"
-key = "{SCOPED['limited']}"
-scopes = ["predict"]
-rate = 0.5
-burst = 2
-"""
+SCOPED_TOML = keys_toml(
+    reporting={"key": f"sha256:{hashlib.sha256(SCOPED['reporting'].encode()).hexdigest()}", "scopes": ["predict"],
+               "pipelines": ["support-*"]},
+    trainer={"key": SCOPED["trainer"], "scopes": ["predict", "train"]},
+    ops={"key": SCOPED["ops"], "scopes": ["admin"]},
+    limited={"key": SCOPED["limited"], "scopes": ["predict"], "rate": 0.5, "burst": 2},
+)
 PREDICT = {"texts": ["hi"]}
 TRAIN = {"texts": ["a", "b"], "labels": ["x", "y"]}
 
@@ -313,7 +275,7 @@ def scoped_keys(tmp_path) -> Path:
 @pytest.mark.parametrize("case", ACCESS_CASES, ids=[c.id for c in ACCESS_CASES])
 async def test_scoped_keys_refuse_what_a_key_lacks(scoped_keys, case: AccessCase, caplog):
     caplog.set_level(logging.INFO, logger="seam.access")
-    app = gateway_app(api_keys_file=scoped_keys)
+    app = gateway(api_keys_file=scoped_keys)
     response = await call(app, case.method, case.path, key=SCOPED[case.key], json=case.body)
     if case.status:
         problem = assert_problem(response, case.status, case.says)
@@ -325,7 +287,7 @@ async def test_scoped_keys_refuse_what_a_key_lacks(scoped_keys, case: AccessCase
 
 
 async def test_a_key_over_its_rate_gets_429_with_retry_after_and_others_do_not(scoped_keys):
-    app = gateway_app(api_keys_file=scoped_keys)
+    app = gateway(api_keys_file=scoped_keys)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             def get(key: str):
@@ -356,7 +318,7 @@ def test_a_token_bucket_refills_at_its_rate():
 
 async def test_admin_actions_and_refusals_are_logged_with_the_key_id(scoped_keys, caplog):
     caplog.set_level(logging.INFO, logger="seam.access")
-    app = gateway_app(api_keys_file=scoped_keys)
+    app = gateway(api_keys_file=scoped_keys)
     assert (await call(app, "DELETE", "/v1/pipelines/support-a", key=SCOPED["ops"])).status_code == 404
     assert "admin action DELETE /v1/pipelines/support-a by API key 'ops' -> 404" in caplog.text
     await call(app, "DELETE", "/v1/pipelines/support-a", key=SCOPED["reporting"])
@@ -367,10 +329,7 @@ async def test_admin_delete_through_the_gateway_removes_the_pipeline(scoped_keys
     classifier = FakeClassifier()
     classifier.add("support-a", TensorContract(kind="embedding", dim=8), {"kind": "encoder", "output": "embedding"},
                    ["x", "y"])
-    from gateway.app import create_app
-
-    app = create_app(GatewaySettings(encoder_url="http://e", classifier_url="http://c", api_keys_file=scoped_keys),
-                     encoder_transport=FakeEncoder().transport(), classifier_transport=classifier.transport())
+    app = gateway(classifier=classifier, api_keys_file=scoped_keys)
     assert (await call(app, "DELETE", "/v1/pipelines/support-a", key=SCOPED["ops"])).status_code == 204
     assert "support-a" not in classifier.models
     assert_problem(await call(app, "DELETE", "/v1/pipelines/support-a", key=SCOPED["ops"]), 404, "no pipeline")
@@ -390,12 +349,12 @@ def test_a_bad_toml_keys_file_is_refused_at_start_naming_the_field(tmp_path, tom
     path = tmp_path / "keys.toml"
     path.write_text(toml)
     with pytest.raises(ApiKeysError, match="GATEWAY_API_KEYS_FILE") as refused:
-        gateway_app(api_keys_file=path)
+        gateway(api_keys_file=path)
     assert says in str(refused.value)
 
 
 async def test_reload_swaps_keys_and_a_broken_file_keeps_the_previous_ones(scoped_keys, caplog):
-    app = gateway_app(api_keys_file=scoped_keys)
+    app = gateway(api_keys_file=scoped_keys)
     keys = app.state.api_keys
     scoped_keys.write_text('[[keys]]\nid = "new"\nkey = "k-new-0f0f0f0f"\nscopes = ["predict"]\n')
     assert keys.reload()

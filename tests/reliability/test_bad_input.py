@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from services.codecs import BINARY_CONTENT_TYPE, encode_binary
 from tests.classifier_service.synthetic import DIM, features_for, fit_body, tensor_json
-from tests.reliability.world import world
+from tests.support import LABELS, TEXTS, world
 
 LIMITS = {
     "encoder": {"max_texts": 8, "max_chars": 200, "max_body_bytes": 64_000, "max_json_values": 32 * 40},
@@ -24,10 +24,6 @@ LIMITS = {
     "gateway": {"max_texts": 8, "max_train_texts": 64, "max_body_bytes": 64_000, "train_chunk_size": 8,
                 "max_chain_depth": 1},
 }
-TEXTS = ["where is my parcel", "my parcel is late", "the package was lost", "delivery arrived late",
-         "i was charged twice", "refund my payment", "the invoice is wrong", "cancel my subscription",
-         "reset my password", "login to my account", "change my email address", "my account password"]
-LABELS = ["shipping"] * 4 + ["billing"] * 4 + ["account"] * 4
 FEATURES, FEATURE_LABELS, CONTRACT = features_for("embedding")
 
 

@@ -8,8 +8,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.reliability.test_bad_input import LABELS, TEXTS
-from tests.reliability.world import world
+from tests.support import LABELS, TEXTS, world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 CHAIN = (("base", "embedding"), ("dep", "pipeline:base"), ("top", "pipeline:dep"))

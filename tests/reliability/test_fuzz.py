@@ -19,9 +19,7 @@ from classifier_service.app import create_app as create_classifier
 from classifier_service.settings import ClassifierSettings
 from encoder_service.app import create_app as create_encoder
 from encoder_service.settings import EncoderSettings
-from gateway.app import create_app as create_gateway
-from gateway.settings import GatewaySettings
-from tests.reliability.world import CLASSIFIER_URL, ENCODER_URL, wait_loaded
+from tests.support import gateway_app, in_process_settings, wait_loaded
 
 CHECKS = [not_a_server_error, response_schema_conformance]
 EXAMPLES = 20
@@ -59,11 +57,8 @@ def gateway_schema(tiny_bert, tmp_path_factory):
     """The gateway with the real encoder and classifier behind it, all three started by its lifespan."""
     encoder = _loaded_encoder(tiny_bert)
     classifier = create_classifier(ClassifierSettings(store=tmp_path_factory.mktemp("fuzz-gw") / "models", torch_threads=1))
-    app = create_gateway(
-        GatewaySettings(encoder_url=ENCODER_URL, classifier_url=CLASSIFIER_URL, recheck_interval_s=0),
-        encoder_transport=httpx.ASGITransport(app=encoder),
-        classifier_transport=httpx.ASGITransport(app=classifier),
-    )
+    app = gateway_app(in_process_settings(), encoder=httpx.ASGITransport(app=encoder),
+                      classifier=httpx.ASGITransport(app=classifier))
     own = app.router.lifespan_context
 
     @asynccontextmanager

@@ -18,7 +18,7 @@ from gateway.settings import GatewaySettings
 from services.http.admission import ConcurrencyLimitMiddleware, MediaTypeMiddleware
 from services.http.web import install_problem_handlers
 from tests.classifier_service.synthetic import features_for, fit_body, tensor_json
-from tests.reliability.world import world
+from tests.support import world
 
 PROBLEM = "application/problem+json"
 

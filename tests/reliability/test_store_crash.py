@@ -13,78 +13,23 @@ import concurrent.futures
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
-from tests.classifier_service.synthetic import classifier_client, features_for, fit_body, tensor_json
+from tests.classifier_service.synthetic import classifier_client
 from tests.processes import ServiceProcess
+from tests.reliability.replicas import PROBE, Replicas, big_fit_body, stored_versions, two_classifiers
 
 pytestmark = pytest.mark.integration
 
-PROBE = tensor_json(features_for("embedding", seed=1)[0][:6])
-# Big enough that its save takes a while (an 18 MB skops file), small enough to train in a second.
-BIG_ROWS, BIG_DIM = 300, 64
-BIG_PARAMS = {"hidden_layer_sizes": [1024, 1024], "max_iter": 3}
-
-
-def big_fit_body() -> dict:
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(BIG_ROWS, BIG_DIM)).astype(np.float32)
-    labels = ["billing", "refund", "shipping"] * (BIG_ROWS // 3)
-    _, _, contract = features_for("embedding")
-    contract = contract.model_copy(update={"dim": BIG_DIM})
-    return fit_body(features, labels, contract, estimator="mlp", params=BIG_PARAMS)
-
-
-@dataclass
-class Pair:
-    store: Path
-    a: ServiceProcess
-    b: ServiceProcess
-    http: httpx.Client
-
-    def fit(self, service: ServiceProcess, name: str, **fields) -> httpx.Response:
-        features, labels, contract = features_for("embedding")
-        return self.http.post(f"{service.url}/v1/models/{name}/fit", json=fit_body(features, labels, contract, **fields))
-
-    def predictions(self, service: ServiceProcess) -> dict[str, dict]:
-        """Every stored version's answer to the probe (the big model's on its own width)."""
-        out = {}
-        listing = self.http.get(f"{service.url}/v1/models").json()
-        assert listing["skipped"] == [], listing["skipped"]
-        for model in listing["models"]:
-            probe = PROBE if model["latest"]["input_contract"]["dim"] != BIG_DIM else [[0.5] * BIG_DIM] * 2
-            for version in model["versions"]:
-                r = self.http.post(f"{service.url}/v1/models/{model['name']}/predict?version={version}",
-                                   json={"features": probe})
-                assert r.status_code == 200, r.text
-                out[f"{model['name']}/{version}"] = r.json()
-        return out
-
-
-
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory) -> Iterator[Pair]:
+def pair(tmp_path_factory) -> Iterator[Replicas]:
     var = tmp_path_factory.mktemp("store-crash")
-    store = var / "models"
-    env = {"CLASSIFIER_STORE": str(store), "CLASSIFIER_TORCH_THREADS": "1"}
-    a = ServiceProcess("classifier_service", env, log=var / "a.log")
-    b = ServiceProcess("classifier_service", env, log=var / "b.log")
-    p = Pair(store, a, b, httpx.Client(timeout=120))
-    try:
-        a.start(wait_ready=False)
-        b.start(wait_ready=False)
-        a.wait_ready()
-        b.wait_ready()
-        yield p
-    finally:
-        p.http.close()
-        for service in (p.a, p.b, a, b):
-            service.stop(kill=True)
+    env = {"CLASSIFIER_STORE": str(var / "models"), "CLASSIFIER_TORCH_THREADS": "1"}
+    with two_classifiers(env, env, var, store=var / "models") as pair:
+        yield pair
 
 
 def test_a_version_fitted_through_one_process_is_served_by_the_other(pair):
@@ -96,13 +41,8 @@ def test_a_version_fitted_through_one_process_is_served_by_the_other(pair):
 
 
 def test_concurrent_fits_of_one_name_through_both_never_corrupt_the_store(pair):
-    estimators = ["logistic_regression", "gaussian_nb", "mlp"]
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(pair.fit, service, "race", estimator=e) for service in (pair.a, pair.b) for e in estimators]
-        responses = [f.result() for f in futures]
-    assert [r.status_code for r in responses] == [201] * 6, [r.text for r in responses if r.status_code != 201]
+    responses = pair.race("race")
     versions = sorted(r.json()["version"] for r in responses)
-    assert versions == [1, 2, 3, 4, 5, 6]
     for service in (pair.a, pair.b):
         listing = pair.http.get(f"{service.url}/v1/models/race").json()
         assert [v["version"] for v in listing["versions"]] == versions
@@ -116,7 +56,7 @@ def _temp_dirs(folder: Path) -> list[Path]:
     return list(folder.glob(".tmp-*")) if folder.is_dir() else []
 
 
-def _kill_when(pair: Pair, victim: ServiceProcess, moment: str) -> None:
+def _kill_when(pair: Replicas, victim: ServiceProcess, moment: str) -> None:
     """Sends a big fit to ``victim`` and SIGKILLs it at ``moment``: ``training`` (before anything is
     written), ``writing`` (its temporary version directory exists), ``renaming`` (its manifest is written)."""
     folder = pair.store / "big"
@@ -146,14 +86,10 @@ async def _restarted(store: Path, **settings) -> dict[str, dict]:
     loads the store exactly as a process start does, in process to save a start-up per kill.)"""
     out = {}
     async with classifier_client(store, **settings) as client:
-        listing = (await client.get("/v1/models")).json()
-        assert listing["skipped"] == [], listing["skipped"]
-        for model in listing["models"]:
-            probe = PROBE if model["latest"]["input_contract"]["dim"] != BIG_DIM else [[0.5] * BIG_DIM] * 2
-            for version in model["versions"]:
-                r = await client.post(f"/v1/models/{model['name']}/predict?version={version}", json={"features": probe})
-                assert r.status_code == 200, r.text
-                out[f"{model['name']}/{version}"] = r.json()
+        for key, path, probe in stored_versions((await client.get("/v1/models")).json()):
+            r = await client.post(path, json={"features": probe})
+            assert r.status_code == 200, r.text
+            out[key] = r.json()
     return out
 
 

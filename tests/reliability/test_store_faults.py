@@ -20,42 +20,29 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.classifier_service.synthetic import classifier_client, features_for, fit, fit_body, tensor_json
+from tests.classifier_service.synthetic import classifier_client, features_for, fit, tensor_json
 from tests.processes import ROOT, ServiceProcess
-from tests.reliability.test_store_crash import big_fit_body
+from tests.reliability.replicas import big_fit_body, http_fit, two_classifiers
 
 pytestmark = pytest.mark.integration
 
 PROBE = tensor_json(features_for("embedding", seed=1)[0][:4])
 
 
-def _fit(http: httpx.Client, service: ServiceProcess, name: str, **fields) -> httpx.Response:
-    features, labels, contract = features_for("embedding")
-    return http.post(f"{service.url}/v1/models/{name}/fit", json=fit_body(features, labels, contract, **fields))
-
-
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
     var = tmp_path_factory.mktemp("store-faults")
     env = {"CLASSIFIER_STORE": str(var / "models"), "CLASSIFIER_TORCH_THREADS": "1"}
-    a = ServiceProcess("classifier_service", env, log=var / "a.log").start(wait_ready=False)
-    b = ServiceProcess("classifier_service", env, log=var / "b.log").start(wait_ready=False)
-    try:
-        a.wait_ready()
-        b.wait_ready()
-        with httpx.Client(timeout=120) as http:
-            yield a, b, http, var / "models"
-    finally:
-        a.stop(kill=True)
-        b.stop(kill=True)
+    with two_classifiers(env, env, var) as r:
+        yield r.a, r.b, r.http, var / "models"
 
 
 def test_numbers_go_on_after_a_delete_through_another_classifier(two):
     a, b, http, _ = two
-    assert _fit(http, a, "again").json()["version"] == 1
+    assert http_fit(http, a, "again").json()["version"] == 1
     assert http.delete(f"{b.url}/v1/models/again").status_code == 204
-    assert _fit(http, a, "again").json()["version"] == 2  # not 1: a pinned v1 never means another model
-    assert _fit(http, b, "again").json()["version"] == 3
+    assert http_fit(http, a, "again").json()["version"] == 2  # not 1: a pinned v1 never means another model
+    assert http_fit(http, b, "again").json()["version"] == 3
     assert http.get(f"{a.url}/v1/models/again/versions/1").status_code == 404
 
 
@@ -124,9 +111,9 @@ def test_a_full_or_read_only_store_is_a_507_and_nothing_is_lost(tmp_path, fault)
         try:
             _start_mounted(service, setup)
             if big:
-                assert _fit(http, service, "kept").status_code == 201
+                assert http_fit(http, service, "kept").status_code == 201
             before = http.post(f"{service.url}/v1/models/kept/predict", json={"features": PROBE}).json()
-            r = http.post(f"{service.url}/v1/models/kept/fit", json=big_fit_body()) if big else _fit(http, service, "kept")
+            r = http.post(f"{service.url}/v1/models/kept/fit", json=big_fit_body()) if big else http_fit(http, service, "kept")
             assert r.status_code == 507, r.text
             assert cause in r.json()["detail"] and str(store) in r.json()["detail"]
             if not big:

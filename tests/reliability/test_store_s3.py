@@ -14,7 +14,6 @@ import concurrent.futures
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -22,34 +21,9 @@ import pytest
 from tests.classifier_service.synthetic import features_for, fit_body
 from tests.object_store import SeaweedFS, unique_prefix, weed_binary
 from tests.processes import ServiceProcess
-from tests.reliability.test_store_crash import BIG_DIM, PROBE, big_fit_body
+from tests.reliability.replicas import PROBE, Replicas, big_fit_body, two_classifiers
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Replicas:
-    a: ServiceProcess
-    b: ServiceProcess
-    http: httpx.Client
-    prefix: str
-
-    def fit(self, service: ServiceProcess, name: str, **fields) -> httpx.Response:
-        features, labels, contract = features_for("embedding")
-        return self.http.post(f"{service.url}/v1/models/{name}/fit", json=fit_body(features, labels, contract, **fields))
-
-    def predictions(self, service: ServiceProcess) -> dict[str, dict]:
-        out = {}
-        listing = self.http.get(f"{service.url}/v1/models").json()
-        assert listing["skipped"] == [], listing["skipped"]
-        for model in listing["models"]:
-            probe = PROBE if model["latest"]["input_contract"]["dim"] != BIG_DIM else [[0.5] * BIG_DIM] * 2
-            for version in model["versions"]:
-                r = self.http.post(f"{service.url}/v1/models/{model['name']}/predict?version={version}",
-                                   json={"features": probe})
-                assert r.status_code == 200, r.text
-                out[f"{model['name']}/{version}"] = r.json()
-        return out
 
 
 def classifier_env(server: SeaweedFS, prefix: str, cache) -> dict[str, str]:
@@ -61,19 +35,9 @@ def classifier_env(server: SeaweedFS, prefix: str, cache) -> dict[str, str]:
 def replicas(seaweedfs, tmp_path_factory) -> Iterator[Replicas]:
     var = tmp_path_factory.mktemp("s3-replicas")
     prefix = unique_prefix("replicas")
-    a = ServiceProcess("classifier_service", classifier_env(seaweedfs, prefix, var / "cache-a"), log=var / "a.log")
-    b = ServiceProcess("classifier_service", classifier_env(seaweedfs, prefix, var / "cache-b"), log=var / "b.log")
-    r = Replicas(a, b, httpx.Client(timeout=120), prefix)
-    try:
-        a.start(wait_ready=False)
-        b.start(wait_ready=False)
-        a.wait_ready()
-        b.wait_ready()
+    with two_classifiers(classifier_env(seaweedfs, prefix, var / "cache-a"), classifier_env(seaweedfs, prefix, var / "cache-b"),
+                         var, prefix=prefix) as r:
         yield r
-    finally:
-        r.http.close()
-        for service in (r.a, r.b, a, b):
-            service.stop(kill=True)
 
 
 def _eventually(check, timeout: float = 5.0):
@@ -95,13 +59,7 @@ def test_a_version_fitted_through_one_replica_is_served_by_the_other(replicas):
 
 
 def test_concurrent_fits_of_one_name_through_both_get_distinct_loadable_versions(replicas):
-    estimators = ["logistic_regression", "gaussian_nb", "mlp"]
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(replicas.fit, s, "race", estimator=e) for s in (replicas.a, replicas.b) for e in estimators]
-        responses = [f.result() for f in futures]
-    assert [r.status_code for r in responses] == [201] * 6, [r.text for r in responses if r.status_code != 201]
-    versions = sorted(r.json()["version"] for r in responses)
-    assert versions == [1, 2, 3, 4, 5, 6]
+    responses = replicas.race("race")
     time.sleep(0.3)  # the listing's TTL
     for service in (replicas.a, replicas.b):
         recorded = {v["version"]: v["estimator"] for v in replicas.http.get(f"{service.url}/v1/models/race").json()["versions"]}

@@ -16,6 +16,7 @@ import pytest
 
 from tests.processes import ServiceProcess
 from tests.reliability.fake_upstream import PIPELINE
+from tests.support import assert_problem
 
 pytestmark = pytest.mark.integration
 
@@ -65,14 +66,6 @@ def upstreams(tmp_path_factory) -> Iterator[Upstreams]:
         u.http.close()
         for service in (u.gateway, u.encoder, u.classifier, encoder, classifier):
             service.stop(kill=True)
-
-
-def assert_problem(response: httpx.Response, status: int, *says: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    for needle in says:
-        assert needle in response.json()["detail"], (needle, response.json()["detail"])
-    return response.json()
 
 
 @pytest.mark.parametrize(("mode", "why"), [("nan", "NaN or infinity"), ("wide", "11-wide vectors where its contract says 8"),

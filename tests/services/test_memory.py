@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
-import sys
 import time
 
 import httpx
 import numpy as np
-import pytest
 from fastapi import FastAPI
 
 from services.http.memory import MemoryReturner, MemoryReturnMiddleware, page_out
+from tests.support import kernel_pages_out, mapping_rss, needs_pageout
 
 
 class CountingLibc:
@@ -70,30 +68,6 @@ async def test_the_middleware_trims_after_requests_even_failed_ones():
     assert libc.trims == 2
 
 
-def mapping_rss(address: int) -> int:
-    """Resident bytes of the mapping that holds ``address`` (from /proc/self/smaps)."""
-    inside = False
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            head = line.split(maxsplit=1)[0]
-            if "-" in head and not head.endswith(":"):
-                low, high = (int(x, 16) for x in head.split("-"))
-                inside = low <= address < high
-            elif inside and head == "Rss:":
-                return int(line.split()[1]) * 1024
-    raise LookupError(f"no mapping holds {address:#x}")
-
-
-def _kernel_pages_out() -> bool:
-    if sys.platform != "linux":
-        return False
-    major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
-    return (major, minor) >= (5, 4)
-
-
-needs_pageout = pytest.mark.skipif(not _kernel_pages_out(), reason="MADV_PAGEOUT needs Linux 5.4 or later")
-
-
 @needs_pageout
 def test_page_out_drops_a_file_mappings_pages_and_the_data_reads_back_the_same(tmp_path):
     pages = 64
@@ -135,6 +109,6 @@ def test_page_out_advises_only_the_whole_pages_inside_the_range():
     address = np.frombuffer(mapped, dtype=np.uint8).ctypes.data  # page-aligned
     inside = page_out(address + 1, 3 * mmap.PAGESIZE)  # pages 1 and 2 only
     assert inside in (0, 2 * mmap.PAGESIZE)  # 0 where the system cannot page out
-    if _kernel_pages_out():
+    if kernel_pages_out():
         assert inside == 2 * mmap.PAGESIZE
     assert page_out(address + 1, mmap.PAGESIZE - 2) == 0
