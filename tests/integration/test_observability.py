@@ -87,9 +87,14 @@ def test_one_trace_spans_the_three_services(stack):
         assert seam.predict(DEMO_PIPELINE, ["my parcel never arrived"]).version == 1
 
     def complete(spans) -> bool:
-        names = {(s.service, s.name) for s in spans if s.trace_id == TRACE_ID}
+        """Every span read below has arrived: a server span ends last and may be exported after its children."""
+        mine = [s for s in spans if s.trace_id == TRACE_ID]
+        names = {(s.service, s.name) for s in mine}
+        servers = {s.service for s in mine if s.kind == 2}  # SPAN_KIND_SERVER
         return {("seam-classifier", "classifier predict"), ("encoder-under-test", "queue wait"),
-                ("seam-gateway", "compatibility check")} <= names
+                ("seam-gateway", "compatibility check"), ("seam-gateway", "POST /v1/pipelines/{name}/predict"),
+                ("seam-gateway", "encoder encode embedding"), ("seam-gateway", "classifier predict")} <= names \
+            and {"encoder-under-test", "seam-classifier"} <= servers
 
     stack.receiver.wait_for(complete)
     spans = stack.receiver.trace(TRACE_ID)
