@@ -12,7 +12,7 @@ the folder that uses them.
 - ``serve(app)``: an app's lifespan run and an in-process client for it.
 - ``gateway_app(settings, encoder=..., classifier=...)``: the one way to build a gateway over fakes or
   other transports; ``encoder_client(**settings)``: an encoder app, its model loaded, and a client.
-- ``mapping_rss``, ``needs_pageout``: memory measured per mapping (services.memory, the encoder's
+- ``mapping_rss``, ``needs_pageout``: memory measured per mapping (services.http.memory, the encoder's
   prepacked weights); ``dashboard_metrics()``: the metric families deploy/grafana's dashboard queries;
   ``keys_toml(...)``: a gateway's scoped keys file.
 - ``Services``: the real encoder and classifier apps in process, each behind an address whose app can
