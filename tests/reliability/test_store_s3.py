@@ -131,7 +131,15 @@ def test_the_store_stopped_is_503_naming_it_and_served_again_when_back(tmp_path)
             server.start()
             back = _eventually(lambda: http.post("/v1/models/m/predict", json={"features": PROBE}).status_code == 200, 20)
             assert back
-            again = http.post("/v1/models/m/fit", json=fit_body(features, labels, contract))
+            # Reads come back first; the restarted store may take a moment more to take writes (503 meanwhile).
+            fits = []
+
+            def fitted() -> bool:
+                fits.append(http.post("/v1/models/m/fit", json=fit_body(features, labels, contract)))
+                return fits[-1].status_code == 201
+
+            _eventually(fitted, 20)
+            again = fits[-1]
             assert again.status_code == 201 and again.json()["version"] >= 2
     finally:
         service.stop()
