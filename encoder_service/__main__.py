@@ -17,8 +17,8 @@ from services.http.app import serve  # noqa: E402  (nor this)
 # entries each by default). With packed weights, each entry also holds memory of the order of a
 # layer's weights: under the benchmark's varied batches the encoder peaked at 755 MB with the
 # defaults, 716 with 64 entries, 700 with 32 and 672 with 16 (625 unpacked), while a lone text took
-# 6.7 ms in-process with the defaults and 8.2 with 16 (9.5 unpacked). So 16, where weights are packed.
-# bfloat16 (never packed) runs its own oneDNN kernels, a primitive per shape too: unbounded, the
+# 6.7 ms in-process with the defaults and 8.2 with 16 (9.5 unpacked). So 16 for packed float32.
+# bfloat16 runs oneDNN kernels, packed or not, a primitive per shape too: unbounded, the
 # encoder grew to 766 MB under the benchmark's load; on a short run of that load, +114 MB of anonymous
 # memory with the defaults, +55 with 64 entries, +44 with 16, and small caches slow its lone text
 # (0.6 ms with 16). So 64 there: the memory bounded, a lone text's few shapes kept.
@@ -28,10 +28,10 @@ BFLOAT16_CACHE_ENTRIES = "64"
 
 def library_env(settings: EncoderSettings) -> dict[str, str]:
     """Variables torch's libraries read once, at their first use: set before torch is imported."""
-    if settings.packs_weights:
-        entries = PACKED_CACHE_ENTRIES
-    elif settings.backend == "torch" and settings.compute_precision == "bfloat16":
+    if settings.backend == "torch" and settings.compute_precision == "bfloat16":
         entries = BFLOAT16_CACHE_ENTRIES
+    elif settings.packs_weights:
+        entries = PACKED_CACHE_ENTRIES
     else:
         return {}
     return {"LRU_CACHE_CAPACITY": entries, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": entries}

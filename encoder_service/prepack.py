@@ -1,29 +1,34 @@
-"""float32 ``nn.Linear`` layers with their weights reordered once for oneDNN, as torch's own inductor
-does when it freezes a model for CPU inference.
+"""How the encoder's ``nn.Linear`` layers compute: in the precision computed in, their weights reordered
+once for oneDNN (as torch's own inductor does when it freezes a model for CPU inference).
 
-A lone sentence through MiniLM is bound by reading the weights (more than the cache holds in
-float32): a plain ``F.linear`` reads the row-major weight through MKL, which barely uses a second core
-at a handful of rows. The reordered (blocked) layout streams better: a lone sentence's pass is faster,
-and batches a little faster too.
-bfloat16 already takes oneDNN's path and gains nothing, so only float32 is packed (bfloat16 is loaded
-straight in bfloat16, and its own oneDNN caches are bounded by the entry point too).
+bfloat16 is bfloat16 *matmuls*: only the Linear layers (about 99 % of MiniLM's FLOPs at these
+lengths) hold bfloat16 weights and take bfloat16 inputs; the residual stream, the layer norms, the
+embeddings and the pooling stay float32, as ``torch.autocast`` would have them. A model cast to
+bfloat16 whole (every activation rounded to 8 bits of mantissa, layer after layer) moved MiniLM's
+embeddings by cosine down to 0.998 from float32 and changed 4 of the benchmark's 512 labels; bfloat16
+matmuls over a float32 stream move them by at most 0.99997 and changed none, at the same speed.
 
-It is on by default (``ENCODER_PREPACK=false`` turns it off), and costs little memory with MiniLM
-for two reasons:
-- the plain weights are views of the memory-mapped safetensors file, which the embeddings keep
-  mapped: once packed, their pages are handed back (``page_out_weights``). The kernel keeps pages
-  another process maps too (the benchmark's in-process limit reads the same file, so its memory
-  figures still count them; a container's encoder is alone with its file);
+Packing. A lone sentence through MiniLM is bound by reading the weights: a plain ``F.linear`` reads
+the row-major weight (float32 through MKL, which barely uses a second core at a handful of rows;
+bfloat16 through oneDNN, which reorders it on every call). The reordered (blocked) layout streams
+better: a lone sentence's pass is faster, and batches a little faster too. It is on by default
+(``ENCODER_PREPACK=false`` serves the weights in their plain layout), and costs little memory with
+MiniLM for two reasons:
+- the loaded float32 weights are views of the memory-mapped safetensors file, which the embeddings
+  keep mapped: once replaced, their pages are handed back (``page_out_weights``). The kernel keeps
+  pages another process maps too (the benchmark's in-process limit reads the same file, so its
+  memory figures still count them; a container's encoder is alone with its file);
 - oneDNN keeps state for every input shape it has seen, which a trim does not return: the encoder's
-  entry point bounds its caches where weights are packed (``encoder_service/__main__.py``).
+  entry point bounds its caches (``encoder_service/__main__.py``).
 
 ``torch.ops.mkldnn._linear_pointwise`` is the op inductor emits; torch is pinned, and the runtime
-checks the packed model against the plain one on the canaries before it serves it.
+checks the served model against the loaded float32 one on the canaries before it serves it.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from services.http.memory import page_out
 
@@ -39,37 +44,45 @@ def available() -> bool:
     )
 
 
-class PackedLinear(torch.nn.Module):
-    """``nn.Linear`` for inference only, its weight held in oneDNN's blocked layout (and nowhere else)."""
+class ServedLinear(torch.nn.Module):
+    """``nn.Linear`` for inference only: computes in ``dtype`` whatever its input's (a float32 input is
+    rounded on the way in; the output is in ``dtype``), its weight held in that dtype, in oneDNN's
+    blocked layout when ``packed`` (and nowhere else)."""
 
-    def __init__(self, linear: torch.nn.Linear) -> None:
+    def __init__(self, linear: torch.nn.Linear, dtype: torch.dtype, packed: bool) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        # Plain attributes, not buffers: the layout is opaque, and nothing may move or save it.
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), BATCH_HINT)
-        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+        self.dtype, self.packed = dtype, packed
+        weight = linear.weight.detach().to(dtype)
+        # Plain attributes, not buffers: the packed layout is opaque, and nothing may move or save it.
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, BATCH_HINT) if packed else weight.clone()
+        self.bias = None if linear.bias is None else linear.bias.detach().to(dtype).clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        x = x.to(self.dtype)
+        if self.packed:
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"dtype={self.dtype}, packed={self.packed}")
 
 
-def pack_linears(module: torch.nn.Module) -> list[torch.nn.Linear]:
-    """Replace every float32 ``nn.Linear`` under ``module`` in place; returns the plain layers replaced."""
+def serve_linears(module: torch.nn.Module, dtype: torch.dtype, packed: bool) -> list[torch.nn.Linear]:
+    """Replace every ``nn.Linear`` under ``module`` in place; returns the plain layers replaced."""
     replaced = []
     for name, child in list(module.named_children()):
-        if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32:
-            setattr(module, name, PackedLinear(child))
+        if type(child) is torch.nn.Linear:
+            setattr(module, name, ServedLinear(child, dtype, packed))
             replaced.append(child)
         else:
-            replaced += pack_linears(child)
+            replaced += serve_linears(child, dtype, packed)
     return replaced
 
 
 def page_out_weights(layers: list[torch.nn.Linear]) -> int:
-    """Hand back the resident pages of the plain weights ``pack_linears`` replaced; returns the bytes
+    """Hand back the resident pages of the plain weights ``serve_linears`` replaced; returns the bytes
     advised. They are views of the memory-mapped weights file, which stays mapped for the other
-    parameters: without this, the copy that packing read stays resident beside the packed one."""
+    parameters: without this, the copy that was read to replace them stays resident beside the new one."""
     return sum(page_out(w.data_ptr(), w.numel() * w.element_size()) for w in (layer.weight for layer in layers))

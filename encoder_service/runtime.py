@@ -39,6 +39,12 @@ from services.http.memory import RETURNER
 
 log = logging.getLogger("seam.encoder")
 
+# How far the served Linear layers may move an output from the loaded float32 model's on the canaries
+# (relative to the output's largest magnitude, at least 1). float32 packing only reorders the same
+# sums: 1e-4. bfloat16 matmuls round their inputs to 8 bits of mantissa: MiniLM's outputs move by at
+# most ~5e-3 (cosine 0.99997); a model bfloat16 does not suit moves by far more.
+CANARY_TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2}
+
 
 @dataclass(frozen=True)
 class Output:
@@ -85,17 +91,15 @@ class EncoderRuntime:
         RETURNER.fixed_mmap_threshold()
         log.info("loading %s from %s", self.model_id, folder)
         require_safetensors(folder)
-        # Loaded straight in the precision computed in: a bfloat16 model converted after a float32 load
-        # held both copies for a moment (the encoder's peak RSS is set at load as much as under load).
-        dtype = getattr(torch, choice.precision)
+        # Loaded in float32, as trained: in bfloat16 only the Linear layers compute in bfloat16 (prepack.py).
         try:
             self._st = SentenceTransformer(
-                str(folder), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True, "dtype": dtype}
+                str(folder), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True, "dtype": torch.float32}
             )
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             if any(a.endswith("ForSequenceClassification") for a in config.architectures or ()):
                 self._head = AutoModelForSequenceClassification.from_pretrained(
-                    folder, local_files_only=True, use_safetensors=True, dtype=dtype
+                    folder, local_files_only=True, use_safetensors=True, dtype=torch.float32
                 ).eval()
                 # The head's encoder is the same network: share it rather than hold the weights twice.
                 # (``auto_model`` is a read-only view of ``model``; assigning it would add a copy.)
@@ -103,38 +107,43 @@ class EncoderRuntime:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load a transformer from {folder}: {exc}") from exc
         self._st.eval()
-        if choice.precision == "bfloat16":  # what the loader kept in float32 (a module's own buffers, say)
-            self._st.to(torch.bfloat16)
         sha = weights_sha256(folder)
         if settings.backend == "onnxruntime":
             self._onnx = self._load_onnx(sha, threads)
-        elif settings.packs_weights:
-            if prepack.available():
-                self._prepack()
-            else:
-                log.warning("ENCODER_PREPACK=true, but this torch build has no oneDNN linear: serving the weights as loaded")
+        else:
+            self._serve_linears(choice.precision)
         self.outputs = self._describe_outputs(sha, config)
         self.ready = True
         log.info("ready: %s outputs %s", self.model_id, sorted(self.outputs))
 
-    def _prepack(self) -> None:
-        """Swap the float32 Linear layers for oneDNN-packed ones, and check on the canaries that the
-        model still gives what it gave before."""
+    def _serve_linears(self, precision: str) -> None:
+        """Swap the Linear layers for ones computing in ``precision``, oneDNN-packed where asked and
+        possible, and check on the canaries that the model still gives what it gave in float32."""
         assert self._st is not None
+        packed = self.settings.packs_weights and prepack.available()
+        if self.settings.packs_weights and not packed:
+            log.warning("ENCODER_PREPACK=true, but this torch build has no oneDNN linear: serving the weights unpacked")
+        if precision == "float32" and not packed:
+            return  # nn.Linear as loaded computes just that
         before = self._canaries()
-        plain = prepack.pack_linears(self._st) + (prepack.pack_linears(self._head) if self._head is not None else [])
+        dtype = getattr(torch, precision)
+        plain = prepack.serve_linears(self._st, dtype, packed)
+        plain += prepack.serve_linears(self._head, dtype, packed) if self._head is not None else []
         released = prepack.page_out_weights(plain)
         after = self._canaries()
+        tolerance = CANARY_TOLERANCE[precision]
         for was, now in zip(before, after):
             for name in was:
                 scale = max(1.0, float(np.abs(was[name]).max()))
                 drift = float(np.abs(was[name] - now[name]).max())
-                if drift > 1e-4 * scale:
+                if drift > tolerance * scale:
+                    fix = "set ENCODER_PREPACK=false" if precision == "float32" else "set ENCODER_PRECISION=float32"
                     raise ModelLoadError(
-                        f"oneDNN-packed weights change the {name} output by {drift:.2e} on the canaries; "
-                        "set ENCODER_PREPACK=false to serve the weights as loaded"
+                        f"{precision} {'oneDNN-packed ' if packed else ''}Linear layers change the {name} output by "
+                        f"{drift:.2e} on the canaries (at most {tolerance:.0e} allowed); {fix}"
                     )
-        log.info("packed %d Linear layers for oneDNN; %.0f MB of their plain weights handed back", len(plain), released / 2**20)
+        log.info("%d Linear layers compute in %s%s; %.0f MB of their float32 weights handed back", len(plain),
+                 precision, ", packed for oneDNN" if packed else "", released / 2**20)
 
     @property
     def max_tokens(self) -> int:

@@ -58,9 +58,9 @@ def test_auto_is_the_default_and_resolves_on_this_machine(monkeypatch):
     settings = EncoderSettings()
     assert settings.precision == "auto"
     assert settings.compute_precision == choose_precision("auto", "torch", cpu_flags()).precision
-    # Packed weights follow what auto chose (float32 only), and so do the oneDNN caches' bounds.
-    assert settings.packs_weights == (settings.compute_precision == "float32")
-    entries = PACKED_CACHE_ENTRIES if settings.packs_weights else BFLOAT16_CACHE_ENTRIES
+    # Weights are packed whatever auto chose; the oneDNN caches' bounds follow the choice.
+    assert settings.packs_weights
+    entries = BFLOAT16_CACHE_ENTRIES if settings.compute_precision == "bfloat16" else PACKED_CACHE_ENTRIES
     assert library_env(settings)["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == entries
 
 

@@ -1,5 +1,6 @@
-"""ENCODER_PREPACK (on by default): float32 Linear weights reordered once for oneDNN give what the plain
-layers give, leave no second copy resident, and come with bounded oneDNN caches."""
+"""ENCODER_PREPACK (on by default): Linear weights reordered once for oneDNN give what the plain layers
+give, leave no second copy resident, and come with bounded oneDNN caches; bfloat16 is bfloat16 Linear
+layers over a float32 stream."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _runtime(model, **settings) -> EncoderRuntime:
 
 def _packed_layers(runtime: EncoderRuntime) -> list[torch.nn.Module]:
     modules = [*runtime._st.modules(), *(runtime._head.modules() if runtime._head is not None else ())]
-    return [m for m in modules if isinstance(m, prepack.PackedLinear)]
+    return [m for m in modules if isinstance(m, prepack.ServedLinear) and m.packed]
 
 
 def _plain_layers(runtime: EncoderRuntime) -> list[torch.nn.Module]:
@@ -55,9 +56,18 @@ def test_packed_model_gives_what_the_plain_one_gives(fixture, request):
         assert np.allclose(packed.outputs[output].contract.space.fingerprint, plain.outputs[output].contract.space.fingerprint, atol=1e-5)
 
 
-def test_bfloat16_is_not_packed(tiny_bert):
-    runtime = _runtime(tiny_bert, precision="bfloat16", prepack=True)
-    assert not _packed_layers(runtime)
+@pytest.mark.parametrize("packed", [True, False])
+def test_bfloat16_computes_the_linear_layers_in_bfloat16_and_the_rest_in_float32(tiny_bert, packed):
+    runtime = _runtime(tiny_bert, precision="bfloat16", prepack=packed)
+    served = [m for m in runtime._st.modules() if isinstance(m, prepack.ServedLinear)]
+    assert served and not _plain_layers(runtime)
+    assert {(m.dtype, m.packed) for m in served} == {(torch.bfloat16, packed)}
+    # The stream between them stays float32: embeddings, layer norms, the outputs themselves.
+    others = [p.dtype for m in runtime._st.modules() if not isinstance(m, prepack.ServedLinear) for p in m.parameters(recurse=False)]
+    assert others and set(others) == {torch.float32}
+    float32 = _runtime(tiny_bert, precision="float32", prepack=False)
+    for a, b in zip(encode(runtime, TEXTS, "embedding"), encode(float32, TEXTS, "embedding")):
+        assert a.dtype == np.float32 and float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999
 
 
 def test_a_head_model_holds_its_encoder_once(tiny_classifier):
@@ -68,8 +78,8 @@ def test_a_head_model_holds_its_encoder_once(tiny_classifier):
 
 
 def test_packing_that_changes_the_outputs_is_refused(tiny_bert, monkeypatch):
-    real = prepack.PackedLinear.forward
-    monkeypatch.setattr(prepack.PackedLinear, "forward", lambda self, x: real(self, x) * 1.01)
+    real = prepack.ServedLinear.forward
+    monkeypatch.setattr(prepack.ServedLinear, "forward", lambda self, x: real(self, x) * 1.01)
     with pytest.raises(ModelLoadError, match="ENCODER_PREPACK=false"):
         _runtime(tiny_bert, prepack=True)
 
@@ -83,7 +93,7 @@ runtime = EncoderRuntime(EncoderSettings(model=sys.argv[1], prepack=True))
 runtime.load()
 runtime.submit(runtime.tokenize(["Where is my parcel?", "hi"]), ["embedding"]).result()
 embeddings = runtime._st[0].auto_model.embeddings.word_embeddings.weight
-packed = [m for m in runtime._st.modules() if type(m).__name__ == "PackedLinear"]
+packed = [m for m in runtime._st.modules() if type(m).__name__ == "ServedLinear" and m.packed]
 print(json.dumps({"resident": mapping_rss(embeddings.data_ptr()),
                   "packed": sum(m.in_features * m.out_features * 4 for m in packed)}))
 """
@@ -108,6 +118,6 @@ def test_the_entry_point_bounds_onednn_caches_where_weights_are_packed_or_bfloat
     bounded = {"LRU_CACHE_CAPACITY": PACKED_CACHE_ENTRIES, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": PACKED_CACHE_ENTRIES}
     assert EncoderSettings().packs_weights and library_env(EncoderSettings()) == bounded
     bf16 = {"LRU_CACHE_CAPACITY": BFLOAT16_CACHE_ENTRIES, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": BFLOAT16_CACHE_ENTRIES}
-    assert not EncoderSettings(precision="bfloat16").packs_weights and library_env(EncoderSettings(precision="bfloat16")) == bf16
+    assert EncoderSettings(precision="bfloat16").packs_weights and library_env(EncoderSettings(precision="bfloat16")) == bf16
     for unpacked in (EncoderSettings(prepack=False), EncoderSettings(backend="onnxruntime")):
         assert not unpacked.packs_weights and library_env(unpacked) == {}
