@@ -20,7 +20,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules.normalize import Normalize
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from encoder_service import prepack
+from encoder_service import attention, prepack
 from encoder_service.loading import (
     ModelLoadError,
     bfloat16_supported,
@@ -39,10 +39,11 @@ from services.http.memory import RETURNER
 
 log = logging.getLogger("seam.encoder")
 
-# How far the served Linear layers may move an output from the loaded float32 model's on the canaries
-# (relative to the output's largest magnitude, at least 1). float32 packing only reorders the same
-# sums: 1e-4. bfloat16 matmuls round their inputs to 8 bits of mantissa: MiniLM's outputs move by at
-# most ~5e-3 (cosine 0.99997); a model bfloat16 does not suit moves by far more.
+# How far the served model (its Linear layers, its attention) may move an output from the loaded float32
+# model's on the canaries (relative to the output's largest magnitude, at least 1). float32 packing and
+# padding-free attention only reorder the same sums: 1e-4. bfloat16 matmuls round their inputs to 8 bits of mantissa: MiniLM's canary outputs move
+# by at most 1.1e-3 (embedding) and 2.6e-3 (tokens); 3e-2 leaves room for other models and refuses
+# a model whose outputs bfloat16 moves by more than a few percent.
 CANARY_TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2}
 
 
@@ -111,24 +112,26 @@ class EncoderRuntime:
         if settings.backend == "onnxruntime":
             self._onnx = self._load_onnx(sha, threads)
         else:
-            self._serve_linears(choice.precision)
+            self._serve(choice.precision)
         self.outputs = self._describe_outputs(sha, config)
         self.ready = True
         log.info("ready: %s outputs %s", self.model_id, sorted(self.outputs))
 
-    def _serve_linears(self, precision: str) -> None:
-        """Swap the Linear layers for ones computing in ``precision``, oneDNN-packed where asked and
-        possible, and check on the canaries that the model still gives what it gave in float32."""
+    def _serve(self, precision: str) -> None:
+        """Switch the model to attention that never sees padding (``attention.py``) and its Linear
+        layers to ones computing in ``precision``, oneDNN-packed where asked and possible; then check
+        on the canaries that the model still gives what it gave as loaded, in float32."""
         assert self._st is not None
         packed = self.settings.packs_weights and prepack.available()
         if self.settings.packs_weights and not packed:
             log.warning("ENCODER_PREPACK=true, but this torch build has no oneDNN linear: serving the weights unpacked")
-        if precision == "float32" and not packed:
-            return  # nn.Linear as loaded computes just that
         before = self._canaries()
-        dtype = getattr(torch, precision)
-        plain = prepack.serve_linears(self._st, dtype, packed)
-        plain += prepack.serve_linears(self._head, dtype, packed) if self._head is not None else []
+        attention.use_exact(self._head if self._head is not None else self._st[0].auto_model)
+        plain: list[torch.nn.Linear] = []
+        if precision != "float32" or packed:  # else nn.Linear as loaded computes just that
+            dtype = getattr(torch, precision)
+            plain = prepack.serve_linears(self._st, dtype, packed)
+            plain += prepack.serve_linears(self._head, dtype, packed) if self._head is not None else []
         released = prepack.page_out_weights(plain)
         after = self._canaries()
         tolerance = CANARY_TOLERANCE[precision]
@@ -139,8 +142,8 @@ class EncoderRuntime:
                 if drift > tolerance * scale:
                     fix = "set ENCODER_PREPACK=false" if precision == "float32" else "set ENCODER_PRECISION=float32"
                     raise ModelLoadError(
-                        f"{precision} {'oneDNN-packed ' if packed else ''}Linear layers change the {name} output by "
-                        f"{drift:.2e} on the canaries (at most {tolerance:.0e} allowed); {fix}"
+                        f"{precision} {'oneDNN-packed ' if packed else ''}Linear layers and padding-free attention "
+                        f"change the {name} output by {drift:.2e} on the canaries (at most {tolerance:.0e} allowed); {fix}"
                     )
         log.info("%d Linear layers compute in %s%s; %.0f MB of their float32 weights handed back", len(plain),
                  precision, ", packed for oneDNN" if packed else "", released / 2**20)

@@ -129,15 +129,15 @@ def test_a_forward_pass_links_every_request_it_served(stack):
     """Concurrent callers share passes: each shared pass links each request's span, parented to none."""
 
     def encode(i: int) -> str:
-        trace_id = f"{i + 1:032x}"
+        trace_id = f"{i + 1:032x}"  # i counts across rounds: each round's traces are its own
         response = httpx.post(stack.encoder.url + "/v1/encode", json={"texts": [f"text number {i}"]},
                               headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"}, timeout=60)
         assert response.status_code == 200, response.text
         return trace_id
 
-    for _ in range(10):
+    for round_ in range(10):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            trace_ids = set(pool.map(encode, range(8)))
+            trace_ids = set(pool.map(encode, range(8 * round_, 8 * round_ + 8)))
         spans = stack.receiver.wait_for(lambda all_: sum(s.name == "queue wait" and s.trace_id in trace_ids
                                                         for s in all_) == 8)
         waits = {s.trace_id: s for s in spans if s.name == "queue wait" and s.trace_id in trace_ids}

@@ -1,0 +1,68 @@
+"""Attention that never sees padding (encoder_service/attention.py): in bfloat16 a text's vectors are
+bit-for-bit the same alone and in any batch (in float32 to float32's own last digits: its GEMM picks
+another kernel for a single row); masks other than key padding are applied as given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from encoder_service import attention
+from encoder_service.runtime import EncoderRuntime
+from encoder_service.settings import EncoderSettings
+
+TEXTS = ["hi", "Where is my parcel? It should have arrived yesterday.", "a b c d e f", "refund please",
+         "the invoice shows a charge I do not recognise at all, can you look into it", "ok"]
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_classifier"])
+def test_a_texts_outputs_do_not_depend_on_its_batch(fixture, precision, request):
+    runtime = EncoderRuntime(EncoderSettings(model=str(request.getfixturevalue(fixture)), precision=precision))
+    runtime.load()
+    try:
+        assert runtime._st[0].auto_model.config._attn_implementation == attention.NAME
+        items = runtime.tokenize(TEXTS)
+        assert len({item.n_tokens for item in items}) > 3  # a batch of them is padded
+        outputs = sorted(runtime.outputs)
+        together = runtime.submit(items, outputs).result()
+        for i, item in enumerate(items):
+            alone = runtime.submit([item], outputs).result()[0]
+            pair = runtime.submit([items[-1 - i], item], outputs).result()[1]
+            for name in outputs:
+                for got in (alone[name], pair[name]):
+                    if precision == "bfloat16":
+                        assert np.array_equal(got, together[i][name]), (name, i)
+                    else:
+                        np.testing.assert_allclose(got, together[i][name], rtol=0, atol=1e-5, err_msg=f"{name} {i}")
+    finally:
+        runtime.close()
+
+
+def _qkv(batch=3, heads=2, width=5, dim=4):
+    torch.manual_seed(0)
+    return [torch.randn(batch, heads, width, dim) for _ in range(3)]
+
+
+def test_key_padding_is_computed_per_length_and_gives_what_the_masked_call_gives():
+    q, k, v = _qkv()
+    lengths = torch.tensor([5, 3, 3])
+    mask = (torch.arange(5) < lengths[:, None])[:, None, None, :].expand(3, 1, 5, 5)
+    assert attention._padded_lengths(mask, 5) == [5, 3, 3]
+    out, _ = attention.exact_attention(None, q, k, v, mask)
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(out[b, :n], reference[b, :n])
+        assert not out[b, n:].any()  # padding rows: zeros, never read
+
+
+def test_any_other_mask_is_applied_as_given():
+    q, k, v = _qkv()
+    causal = torch.ones(5, 5, dtype=torch.bool).tril().expand(3, 1, 5, 5)
+    assert attention._padded_lengths(causal, 5) is None
+    out, _ = attention.exact_attention(None, q, k, v, causal)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=causal).transpose(1, 2))
+    holes = torch.tensor([True, False, True, True, True])[None, None, None, :].expand(3, 1, 5, 5)
+    assert attention._padded_lengths(holes, 5) is None
