@@ -22,6 +22,9 @@ import logging
 
 import torch
 import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 log = logging.getLogger("seam.encoder")
 
@@ -33,12 +36,15 @@ def exact_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
                     is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
     """transformers' attention signature: ``query``/``key``/``value`` are [batch, heads, length, dim],
     ``attention_mask`` None or boolean [batch, 1, length, length] (True: attend); returns
-    [batch, length, heads, dim]. Rows past a text's length (padding) come back as zeros."""
-    lengths = _padded_lengths(attention_mask, key.shape[2]) if not (is_causal or dropout) else None
+    [batch, length, heads, dim]. Rows past a text's length (padding) come back as zeros. Anything but
+    a bidirectional self-attention over padded texts (causal, dropout, grouped keys, another mask)
+    goes to transformers' own SDPA attention, unchanged."""
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    plain = not causal and not dropout and key.shape[1] == query.shape[1] and key.shape[2] == query.shape[2]
+    lengths = _padded_lengths(attention_mask, key.shape[2]) if plain else None
     if lengths is None:
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
-                                             scale=scaling, is_causal=bool(is_causal) and attention_mask is None)
-        return out.transpose(1, 2).contiguous(), None
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
     out = query.new_zeros(query.shape)
     start = 0
     for n, run in itertools.groupby(lengths):
@@ -68,9 +74,6 @@ def _padded_lengths(mask: torch.Tensor | None, width: int) -> list[int] | None:
 def use_exact(model: torch.nn.Module) -> bool:
     """Switch a transformers model's attention to ``exact_attention``; False (the model's own kept)
     where the model does not take a registered attention implementation."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(NAME, exact_attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     try:

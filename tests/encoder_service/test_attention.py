@@ -4,6 +4,8 @@ another kernel for a single row); masks other than key padding are applied as gi
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from encoder_service import attention
 from encoder_service.runtime import EncoderRuntime
 from encoder_service.settings import EncoderSettings
 
+SELF_ATTENTION = SimpleNamespace(is_causal=False)  # what a BERT layer's attention module says of itself
 TEXTS = ["hi", "Where is my parcel? It should have arrived yesterday.", "a b c d e f", "refund please",
          "the invoice shows a charge I do not recognise at all, can you look into it", "ok"]
 
@@ -51,7 +54,7 @@ def test_key_padding_is_computed_per_length_and_gives_what_the_masked_call_gives
     lengths = torch.tensor([5, 3, 3])
     mask = (torch.arange(5) < lengths[:, None])[:, None, None, :].expand(3, 1, 5, 5)
     assert attention._padded_lengths(mask, 5) == [5, 3, 3]
-    out, _ = attention.exact_attention(None, q, k, v, mask)
+    out, _ = attention.exact_attention(SELF_ATTENTION, q, k, v, mask)
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
     for b, n in enumerate(lengths.tolist()):
         torch.testing.assert_close(out[b, :n], reference[b, :n])
@@ -62,7 +65,12 @@ def test_any_other_mask_is_applied_as_given():
     q, k, v = _qkv()
     causal = torch.ones(5, 5, dtype=torch.bool).tril().expand(3, 1, 5, 5)
     assert attention._padded_lengths(causal, 5) is None
-    out, _ = attention.exact_attention(None, q, k, v, causal)
+    out, _ = attention.exact_attention(SELF_ATTENTION, q, k, v, causal)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=causal).transpose(1, 2))
     holes = torch.tensor([True, False, True, True, True])[None, None, None, :].expand(3, 1, 5, 5)
     assert attention._padded_lengths(holes, 5) is None
+    # A module that may be causal (or does not say) never takes the per-length path.
+    lengths = torch.tensor([5, 3, 3])
+    padding = (torch.arange(5) < lengths[:, None])[:, None, None, :].expand(3, 1, 5, 5)
+    out, _ = attention.exact_attention(SimpleNamespace(is_causal=True), q, k, v, padding)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=padding).transpose(1, 2))
