@@ -71,9 +71,9 @@ def _padded_lengths(mask: torch.Tensor | None, width: int) -> list[int] | None:
     return lengths.tolist()
 
 
-def use_exact(model: torch.nn.Module) -> bool:
-    """Switch a transformers model's attention to ``exact_attention``; False (the model's own kept)
-    where the model does not take a registered attention implementation."""
+def use_exact(model: torch.nn.Module) -> None:
+    """Switch a transformers model's attention to ``exact_attention``; where the model does not take a
+    registered attention implementation, its own is kept and the log says so."""
     AttentionInterface.register(NAME, exact_attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     try:
@@ -81,5 +81,3 @@ def use_exact(model: torch.nn.Module) -> bool:
     except (AttributeError, ValueError, ImportError) as exc:
         log.warning("%s takes no registered attention implementation (%s): a text's vectors may move in their "
                     "last bits with what it is batched with", type(model).__name__, exc)
-        return False
-    return True

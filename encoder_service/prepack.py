@@ -4,9 +4,10 @@ once for oneDNN (as torch's own inductor does when it freezes a model for CPU in
 bfloat16 is bfloat16 *matmuls*: only the Linear layers (about 99 % of MiniLM's FLOPs at these
 lengths) hold bfloat16 weights and take bfloat16 inputs; the residual stream, the layer norms, the
 embeddings and the pooling stay float32, as ``torch.autocast`` would have them. A model cast to
-bfloat16 whole (every activation rounded to 8 bits of mantissa, layer after layer) moved MiniLM's
-embeddings by cosine down to 0.998 from float32 and changed 4 of the benchmark's 512 labels; bfloat16
-matmuls over a float32 stream move them by at most 0.99997 and changed none, at the same speed.
+bfloat16 whole (every activation rounded to 8 bits of mantissa, layer after layer) kept MiniLM's
+embeddings only to cosine 0.998 of float32 and changed 4 of the benchmark's 512 labels in-process;
+bfloat16 matmuls over a float32 stream keep them to 0.99997, at the same speed (bench/results has
+the labels the served pipelines give).
 
 Packing. A lone sentence through MiniLM is bound by reading the weights: a plain ``F.linear`` reads
 the row-major weight (float32 through MKL, which barely uses a second core at a handful of rows;
