@@ -53,7 +53,7 @@ def test_key_padding_is_computed_per_length_and_gives_what_the_masked_call_gives
     q, k, v = _qkv()
     lengths = torch.tensor([5, 3, 3])
     mask = (torch.arange(5) < lengths[:, None])[:, None, None, :].expand(3, 1, 5, 5)
-    assert attention._padded_lengths(mask, 5) == [5, 3, 3]
+    assert attention._padded_lengths(mask, 3, 5) == [5, 3, 3]
     out, _ = attention.exact_attention(SELF_ATTENTION, q, k, v, mask)
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
     for b, n in enumerate(lengths.tolist()):
@@ -64,13 +64,21 @@ def test_key_padding_is_computed_per_length_and_gives_what_the_masked_call_gives
 def test_any_other_mask_is_applied_as_given():
     q, k, v = _qkv()
     causal = torch.ones(5, 5, dtype=torch.bool).tril().expand(3, 1, 5, 5)
-    assert attention._padded_lengths(causal, 5) is None
+    assert attention._padded_lengths(causal, 3, 5) is None
     out, _ = attention.exact_attention(SELF_ATTENTION, q, k, v, causal)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=causal).transpose(1, 2))
     holes = torch.tensor([True, False, True, True, True])[None, None, None, :].expand(3, 1, 5, 5)
-    assert attention._padded_lengths(holes, 5) is None
+    assert attention._padded_lengths(holes, 3, 5) is None
     # A module that may be causal (or does not say) never takes the per-length path.
     lengths = torch.tensor([5, 3, 3])
     padding = (torch.arange(5) < lengths[:, None])[:, None, None, :].expand(3, 1, 5, 5)
     out, _ = attention.exact_attention(SimpleNamespace(is_causal=True), q, k, v, padding)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=padding).transpose(1, 2))
+
+
+def test_bfloat16_inputs_are_attended_in_float32():
+    q, k, v = (t.to(torch.bfloat16) for t in _qkv(width=7, dim=16))
+    out, _ = attention.exact_attention(SELF_ATTENTION, q, k, v, None)
+    assert out.dtype == torch.float32
+    reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).transpose(1, 2)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)  # torch's own bfloat16 kernel: 5e-3 off
