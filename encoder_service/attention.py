@@ -36,6 +36,11 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 log = logging.getLogger("seam.encoder")
 
 NAME = "seam_exact"
+# Plain attention holds its scores (heads x length x length per text, float32): at most this many at
+# once (16 MB). A run of texts is attended a few at a time to stay under it, and a text whose scores
+# alone exceed it (a long window) goes to torch's fused float32 kernel, which never holds them. Which
+# way a text goes depends on its length only, so its vectors still do not depend on its batch.
+SCORES_BUDGET = 4 * 1024 * 1024
 
 
 def exact_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -59,7 +64,12 @@ def exact_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     start = 0
     for n, run in itertools.groupby(lengths):
         end = start + len(list(run))
-        out[start:end, :n] = _attend(query[start:end, :, :n], key[start:end, :, :n], value[start:end, :, :n]).transpose(1, 2)
+        texts = SCORES_BUDGET // (query.shape[1] * n * n)  # texts whose scores fit the budget at once
+        for first in range(start, end, max(texts, 1)):
+            last = min(end, first + texts) if texts else first + 1
+            q, k, v = query[first:last, :, :n], key[first:last, :, :n], value[first:last, :, :n]
+            attended = _attend(q, k, v) if texts else F.scaled_dot_product_attention(q, k, v, scale=1.0)
+            out[first:last, :n] = attended.transpose(1, 2)
         start = end
     return out, None
 

@@ -82,3 +82,17 @@ def test_bfloat16_inputs_are_attended_in_float32():
     assert out.dtype == torch.float32
     reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).transpose(1, 2)
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)  # torch's own bfloat16 kernel: 5e-3 off
+
+
+@pytest.mark.parametrize("budget", [attention.SCORES_BUDGET, 2 * 2 * 5 * 5, 1])  # all at once, two texts at a time, fused
+def test_the_scores_held_at_once_are_bounded_and_change_nothing(budget, monkeypatch):
+    monkeypatch.setattr(attention, "SCORES_BUDGET", budget)
+    q, k, v = _qkv(batch=5)
+    lengths = torch.tensor([5, 5, 5, 3, 3])
+    mask = (torch.arange(5) < lengths[:, None])[:, None, None, :].expand(5, 1, 5, 5)
+    out, _ = attention.exact_attention(SELF_ATTENTION, q, k, v, mask)
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(out[b, :n], reference[b, :n])
+        alone, _ = attention.exact_attention(SELF_ATTENTION, q[b:b + 1, :, :n], k[b:b + 1, :, :n], v[b:b + 1, :, :n], None)
+        assert torch.equal(alone[0], out[b, :n])  # the same path alone as in the batch
