@@ -14,6 +14,10 @@ PEERS := bench/.work/peers
 INFINITY := $(PEERS)/infinity
 INFINITY_STAMP := $(INFINITY)/.installed
 
+# Two workers, a test module per worker at a time (its module-scoped processes start once), in the
+# order collected (tests/conftest.py puts the modules that start real processes first).
+PYTEST_WORKERS ?= -n 2 --dist loadscope --no-loadscope-reorder
+
 .PHONY: run test tools bench bench-peers clean
 
 $(STAMP): pyproject.toml
@@ -39,7 +43,7 @@ run: $(STAMP)
 	$(VENV)/bin/seam up
 
 test: $(STAMP) $(TOOLS_STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 $(INFINITY_STAMP):
 	test -x $(INFINITY)/bin/python || $(PYTHON) -m venv $(INFINITY)

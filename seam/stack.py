@@ -20,11 +20,29 @@ SERVICES = (
 )
 
 
+# Where free_port looks: None, any port the kernel offers; or a block of ports of this process's own
+# (the test suite's workers each take one, below the kernel's ephemeral range, so that no two of them,
+# and no outgoing connection, ever pick the same port).
+PORTS: range | None = None
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on right now, and that this process has not handed out
+    before: a port is handed out before the server that will bind it has started, and the kernel may
+    offer a just-released port again."""
+    candidates = iter(PORTS) if PORTS is not None else iter(int, 1)  # 0: the kernel's choice, without end
+    for candidate in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:  # taken
+                continue
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"every port of {PORTS} is taken or handed out already")
 
 
 def service_command(module: str) -> list[str]:

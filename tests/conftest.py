@@ -5,11 +5,26 @@ from pathlib import Path
 
 import pytest
 
+import seam.stack
+
 # The encoder's default precision is ``auto`` (bfloat16 on CPUs that compute it natively). The suite's
 # parity and contract assertions are written for float32, so it pins float32 for every encoder it
 # builds or starts (child processes inherit it); tests of ``auto`` ask for it explicitly
 # (tests/encoder_service/test_precision.py).
 os.environ.setdefault("ENCODER_PRECISION", "float32")
+
+# `make test` runs two workers (pytest-xdist), each starting servers on ports from seam.stack.free_port,
+# seconds before they bind them. Each worker takes them from a block of its own, below the kernel's
+# ephemeral range (32768 up): the kernel offers ephemeral ports to every process and to every outgoing
+# connection, so one of those could take a port in between.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+seam.stack.PORTS = range(20_000 + 1_000 * _WORKER, 21_000 + 1_000 * _WORKER)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules that start real processes first (stable otherwise): a worker takes a whole module at a
+    time, and the long ones left for last would leave the other worker idle at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
 
 
 @pytest.fixture(scope="session")
