@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -31,7 +32,7 @@ def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on right now, and that this process has not handed out
     before: a port is handed out before the server that will bind it has started, and the kernel may
     offer a just-released port again."""
-    candidates = iter(PORTS) if PORTS is not None else iter(int, 1)  # 0: the kernel's choice, without end
+    candidates = iter(PORTS) if PORTS is not None else itertools.repeat(0)  # 0: the kernel's choice
     for candidate in candidates:
         with socket.socket() as s:
             try:
