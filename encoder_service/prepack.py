@@ -54,10 +54,12 @@ class ServedLinear(torch.nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.dtype, self.packed = dtype, packed
-        weight = linear.weight.detach().to(dtype)
-        # Plain attributes, not buffers: the packed layout is opaque, and nothing may move or save it.
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, BATCH_HINT) if packed else weight.clone()
-        self.bias = None if linear.bias is None else linear.bias.detach().to(dtype).clone()
+        weight = linear.weight.detach()
+        # Copies of their own, made once (the loaded weights are views of the mapped file, handed back
+        # after). Plain attributes, not buffers: the packed layout is opaque, and nothing may move or save it.
+        self.weight = (torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype), BATCH_HINT) if packed
+                       else weight.to(dtype, copy=True))
+        self.bias = None if linear.bias is None else linear.bias.detach().to(dtype, copy=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dtype)
