@@ -82,6 +82,9 @@ def report(results: dict) -> str:
                   "above), so each target is checked against the limit measured in the same moments as its cell:",
                   f"- single-client cells (1 text, concurrency 1) run in turns with the in-process limit, {PAIRED_ROUND} "
                   "lone texts each way; their targets are against the limit's p50 in those turns (last column);",
+                  "- texts/s and the latencies are the steady state's: each client's requests from its answer when "
+                  "every client has had one (the ramp-up left out) to its last answer when the cell's time is up "
+                  "(the drain left out), in whole round trips;",
                   f"- cells with a throughput target (32 clients) have the limit's batch-32 rate taken just before and "
                   f"just after them, {BESIDE_TEXTS} texts each time; their targets are against the better of the two "
                   "(\"limit beside\"). \"ratio to limit\" is against the better run above, for comparison.", "",

@@ -129,6 +129,7 @@ def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, 
                    "concurrency": concurrency, "throughput": result.throughput,
                    "p50_ms": result.percentile(50), "p95_ms": result.percentile(95), "p99_ms": result.percentile(99),
                    "requests": result.requests, "errors": result.errors, "statuses": result.statuses,
+                   "window_s": result.window_s, "wall_s": result.wall_s,
                    "loadgen_cpu_pct": 100 * result.client_cpu_s / result.wall_s,
                    "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
                    "peak_rss_mb": {name: peak_rss_mb(pid) for name, pid in pids.items()}}
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--precision", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32, 64])
-    parser.add_argument("--seconds", type=float, default=3.0, help="time bound per cell")
+    parser.add_argument("--seconds", type=float, default=5.0, help="each cell's steady state, after its ramp-up")
     parser.add_argument("--max-requests", type=int, default=3000, help="request bound per cell")
     parser.add_argument("--repeats", type=int, default=3, help="repeated encoder runs for the memory check")
     parser.add_argument("--out", type=Path, default=RESULTS)

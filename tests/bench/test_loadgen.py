@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bench.loadgen import run_load, run_paired
+from bench.loadgen import LoadResult, run_load, run_paired
 from tests.rawhttp import read_request
 
 
@@ -42,6 +42,28 @@ async def test_run_load_counts_texts_of_successful_requests_only(server):
                           texts_per_request=1)
     assert (busy.requests, busy.texts, busy.errors, busy.statuses) == (10, 0, 10, {503: 10})
     assert len(log) == 40
+
+
+async def test_run_load_measures_a_steady_state_of_whole_round_trips(server):
+    url, _ = server
+    result = await run_load(url + "/v1/encode", [{"texts": ["a"]}], concurrency=4, max_requests=100_000, max_seconds=0.5,
+                            texts_per_request=1)
+    assert result.window_s > 0 and 0 < result.window_texts < result.texts
+    assert result.throughput == result.window_texts / result.window_s
+    assert len(result.latencies_ms) == result.window_texts < result.requests  # the window's answers only
+
+
+def test_the_window_opens_and_closes_on_each_clients_own_answers():
+    """Two clients answered in bursts (a batching server): client 0 at 1, 2, 3, 4 and 5 s, client 1 at
+    1.5, 2.5, 3.5 and 4.5 s, 2 texts each. The window from 2.2 s to 4.2 s holds, for client 0, its
+    round trips from 2 s to 4 s; for client 1, from 1.5 s to 3.5 s: 4 answers in 2 s each."""
+    result = LoadResult(answers=[(0, t, 1000.0, 2) for t in (1, 2, 3, 4, 5)] + [(1, t, 900.0, 2) for t in (1.5, 2.5, 3.5, 4.5)])
+    result.keep_window(2.2, 4.2)
+    assert (result.window_s, result.window_texts, result.throughput) == (2.0, 8, 4.0)
+    assert sorted(result.latencies_ms) == [900.0, 900.0, 1000.0, 1000.0]
+    empty = LoadResult(answers=[(0, 1.0, 5.0, 1)], texts=1, wall_s=2.0)
+    empty.keep_window(1.0, 3.0)  # no round trip inside: the whole run counts
+    assert (empty.window_s, empty.throughput) == (0.0, 0.5)
 
 
 async def test_run_paired_takes_turns_with_its_reference(server):
