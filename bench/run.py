@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -104,7 +105,11 @@ class PairedLimit:
 
 
 def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, precision: str,
-            reference: PairedLimit | None = None, body=lambda texts: {"texts": texts}) -> list[dict]:
+            reference: PairedLimit | None = None, body=lambda texts: {"texts": texts},
+            also_beside: dict[str, Callable[[], float]] | None = None) -> list[dict]:
+    """The cells of ``target``. ``also_beside``: more figures taken just before and just after each cell
+    with a throughput target, the better of the two kept as ``<name>_beside`` (the float32 limit and
+    the GEMM rate beside a bfloat16 encoder, for the targets that compare them with it)."""
     rows = []
     for per_request in (1, 16):
         bodies = [body(work[i : i + per_request]) for i in range(0, len(work) - per_request, per_request)]
@@ -121,10 +126,13 @@ def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, 
                                                            round_size=PAIRED_ROUND))
             else:
                 beside = reference is not None and target != "naive" and (per_request, concurrency) in TARGET_CELLS
+                extras = (also_beside or {}) if beside else {}
+                extra_before = {name: figure() for name, figure in extras.items()}
                 before = reference.throughput() if beside else None
                 result = asyncio.run(run_load(url, bodies, concurrency=concurrency, max_requests=args.max_requests,
                                               max_seconds=args.seconds, texts_per_request=per_request))
                 beside_tps = [before, reference.throughput()] if beside else None
+                extra_runs = {name: [extra_before[name], figure()] for name, figure in extras.items()}
             row = {"precision": precision, "target": target, "texts_per_request": per_request,
                    "concurrency": concurrency, "throughput": result.throughput,
                    "p50_ms": result.percentile(50), "p95_ms": result.percentile(95), "p99_ms": result.percentile(99),
@@ -138,17 +146,22 @@ def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, 
             if beside_tps:
                 row["limit_beside_runs"] = beside_tps
                 row["limit_beside_tps"] = float(max(beside_tps))
+            for name, runs in extra_runs.items() if beside_tps else ():
+                row[f"{name}_beside_runs"] = runs
+                row[f"{name}_beside"] = float(max(runs))
             rows.append(row)
             note = f" (limit in turns: p50 {row['paired_limit_p50_ms']:.1f} ms)" if paired_ms else ""
             if beside_tps:
-                note = f" (limit beside: {beside_tps[0]:.0f} before, {beside_tps[1]:.0f} after)"
+                note = f" (limit beside: {beside_tps[0]:.0f} before, {beside_tps[1]:.0f} after" + "".join(
+                    f"; {name}: {runs[0]:.0f}, {runs[1]:.0f}" for name, runs in extra_runs.items()) + ")"
             print(f"{precision:9} {target:8} {per_request:2} texts x{concurrency:3}: {row['throughput']:7.1f} texts/s "
                   f"p50 {row['p50_ms']:7.1f} ms p95 {row['p95_ms']:7.1f} ms errors {row['errors']}{note}", flush=True)
     return rows
 
 
 def measure_seam(precision: str, backend: str, work: list[str], args, var: Path,
-                 reference: PairedLimit, labels_out: list[str]) -> tuple[list[dict], list[dict]]:
+                 reference: PairedLimit, labels_out: list[str],
+                 also_beside: dict[str, Callable[[], float]] | None = None) -> tuple[list[dict], list[dict]]:
     """seam's encoder and its gateway, on a stack of their own; the memory repeats for torch only."""
     suffix = SUFFIX[backend]
     stack = Stack(var=var, env={**PORTS, "ENCODER_PRECISION": precision, "ENCODER_BACKEND": backend,
@@ -167,7 +180,7 @@ def measure_seam(precision: str, backend: str, work: list[str], args, var: Path,
                 r.raise_for_status()
                 labels_out.extend(p["label"] for p in r.json()["predictions"])
         encode_url = stack.url("encoder_service") + "/v1/encode"
-        rows += measure("encoder" + suffix, encode_url, pids, work, args, precision, reference)
+        rows += measure("encoder" + suffix, encode_url, pids, work, args, precision, reference, also_beside=also_beside)
         rows += measure("gateway" + suffix, stack.url("gateway") + f"/v1/pipelines/{PIPELINE}/predict", pids, work, args,
                         precision, reference)
         if backend == "torch":
@@ -203,6 +216,12 @@ def run_precision(precision: str, args) -> dict:
     labels: list[str] = []
     peer_skipped = "not asked (--no-peers)"
     reference = PairedLimit(precision)
+    # Beside bfloat16's encoder cells, what its targets compare it with, in the same moments: the
+    # float32 limit (bfloat16 over float32) and the GEMM rate (the model's FLOP rate over it).
+    float32_limit = PairedLimit("float32") if precision == "bfloat16" else None
+    also_beside = {"gemm_gflops": lambda: gemm(precision)["gflops"]}
+    if float32_limit is not None:
+        also_beside["float32_limit_tps"] = float32_limit.throughput
     try:
         with tempfile.TemporaryDirectory() as var:
             naive = subprocess.Popen([sys.executable, "-m", "bench.naive_app"],
@@ -215,7 +234,8 @@ def run_precision(precision: str, args) -> dict:
                 naive.terminate()
                 naive.wait()
             for backend in (b for b in BACKENDS[precision] if args.backends is None or b in args.backends):
-                seam_rows, seam_repeats = measure_seam(precision, backend, work, args, Path(var) / backend, reference, labels)
+                seam_rows, seam_repeats = measure_seam(precision, backend, work, args, Path(var) / backend, reference, labels,
+                                                       also_beside if backend == "torch" else None)
                 rows += seam_rows
                 repeats = repeats or seam_repeats
             if args.peers:
@@ -223,6 +243,8 @@ def run_precision(precision: str, args) -> dict:
                 rows += peer_rows
     finally:
         reference.close()
+        if float32_limit is not None:
+            float32_limit.close()
     # The limit is measured before and after seam, and the better of each figure kept: a slow moment
     # of a shared machine must not flatter seam's ratios.
     last = in_process(precision)

@@ -80,11 +80,29 @@ def test_the_issue_targets_are_computed_in_one_place():
     # seam's best (bfloat16, 900) over the peer's best (bfloat16, 340) at 32 x 1; 1000 / 800 at 32 x 16.
     assert "| 2.65 (900 bfloat16 / 340 bfloat16) | met |" in _target(text, "seam encoder / Infinity at 32 x 1")
     assert "| 1.25 (1000 bfloat16 / 800 bfloat16) | NOT met |" in _target(text, "seam encoder / Infinity at 32 x 16")
-    assert "| 0.50 | NOT met |" in _target(text, "bfloat16 encoder 32 x 16: model FLOP rate / GEMM rate")
+    assert "| 0.50 (GEMM 200 GFLOP/s) | NOT met |" in _target(text, "bfloat16 encoder 32 x 16: model FLOP rate / GEMM rate")
     assert "| -0.5 ms (7.5 vs 8.0) | met |" in _target(text, "lone text p50 through the encoder")
     assert "| +5.0 ms (13.0 vs 8.0) | NOT met |" in _target(text, "lone text p50 through the gateway")
     assert "| 0.750 of 4 | NOT met |" in _target(text, "pipeline labels, bfloat16 vs float32")
     assert "| 690 MB | met |" in _target(text, "bfloat16 encoder peak RSS")
+
+
+def test_the_targets_across_measures_use_the_figures_taken_beside_the_cell():
+    """The machine drifts: the float32 limit and the GEMM rate taken beside the bfloat16 cell, and the
+    peer's and seam's cells each over the limit beside it, are what the verdicts use when present."""
+    results = _two_precisions()
+    rows = results["precisions"]["bfloat16"]["rows"]
+    rows[0].update(float32_limit_tps_beside=480.0, gemm_gflops_beside=160.0)  # encoder 32 x 16: 1,000 texts/s
+    peer_1 = next(r for r in rows if (r["target"], r["texts_per_request"], r["concurrency"]) == ("infinity", 1, 32))
+    peer_1["limit_beside_tps"] = 680.0  # the peer's cell ran while the machine was at 680/900 of seam's cell's pace
+    seam_1 = next(r for r in rows if (r["target"], r["texts_per_request"], r["concurrency"]) == ("encoder", 1, 32))
+    seam_1["limit_beside_tps"] = 900.0
+    text = report(results)
+    assert "| 2.08 (1000 / 480) | met |" in _target(text, "bfloat16 encoder 32 x 16 / float32 in-process limit beside")
+    assert "| 0.62 (GEMM 160 GFLOP/s) | met |" in _target(text, "bfloat16 encoder 32 x 16: model FLOP rate / GEMM rate beside")
+    # 900/900 over 340/680: 2.00, where the raw ratio (2.65) would have met 2.5.
+    assert "| 2.00 over the limit beside each (1.00 / 0.50); 2.65 as measured (900 bfloat16 / 340 bfloat16) | NOT met |" in _target(
+        text, "seam encoder / Infinity at 32 x 1")
 
 
 def test_a_run_without_the_peer_says_why_and_marks_its_targets_not_measured():
