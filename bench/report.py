@@ -53,7 +53,7 @@ def _peaks(rows, group: str) -> dict[str, float]:
 
 def report(results: dict) -> str:
     lines = ["# seam benchmark", "", f"Command: `make bench` ({results['command']}); "
-             f"machine: {os.cpu_count()} cores; MiniLM-L6-v2; {results['seconds']} s or {results['max_requests']} requests per cell.",
+             f"machine: {os.cpu_count()} cores; MiniLM-L6-v2; {results['seconds']} s of steady state (after the cell's ramp-up) or {results['max_requests']} requests per cell.",
              "", f"Load average (1 min) at start {results['loadavg'][0]:.2f}, at end {results['loadavg'][1]:.2f}: "
              "anything above ~0.5 at start means other work shared the cores and the figures are not clean.", ""]
     workload = results.get("workload")
