@@ -118,6 +118,7 @@ def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, 
         asyncio.run(run_load(url, bodies, concurrency=4, max_requests=40, max_seconds=5, texts_per_request=per_request))  # warm-up
         for concurrency in args.concurrency:
             paired_ms = beside_tps = None
+            extra_runs: dict[str, list[float]] = {}
             if reference is not None and (per_request, concurrency) == (1, 1):
                 # In turns with the limit, and four times the time (half of it is the limit's): a p50 to
                 # within a few tenths of a millisecond needs a few hundred requests.
@@ -146,7 +147,7 @@ def measure(target: str, url: str, pids: dict[str, int], work: list[str], args, 
             if beside_tps:
                 row["limit_beside_runs"] = beside_tps
                 row["limit_beside_tps"] = float(max(beside_tps))
-            for name, runs in extra_runs.items() if beside_tps else ():
+            for name, runs in extra_runs.items():
                 row[f"{name}_beside_runs"] = runs
                 row[f"{name}_beside"] = float(max(runs))
             rows.append(row)
@@ -216,13 +217,14 @@ def run_precision(precision: str, args) -> dict:
     labels: list[str] = []
     peer_skipped = "not asked (--no-peers)"
     reference = PairedLimit(precision)
-    # Beside bfloat16's encoder cells, what its targets compare it with, in the same moments: the
-    # float32 limit (bfloat16 over float32) and the GEMM rate (the model's FLOP rate over it).
-    float32_limit = PairedLimit("float32") if precision == "bfloat16" else None
-    also_beside = {"gemm_gflops": lambda: gemm(precision)["gflops"]}
-    if float32_limit is not None:
-        also_beside["float32_limit_tps"] = float32_limit.throughput
+    float32_limit: PairedLimit | None = None
     try:
+        # Beside bfloat16's encoder cells, what its targets compare it with, in the same moments: the
+        # float32 limit (bfloat16 over float32) and the GEMM rate (the model's FLOP rate over it).
+        also_beside = {"gemm_gflops": lambda: gemm(precision)["gflops"]}
+        if precision == "bfloat16":
+            float32_limit = PairedLimit("float32")
+            also_beside["float32_limit_tps"] = float32_limit.throughput
         with tempfile.TemporaryDirectory() as var:
             naive = subprocess.Popen([sys.executable, "-m", "bench.naive_app"],
                                      env={**os.environ, "NAIVE_PORT": str(NAIVE_PORT), "NAIVE_PRECISION": precision})
