@@ -221,10 +221,10 @@ def run_precision(precision: str, args) -> dict:
     try:
         # Beside bfloat16's encoder cells, what its targets compare it with, in the same moments: the
         # float32 limit (bfloat16 over float32) and the GEMM rate (the model's FLOP rate over it).
-        also_beside = {"gemm_gflops": lambda: gemm(precision)["gflops"]}
+        also_beside = None
         if precision == "bfloat16":
             float32_limit = PairedLimit("float32")
-            also_beside["float32_limit_tps"] = float32_limit.throughput
+            also_beside = {"gemm_gflops": lambda: gemm(precision)["gflops"], "float32_limit_tps": float32_limit.throughput}
         with tempfile.TemporaryDirectory() as var:
             naive = subprocess.Popen([sys.executable, "-m", "bench.naive_app"],
                                      env={**os.environ, "NAIVE_PORT": str(NAIVE_PORT), "NAIVE_PRECISION": precision})
