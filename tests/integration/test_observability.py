@@ -138,8 +138,10 @@ def test_a_forward_pass_links_every_request_it_served(stack):
     for round_ in range(10):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             trace_ids = set(pool.map(encode, range(8 * round_, 8 * round_ + 8)))
+        # Every request's queue wait and the passes that served them: they may arrive in different exports.
         spans = stack.receiver.wait_for(lambda all_: sum(s.name == "queue wait" and s.trace_id in trace_ids
-                                                        for s in all_) == 8)
+                                                        for s in all_) == 8
+                                        and {t for s in all_ if s.name == "forward pass" for t, _ in s.links} >= trace_ids)
         waits = {s.trace_id: s for s in spans if s.name == "queue wait" and s.trace_id in trace_ids}
         passes = [s for s in spans if s.name == "forward pass" and {t for t, _ in s.links} & trace_ids]
         if any(len(p.links) > 1 for p in passes):
