@@ -22,6 +22,13 @@ MiniLM for two reasons:
 - oneDNN keeps state for every input shape it has seen, which a trim does not return: the encoder's
   entry point bounds its caches (``encoder_service/__main__.py``).
 
+Fusing. Where a packed Linear feeds a GELU (the intermediate layer of BERT and the models built like
+it: ``dense`` then ``intermediate_act_fn``), oneDNN applies the GELU to the Linear's float32
+accumulator before rounding (a post-op, as inductor fuses it): the separate GELU pass over a 1,536-wide
+activation goes, and in bfloat16 the GELU is no longer computed on a rounded input. MiniLM's
+bfloat16 pass of the benchmark's 512 texts: 954 ms against 1,062-1,077 unfused, its embeddings as
+close to float32's as before (cosine 0.99997).
+
 ``torch.ops.mkldnn._linear_pointwise`` is the op inductor emits; torch is pinned, and the runtime
 checks the served model against the loaded float32 one on the canaries before it serves it.
 """
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers.activations import GELUActivation
 
 from services.http.memory import page_out
 
@@ -60,16 +68,18 @@ class ServedLinear(torch.nn.Module):
         self.weight = (torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype), BATCH_HINT) if packed
                        else weight.to(dtype, copy=True))
         self.bias = None if linear.bias is None else linear.bias.detach().to(dtype, copy=True)
+        self.gelu: str | None = None  # a fused GELU's oneDNN algorithm ("none": exact), set by fuse_gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dtype)
         if self.packed:
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+            attr, algorithm = ("none", "") if self.gelu is None else ("gelu", self.gelu)
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, attr, [], algorithm)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"dtype={self.dtype}, packed={self.packed}")
+                f"dtype={self.dtype}, packed={self.packed}" + (f", gelu={self.gelu}" if self.gelu else ""))
 
 
 def serve_linears(module: torch.nn.Module, dtype: torch.dtype, packed: bool) -> list[torch.nn.Linear]:
@@ -82,6 +92,29 @@ def serve_linears(module: torch.nn.Module, dtype: torch.dtype, packed: bool) -> 
         else:
             replaced += serve_linears(child, dtype, packed)
     return replaced
+
+
+def fuse_gelu(module: torch.nn.Module) -> int:
+    """Fold each intermediate layer's GELU into its packed ``dense`` layer (a oneDNN post-op); returns
+    how many were folded. An intermediate layer is a transformers module named ``*Intermediate`` whose
+    forward is ``intermediate_act_fn(dense(x))`` (BERT's and those copied from it); any other layout,
+    activation or an unpacked layer is left as it is, and the canaries vet the result."""
+    folded = 0
+    for layer in module.modules():
+        dense, act = getattr(layer, "dense", None), getattr(layer, "intermediate_act_fn", None)
+        approximation = _gelu_approximation(act)
+        if type(layer).__name__.endswith("Intermediate") and isinstance(dense, ServedLinear) and dense.packed \
+                and approximation is not None:
+            dense.gelu = approximation
+            layer.intermediate_act_fn = torch.nn.Identity()
+            folded += 1
+    return folded
+
+
+def _gelu_approximation(act: object) -> str | None:
+    """oneDNN's name for the GELU ``act`` computes ("none": the exact erf form, BERT's ``gelu``), or
+    None for any other activation (the tanh forms and the rest are left unfused)."""
+    return "none" if isinstance(act, GELUActivation) and act.act is F.gelu else None
 
 
 def page_out_weights(layers: list[torch.nn.Linear]) -> int:

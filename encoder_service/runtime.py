@@ -119,8 +119,9 @@ class EncoderRuntime:
 
     def _serve(self, precision: str) -> None:
         """Switch the model to attention that never sees padding (``attention.py``) and its Linear
-        layers to ones computing in ``precision``, oneDNN-packed where asked and possible; then check
-        on the canaries that the model still gives what it gave as loaded, in float32."""
+        layers to ones computing in ``precision``, oneDNN-packed where asked and possible (with the
+        GELU that follows a packed one fused into it); then check on the canaries that the model
+        still gives what it gave as loaded, in float32."""
         assert self._st is not None
         packed = self.settings.packs_weights and prepack.available()
         if self.settings.packs_weights and not packed:
@@ -132,6 +133,7 @@ class EncoderRuntime:
             dtype = getattr(torch, precision)
             plain = prepack.serve_linears(self._st, dtype, packed)
             plain += prepack.serve_linears(self._head, dtype, packed) if self._head is not None else []
+        fused = sum(prepack.fuse_gelu(model) for model in (self._st, self._head) if model is not None)
         released = prepack.page_out_weights(plain)
         after = self._canaries()
         tolerance = CANARY_TOLERANCE[precision]
@@ -145,8 +147,8 @@ class EncoderRuntime:
                         f"{precision} {'oneDNN-packed ' if packed else ''}Linear layers and padding-free attention "
                         f"change the {name} output by {drift:.2e} on the canaries (at most {tolerance:.0e} allowed); {fix}"
                     )
-        log.info("%d Linear layers compute in %s%s; %.0f MB of their float32 weights handed back", len(plain),
-                 precision, ", packed for oneDNN" if packed else "", released / 2**20)
+        log.info("%d Linear layers compute in %s%s (%d with their GELU fused); %.0f MB of their float32 weights "
+                 "handed back", len(plain), precision, ", packed for oneDNN" if packed else "", fused, released / 2**20)
 
     @property
     def max_tokens(self) -> int:

@@ -48,6 +48,13 @@ def test_packed_model_gives_what_the_plain_one_gives(fixture, request):
     packed, plain = _runtime(model, prepack=True), _runtime(model, prepack=False)
     assert _packed_layers(packed) and not _plain_layers(packed)
     assert _plain_layers(plain) and not _packed_layers(plain)
+    # Each intermediate layer's GELU is fused into its packed dense layer (and only where packed).
+    intermediate = [m for m in packed._st.modules() if type(m).__name__ == "BertIntermediate"]
+    assert intermediate and all(m.dense.gelu == "none" and isinstance(m.intermediate_act_fn, torch.nn.Identity)
+                                for m in intermediate)
+    assert {m.gelu for m in _packed_layers(packed)} == {None, "none"}
+    assert not any(isinstance(m.intermediate_act_fn, torch.nn.Identity) for m in plain._st.modules()
+                   if type(m).__name__ == "BertIntermediate")
     for output in plain.outputs:
         for a, b in zip(encode(packed, TEXTS, output), encode(plain, TEXTS, output)):
             assert a.shape == b.shape and np.abs(a - b).max() < 1e-5, output
