@@ -142,8 +142,8 @@ def issue19_targets(results: dict) -> list[tuple[str, str, str, str]]:
         row = _cell(res["rows"], target, per, c) if res else None
         return row["throughput"] if row else nan
 
-    bf_enc_16 = tp(bf, "encoder", 16, 32)
     bf_cell = (_cell(bf["rows"], "encoder", 16, 32) if bf else None) or {}
+    bf_enc_16 = bf_cell.get("throughput", nan)
     # Against the float32 limit taken beside the cell where it was (the machine drifts), else the run's.
     fp_limit = bf_cell.get("float32_limit_tps_beside") or (fp["limit"]["throughput"] if fp else nan)
     against = "float32 in-process limit beside" if "float32_limit_tps_beside" in bf_cell else "float32 in-process limit"
