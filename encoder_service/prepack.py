@@ -37,6 +37,9 @@ checks the served model against the loaded float32 one on the canaries before it
 
 from __future__ import annotations
 
+import itertools
+import threading
+
 import torch
 import torch.nn.functional as F
 from transformers.activations import GELUActivation
@@ -60,16 +63,16 @@ class ServedLinear(torch.nn.Module):
     rounded on the way in; the output is in ``dtype``), its weight held in that dtype, in oneDNN's
     blocked layout when ``packed`` (and nowhere else)."""
 
-    def __init__(self, linear: torch.nn.Linear, dtype: torch.dtype, packed: bool) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, packed: bool) -> None:
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.out_features, self.in_features = weight.shape
         self.dtype, self.packed = dtype, packed
-        weight = linear.weight.detach()
+        weight = weight.detach()
         # Copies of their own, made once (the loaded weights are views of the mapped file, handed back
         # after). Plain attributes, not buffers: the packed layout is opaque, and nothing may move or save it.
         self.weight = (torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype), BATCH_HINT) if packed
                        else weight.to(dtype, copy=True))
-        self.bias = None if linear.bias is None else linear.bias.detach().to(dtype, copy=True)
+        self.bias = None if bias is None else bias.detach().to(dtype, copy=True)
         self.gelu: str | None = None  # a fused GELU's oneDNN algorithm ("none": exact), set by fuse_gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,10 +92,74 @@ def serve_linears(module: torch.nn.Module, dtype: torch.dtype, packed: bool) -> 
     replaced = []
     for name, child in list(module.named_children()):
         if type(child) is torch.nn.Linear:
-            setattr(module, name, ServedLinear(child, dtype, packed))
+            setattr(module, name, ServedLinear(child.weight, child.bias, dtype, packed))
             replaced.append(child)
         else:
             replaced += serve_linears(child, dtype, packed)
+    return replaced
+
+
+PROJECTIONS = ("query", "key", "value")
+
+
+class Projections(torch.nn.Module):
+    """The query, key and value layers of one self-attention layer as one packed Linear: the hidden
+    state is rounded to bfloat16 once, not three times, and one GEMM three times as wide replaces three.
+    The attention layer still calls ``query``, ``key`` and ``value`` (each a ``Projection``, a slice of
+    this one's output): the first call computes all three for its input and each later call on the same
+    input takes its slice. What was computed is kept per thread (the streams run micro-batches through
+    the same layers at once) until each slice has been taken; a call on another input, or a second
+    call for one slice, computes afresh, so any calling order gets what three separate layers give."""
+
+    def __init__(self, linears: list[torch.nn.Linear], dtype: torch.dtype) -> None:
+        super().__init__()
+        biases = [linear.bias for linear in linears]
+        self.linear = ServedLinear(torch.cat([linear.weight.detach() for linear in linears]),
+                                   None if biases[0] is None else torch.cat([b.detach() for b in biases]), dtype, True)
+        ends = list(itertools.accumulate(linear.out_features for linear in linears))
+        self.bounds = list(zip([0, *ends[:-1]], ends))
+        self._computed = threading.local()
+
+    def slice(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        computed = getattr(self._computed, "last", None)
+        if computed is None or computed[0] is not x or index in computed[2]:
+            computed = (x, self.linear(x), set())
+        computed[2].add(index)
+        self._computed.last = None if len(computed[2]) == len(self.bounds) else computed
+        start, end = self.bounds[index]
+        return computed[1][..., start:end]
+
+
+class Projection(torch.nn.Module):
+    """One of ``Projections``' layers, as the attention layer calls it."""
+
+    def __init__(self, projections: Projections, index: int) -> None:
+        super().__init__()
+        self.projections, self.index = projections, index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projections.slice(x, self.index)
+
+    def extra_repr(self) -> str:
+        return PROJECTIONS[self.index]
+
+
+def fuse_projections(module: torch.nn.Module, dtype: torch.dtype) -> list[torch.nn.Linear]:
+    """Make the ``query``, ``key`` and ``value`` Linear layers of each self-attention layer under
+    ``module`` (BERT's names, and those of the models built like it) one packed ``Projections``; returns
+    the plain layers replaced. Layers that do not take the same input width, or not all a bias, are left
+    to ``serve_linears``; the canaries vet the result."""
+    replaced: list[torch.nn.Linear] = []
+    for layer in list(module.modules()):
+        linears = [getattr(layer, name, None) for name in PROJECTIONS]
+        if not all(type(linear) is torch.nn.Linear for linear in linears):
+            continue
+        if len({linear.in_features for linear in linears}) > 1 or len({linear.bias is None for linear in linears}) > 1:
+            continue
+        projections = Projections(linears, dtype)
+        for index, name in enumerate(PROJECTIONS):
+            setattr(layer, name, Projection(projections, index))
+        replaced += linears
     return replaced
 
 

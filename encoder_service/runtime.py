@@ -120,7 +120,8 @@ class EncoderRuntime:
     def _serve(self, precision: str) -> None:
         """Switch the model to attention that never sees padding (``attention.py``) and its Linear
         layers to ones computing in ``precision``, oneDNN-packed where asked and possible (with the
-        GELU that follows a packed one fused into it); then check on the canaries that the model
+        GELU that follows a packed one fused into it and, in bfloat16, each attention layer's query, key
+        and value computed as one); then check on the canaries that the model
         still gives what it gave as loaded, in float32."""
         assert self._st is not None
         packed = self.settings.packs_weights and prepack.available()
@@ -128,13 +129,17 @@ class EncoderRuntime:
             log.warning("ENCODER_PREPACK=true, but this torch build has no oneDNN linear: serving the weights unpacked")
         before = self._canaries()
         attention.use_exact(self._head if self._head is not None else self._st[0].auto_model)
+        models = [model for model in (self._st, self._head) if model is not None]
         plain: list[torch.nn.Linear] = []
+        joined: list[torch.nn.Linear] = []
         if precision != "float32" or packed:  # else nn.Linear as loaded computes just that
             dtype = getattr(torch, precision)
-            plain = prepack.serve_linears(self._st, dtype, packed)
-            plain += prepack.serve_linears(self._head, dtype, packed) if self._head is not None else []
-        fused = sum(prepack.fuse_gelu(model) for model in (self._st, self._head) if model is not None)
-        released = prepack.page_out_weights(plain)
+            for model in models:
+                if packed and precision == "bfloat16":  # in float32, one wide GEMM was slower than three
+                    joined += prepack.fuse_projections(model, dtype)
+                plain += prepack.serve_linears(model, dtype, packed)
+        fused = sum(prepack.fuse_gelu(model) for model in models)
+        released = prepack.page_out_weights(plain + joined)
         after = self._canaries()
         tolerance = CANARY_TOLERANCE[precision]
         for was, now in zip(before, after):
@@ -147,8 +152,9 @@ class EncoderRuntime:
                         f"{precision} {'oneDNN-packed ' if packed else ''}Linear layers and padding-free attention "
                         f"change the {name} output by {drift:.2e} on the canaries (at most {tolerance:.0e} allowed); {fix}"
                     )
-        log.info("%d Linear layers compute in %s%s (%d with their GELU fused); %.0f MB of their float32 weights "
-                 "handed back", len(plain), precision, ", packed for oneDNN" if packed else "", fused, released / 2**20)
+        log.info("%d Linear layers compute in %s%s (%d with their GELU fused, %d attention layers' query, key and value "
+                 "as one); %.0f MB of their float32 weights handed back", len(plain + joined), precision,
+                 ", packed for oneDNN" if packed else "", fused, len(joined) // len(prepack.PROJECTIONS), released / 2**20)
 
     @property
     def max_tokens(self) -> int:

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -75,6 +76,50 @@ def test_bfloat16_computes_the_linear_layers_in_bfloat16_and_the_rest_in_float32
     float32 = _runtime(tiny_bert, precision="float32", prepack=False)
     for a, b in zip(encode(runtime, TEXTS, "embedding"), encode(float32, TEXTS, "embedding")):
         assert a.dtype == np.float32 and float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_classifier"])
+def test_bfloat16_computes_each_attention_layers_query_key_and_value_as_one_layer(fixture, request, monkeypatch):
+    model = request.getfixturevalue(fixture)
+    joined = _runtime(model, precision="bfloat16", prepack=True)
+    modules = [*joined._st.modules(), *joined._head.modules()] if joined._head is not None else [*joined._st.modules()]
+    attention = [m for m in modules if type(m).__name__ == "BertSelfAttention"]
+    assert attention and all(isinstance(getattr(m, name), prepack.Projection) for m in attention for name in prepack.PROJECTIONS)
+    monkeypatch.setattr(prepack, "fuse_projections", lambda module, dtype: [])
+    apart = _runtime(model, precision="bfloat16", prepack=True)
+    assert not any(isinstance(m, prepack.Projection) for m in apart._st.modules())
+    for output in apart.outputs:
+        for a, b in zip(encode(joined, TEXTS, output), encode(apart, TEXTS, output)):
+            assert a.shape == b.shape and np.abs(a - b).max() < 1e-5, output
+    # In float32 (where one wide layer was slower) and unpacked, the three stay apart.
+    for settings in ({"precision": "float32", "prepack": True}, {"precision": "bfloat16", "prepack": False}):
+        monkeypatch.undo()
+        assert not any(isinstance(m, prepack.Projection) for m in _runtime(model, **settings)._st.modules())
+
+
+def test_joined_projections_give_what_three_layers_give_in_any_order_and_from_any_thread():
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(16, width) for width in (16, 16, 8)]
+    holder = torch.nn.Module()
+    for name, layer in zip(prepack.PROJECTIONS, layers):
+        setattr(holder, name, layer)
+    assert prepack.fuse_projections(holder, torch.bfloat16) == layers
+    apart = [prepack.ServedLinear(layer.weight, layer.bias, torch.bfloat16, True) for layer in layers]
+    slices = [getattr(holder, name) for name in prepack.PROJECTIONS]
+    x, y = torch.randn(5, 16), torch.randn(3, 16)
+    for order in ([0, 1, 2], [2, 0, 1], [1, 1, 0, 2, 2]):  # a repeated slice computes afresh
+        for i in order:
+            assert torch.equal(slices[i](x), apart[i](x))
+    # Interleaved inputs: each call gets its own input's slice.
+    assert torch.equal(slices[0](x), apart[0](x)) and torch.equal(slices[1](y), apart[1](y))
+    assert torch.equal(slices[1](x), apart[1](x)) and torch.equal(slices[2](x), apart[2](x))
+    # Once each slice of an input is taken, nothing is held; and threads do not see each other's.
+    assert torch.equal(slices[0](x), apart[0](x)) and slices[0].projections._computed.last is None
+    inputs = [torch.randn(4, 16) for _ in range(64)]
+    expected = [[layer(v) for layer in apart] for v in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda v: [s(v) for s in slices], inputs))
+    assert all(torch.equal(a, b) for row, want in zip(got, expected) for a, b in zip(row, want))
 
 
 def test_a_head_model_holds_its_encoder_once(tiny_classifier):
