@@ -121,8 +121,8 @@ class EncoderRuntime:
         """Switch the model to attention that never sees padding (``attention.py``) and its Linear
         layers to ones computing in ``precision``, oneDNN-packed where asked and possible (with the
         GELU that follows a packed one fused into it and, in bfloat16, each attention layer's query, key
-        and value computed as one); then check on the canaries that the model
-        still gives what it gave as loaded, in float32."""
+        and value computed as one); then check on the canaries that the model still gives what it gave
+        as loaded, in float32."""
         assert self._st is not None
         packed = self.settings.packs_weights and prepack.available()
         if self.settings.packs_weights and not packed:

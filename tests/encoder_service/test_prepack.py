@@ -92,8 +92,8 @@ def test_bfloat16_computes_each_attention_layers_query_key_and_value_as_one_laye
         for a, b in zip(encode(joined, TEXTS, output), encode(apart, TEXTS, output)):
             assert a.shape == b.shape and np.abs(a - b).max() < 1e-5, output
     # In float32 (where one wide layer was slower) and unpacked, the three stay apart.
+    monkeypatch.undo()
     for settings in ({"precision": "float32", "prepack": True}, {"precision": "bfloat16", "prepack": False}):
-        monkeypatch.undo()
         assert not any(isinstance(m, prepack.Projection) for m in _runtime(model, **settings)._st.modules())
 
 
