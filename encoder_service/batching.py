@@ -43,6 +43,7 @@ class _Job:
     future: asyncio.Future
     request: int  # which submit it came from
     trace: traces.Queued | None = None  # tracing on: the request's span, to link the pass to
+    float32: bool = False  # computed in float32 on request: never in one pass with the others
 
 
 class Batcher:
@@ -75,11 +76,12 @@ class Batcher:
         self._queue.clear()
 
     async def encode(
-        self, texts: list[str], output: str, check: Callable[[list[TokenizedText]], None] | None = None
+        self, texts: list[str], output: str, check: Callable[[list[TokenizedText]], None] | None = None,
+        float32: bool = False,
     ) -> tuple[list[TokenizedText], list[np.ndarray]]:
         """Tokenize ``texts`` and queue them; their tokenization and one array per text, in order.
         ``check`` sees the tokenization first and may refuse it (a JSON answer too large, say) before
-        any forward pass runs."""
+        any forward pass runs. ``float32``: computed in float32 whatever the served precision."""
         self._arriving += 1
         try:
             if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
@@ -91,9 +93,9 @@ class Batcher:
             self._wakeup.set()
         if check is not None:
             check(items)
-        return items, await self.submit(items, output)
+        return items, await self.submit(items, output, float32)
 
-    async def submit(self, items: list[TokenizedText], output: str) -> list[np.ndarray]:
+    async def submit(self, items: list[TokenizedText], output: str, float32: bool = False) -> list[np.ndarray]:
         """Queue tokenized texts; resolves to one array per text, in order."""
         if len(self._queue) + len(items) > self.settings.max_queue:
             raise Overloaded(
@@ -105,7 +107,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         self._submits += 1
         queued = traces.queued() if tracing.tracer is not None else None
-        jobs = [_Job(item, output, loop.create_future(), self._submits, queued) for item in items]
+        jobs = [_Job(item, output, loop.create_future(), self._submits, trace=queued, float32=float32) for item in items]
         self._queue.extend(jobs)
         self._wakeup.set()
         try:
@@ -116,16 +118,24 @@ class Batcher:
             raise
 
     def _take(self) -> list[_Job]:
-        budget, batch, tokens = self.settings.max_batch_tokens, [], 0
+        """The oldest queued texts, up to the token budget, computed in the same precision as the oldest:
+        texts asked in the other wait, in their order, for the next pass (a few float32 texts among
+        many do not cut the others' passes into pieces)."""
+        budget, batch, tokens, passed = self.settings.max_batch_tokens, [], 0, deque()
         while self._queue:
-            job = self._queue[0]
+            job = self._queue.popleft()
             if job.future.done():  # cancelled while waiting
-                self._queue.popleft()
+                continue
+            if batch and job.float32 != batch[0].float32:
+                passed.append(job)
                 continue
             if batch and tokens + job.item.n_tokens > budget:
+                self._queue.appendleft(job)
                 break
-            batch.append(self._queue.popleft())
+            batch.append(job)
             tokens += job.item.n_tokens
+        passed.extend(self._queue)
+        self._queue = passed
         return batch
 
     async def _gather(self) -> None:
@@ -168,12 +178,13 @@ class Batcher:
         wants = sorted({job.output for job in batch})
         requests = {job.request for job in batch}
         started = loop.time()
+        items, float32 = [job.item for job in batch], batch[0].float32
         try:
             if tracing.tracer is None:
-                results = await asyncio.wrap_future(self.runtime.submit([job.item for job in batch], wants))
+                results = await asyncio.wrap_future(self.runtime.submit(items, wants, float32))
             else:
                 with traces.forward_pass(batch):
-                    results = await asyncio.wrap_future(self.runtime.submit([job.item for job in batch], wants))
+                    results = await asyncio.wrap_future(self.runtime.submit(items, wants, float32))
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request
             log.exception("forward pass failed for a batch of %d texts", len(batch))
             for job in batch:
@@ -184,7 +195,7 @@ class Batcher:
         self._following = Following.after(len(requests), len(requests | {job.request for job in self._queue}),
                                           started, loop.time())
         if self.on_batch is not None:
-            self.on_batch([job.item for job in batch])
+            self.on_batch(items)
         for job, result in zip(batch, results):
             if not job.future.done():
                 job.future.set_result(result[job.output])

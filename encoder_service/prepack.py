@@ -38,20 +38,30 @@ bit-for-bit those of three layers (each output column is the same dot product); 
 pass of the benchmark's 512 texts in-process, interleaved: 615 texts/s against 587 (2-5 % in three
 such runs). In float32 the wide layer was slower (342 against 371 texts/s), so the three stay apart.
 
+float32 on request. A bfloat16 layer keeps its loaded float32 weight too (``Float32Weights``): a pass
+run under ``in_float32()`` computes every layer from it, as the loaded model does, for the few texts
+whose answer bfloat16's rounding could change (the gateway asks for them: near-ties of a pipeline's
+labels, and the features a pipeline is fitted on). The weights stay views of the mapped file, out of
+the process's memory but for the layer being computed: each one's pages are unmapped again after
+use and stay in the file's page cache (``services.http.memory.unmap_file_pages``), so a float32
+pass costs no lasting memory and reads no disk.
+
 ``torch.ops.mkldnn._linear_pointwise`` is the op inductor emits; torch is pinned, and the runtime
 checks the served model against the loaded float32 one on the canaries before it serves it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from transformers.activations import GELUActivation
 
-from services.http.memory import page_out
+from services.http.memory import page_out, unmap_file_pages, unwritten_file_ranges
 
 # The weight layout is chosen for inputs of about this many rows (tokens of a micro-batch), between a
 # lone sentence and a full micro-batch: the best of the sizes tried.
@@ -65,15 +75,54 @@ def available() -> bool:
     )
 
 
+_mode = threading.local()
+
+
+@contextlib.contextmanager
+def in_float32() -> Iterator[None]:
+    """Within, this thread's passes through served layers compute in float32 from the loaded weights."""
+    _mode.float32 = True
+    try:
+        yield
+    finally:
+        _mode.float32 = False
+
+
+def computing_in_float32() -> bool:
+    return getattr(_mode, "float32", False)
+
+
+class Float32Weights:
+    """A layer's loaded float32 weight and bias, for passes asked in float32 (``in_float32``). Where
+    ``map_float32_weights`` found the weight inside a file mapping this process never wrote, its pages
+    are unmapped after each use (they stay in the page cache): only the layers being computed hold
+    theirs resident. Elsewhere (weights loaded into memory) they stay as they are."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.weight = weight.detach()
+        self.bias = None if bias is None else bias.detach()
+        self.nbytes = self.weight.numel() * self.weight.element_size()
+        self.mapped = False
+
+    def __call__(self, x: torch.Tensor, gelu: str | None = None) -> torch.Tensor:
+        y = F.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+        if self.mapped:
+            unmap_file_pages(self.weight.data_ptr(), self.nbytes)
+        return y if gelu is None else F.gelu(y, approximate=gelu)
+
+
 class ServedLinear(torch.nn.Module):
     """``nn.Linear`` for inference only: computes in ``dtype`` whatever its input's (a float32 input is
     rounded on the way in; the output is in ``dtype``), its weight held in that dtype, in oneDNN's
-    blocked layout when ``packed`` (and nowhere else)."""
+    blocked layout when ``packed`` (and nowhere else). In a dtype other than float32 it keeps the
+    loaded weights too, for passes asked in float32 (unless ``keep_float32`` is false: its caller does)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, packed: bool) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, packed: bool,
+                 keep_float32: bool = True) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.dtype, self.packed = dtype, packed
+        self.float32 = Float32Weights(weight, bias) if keep_float32 and dtype != torch.float32 else None
         weight = weight.detach()
         # Copies of their own, made once (the loaded weights are views of the mapped file, handed back
         # after). Plain attributes, not buffers: the packed layout is opaque, and nothing may move or save it.
@@ -83,6 +132,8 @@ class ServedLinear(torch.nn.Module):
         self.gelu: str | None = None  # a fused GELU's oneDNN algorithm ("none": exact), set by fuse_gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.float32 is not None and computing_in_float32():
+            return self.float32(x, self.gelu)
         x = x.to(self.dtype)
         if self.packed:
             attr, algorithm = ("none", "") if self.gelu is None else ("gelu", self.gelu)
@@ -121,13 +172,18 @@ class Projections(torch.nn.Module):
     def __init__(self, linears: list[torch.nn.Linear], dtype: torch.dtype) -> None:
         super().__init__()
         biases = [linear.bias for linear in linears]
+        self.float32 = [Float32Weights(linear.weight, linear.bias) for linear in linears]
+        # The wide layer's weights are a copy: in float32 each projection computes from its own loaded ones.
         self.linear = ServedLinear(torch.cat([linear.weight.detach() for linear in linears]),
-                                   None if biases[0] is None else torch.cat([b.detach() for b in biases]), dtype, True)
+                                   None if biases[0] is None else torch.cat([b.detach() for b in biases]), dtype, True,
+                                   keep_float32=False)
         ends = list(itertools.accumulate(linear.out_features for linear in linears))
         self.bounds = list(zip([0, *ends[:-1]], ends))
         self._computed = threading.local()
 
     def slice(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        if computing_in_float32():
+            return self.float32[index](x)
         computed = getattr(self._computed, "last", None)
         if computed is None or computed[0] is not x or index in computed[2]:
             computed = (x, self.linear(x), set())
@@ -191,6 +247,26 @@ def _gelu_approximation(act: object) -> str | None:
     """oneDNN's name for the GELU ``act`` computes ("none": the exact erf form, BERT's ``gelu``), or
     None for any other activation (the tanh forms and the rest are left unfused)."""
     return "none" if isinstance(act, GELUActivation) and act.act is F.gelu else None
+
+
+def map_float32_weights(modules: list[torch.nn.Module]) -> tuple[int, int]:
+    """Find which of the float32 weights kept by the served layers under ``modules`` are views of a file
+    mapping never written, whose pages can be left in the file between float32 passes; returns their
+    bytes, and those of the others (resident)."""
+    ranges = unwritten_file_ranges()
+    kept = {id(w): w for m in modules for layer in m.modules() for w in _float32_weights(layer)}.values()
+    for weights in kept:
+        start = weights.weight.data_ptr()
+        weights.mapped = weights.weight.dtype == torch.float32 and any(
+            low <= start and start + weights.nbytes <= high for low, high in ranges)
+    mapped = sum(w.nbytes for w in kept if w.mapped)
+    return mapped, sum(w.nbytes for w in kept) - mapped
+
+
+def _float32_weights(layer: torch.nn.Module) -> list[Float32Weights]:
+    if isinstance(layer, ServedLinear):
+        return [layer.float32] if layer.float32 is not None else []
+    return list(layer.float32) if isinstance(layer, Projections) else []
 
 
 def page_out_weights(layers: list[torch.nn.Linear]) -> int:

@@ -80,10 +80,12 @@ async def readyz(runtime: Runtime, request: Request) -> dict[str, object]:
 
 @router.get("/v1/outputs", response_model=EncoderOutputs, tags=["encoder"])
 async def outputs(runtime: Runtime) -> EncoderOutputs:
-    """The contract of each output this encoder can produce."""
+    """The contract of each output this encoder can produce; under ``float32``, where it serves another
+    precision, each output's contract when asked in float32 (``"precision": "float32"``)."""
     return EncoderOutputs(
         model=runtime.model_id,
         outputs={name: {"id": o.id, "contract": o.contract} for name, o in runtime.outputs.items()},
+        float32={name: {"id": o.id, "contract": o.contract} for name, o in runtime.float32_outputs.items()},
     )
 
 
@@ -96,13 +98,14 @@ async def outputs(runtime: Runtime) -> EncoderOutputs:
 async def encode(body: EncodeRequest, request: Request, runtime: Runtime, batcher: BatcherDep, settings: Settings) -> Response:
     """Encode texts. Send `Accept: application/vnd.seam.tensor` for the binary frame."""
     check_limits(body.texts, settings)
-    output = runtime.output(body.output)
+    float32 = body.precision == "float32"
+    output = runtime.output(body.output, float32)
     binary = BINARY_CONTENT_TYPE in request.headers.get("accept", "")
     # Refused after tokenizing, before the forward pass: a tokens answer holds a vector per token.
     per_token = body.output == "tokens" and not binary
     check = (lambda items: check_json_size(sum(i.n_tokens for i in items) * output.contract.dim, settings, "tokens")
              ) if per_token else None
-    items, vectors = await batcher.encode(body.texts, body.output, check)
+    items, vectors = await batcher.encode(body.texts, body.output, check, float32)
     truncated = [item.truncated for item in items]
     counts = [item.n_tokens for item in items]
     headers = {CONTRACT_HEADER: output.id}

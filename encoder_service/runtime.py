@@ -8,6 +8,7 @@ checks before it loads, are :mod:`encoder_service.loading`'s; tokenizing, :mod:`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from concurrent.futures import Future
@@ -63,6 +64,8 @@ class EncoderRuntime:
         self.settings = settings
         self.model_id = ""
         self.outputs: dict[str, Output] = {}
+        # The same outputs computed in float32 on request, where the encoder serves another precision.
+        self.float32_outputs: dict[str, Output] = {}
         self.ready = False
         self._st: SentenceTransformer | None = None
         self._head: torch.nn.Module | None = None
@@ -113,7 +116,7 @@ class EncoderRuntime:
             self._onnx = self._load_onnx(sha, threads)
         else:
             self._serve(choice.precision)
-        self.outputs = self._describe_outputs(sha, config)
+        self._describe_outputs(sha, config)
         self.ready = True
         log.info("ready: %s outputs %s", self.model_id, sorted(self.outputs))
 
@@ -140,21 +143,33 @@ class EncoderRuntime:
                 plain += prepack.serve_linears(model, dtype, packed)
         fused = sum(prepack.fuse_gelu(model) for model in models)
         released = prepack.page_out_weights(plain + joined)
-        after = self._canaries()
+        fix = "set ENCODER_PREPACK=false" if precision == "float32" else "set ENCODER_PRECISION=float32"
+        self._vet(before, self._canaries(), precision, f"{precision} {'oneDNN-packed ' if packed else ''}Linear "
+                  "layers and padding-free attention", fix)
+        if precision != "float32":  # float32 on request, from the loaded weights: as close as float32 packing is
+            mapped, resident = prepack.map_float32_weights(models)
+            self._vet(before, self._canaries(float32=True), "float32", "float32 passes on request", fix)
+            log.info("float32 on request: %.0f MB of float32 weights read from the mapped file when asked, %.0f MB "
+                     "held in memory", mapped / 2**20, resident / 2**20)
+        log.info("%d Linear layers compute in %s%s (%d with their GELU fused, %d attention layers' query, key and value "
+                 "as one); %.0f MB of their float32 weights handed back", len(plain + joined), precision,
+                 ", packed for oneDNN" if packed else "", fused, len(joined) // len(prepack.PROJECTIONS), released / 2**20)
+
+    @staticmethod
+    def _vet(before: list[dict[str, np.ndarray]], after: list[dict[str, np.ndarray]], precision: str, what: str,
+             fix: str) -> None:
+        """ModelLoadError unless ``after`` (the canaries as served) is within ``precision``'s tolerance of
+        ``before`` (as loaded, in float32)."""
         tolerance = CANARY_TOLERANCE[precision]
         for was, now in zip(before, after):
             for name in was:
                 scale = max(1.0, float(np.abs(was[name]).max()))
                 drift = float(np.abs(was[name] - now[name]).max())
                 if drift > tolerance * scale:
-                    fix = "set ENCODER_PREPACK=false" if precision == "float32" else "set ENCODER_PRECISION=float32"
                     raise ModelLoadError(
-                        f"{precision} {'oneDNN-packed ' if packed else ''}Linear layers and padding-free attention "
-                        f"change the {name} output by {drift:.2e} on the canaries (at most {tolerance:.0e} allowed); {fix}"
+                        f"{what} change the {name} output by {drift:.2e} on the canaries (at most {tolerance:.0e} "
+                        f"allowed); {fix}"
                     )
-        log.info("%d Linear layers compute in %s%s (%d with their GELU fused, %d attention layers' query, key and value "
-                 "as one); %.0f MB of their float32 weights handed back", len(plain + joined), precision,
-                 ", packed for oneDNN" if packed else "", fused, len(joined) // len(prepack.PROJECTIONS), released / 2**20)
 
     @property
     def max_tokens(self) -> int:
@@ -172,13 +187,20 @@ class EncoderRuntime:
             export(model, head=self._head is not None, example=example, target=target)
         return OnnxEncoder(target, threads)
 
-    def _canaries(self) -> list[dict[str, np.ndarray]]:
+    def _canaries(self, float32: bool = False) -> list[dict[str, np.ndarray]]:
         """Every output the model has, for the canary texts."""
-        return self._forward(self.tokenize(list(CANARY_TEXTS)), ["embedding", "tokens"] + (["probabilities"] if self._head else []))
+        return self._forward(self.tokenize(list(CANARY_TEXTS)),
+                             ["embedding", "tokens"] + (["probabilities"] if self._head else []), float32)
 
-    def _describe_outputs(self, sha: str, config) -> dict[str, Output]:
+    def _describe_outputs(self, sha: str, config) -> None:
+        """``outputs``, and ``float32_outputs`` where the encoder serves another precision."""
+        served = self.settings.compute_precision
+        self.outputs = self._contracts(sha, config, self._canaries(), served)
+        if served != "float32":
+            self.float32_outputs = self._contracts(sha, config, self._canaries(float32=True), "float32")
+
+    def _contracts(self, sha: str, config, canaries: list[dict[str, np.ndarray]], dtype: str) -> dict[str, Output]:
         assert self._st is not None
-        canaries = self._canaries()
         pooling = getattr(self._st[1], "pooling_mode", None) if len(self._st) > 1 else None
         space = EmbeddingSpace(
             model_id=self.model_id,
@@ -188,7 +210,6 @@ class EncoderRuntime:
             max_tokens=self.max_tokens,
             fingerprint=[[round(float(x), 6) for x in row["embedding"]] for row in canaries],
         )
-        dtype = self.settings.compute_precision
         contracts = {
             "embedding": TensorContract(kind="embedding", dim=len(canaries[0]["embedding"]), dtype=dtype, space=space),
             "tokens": TensorContract(kind="tokens", dim=canaries[0]["tokens"].shape[1], dtype=dtype, space=space),
@@ -200,9 +221,11 @@ class EncoderRuntime:
             )
         return {name: Output(c, contract_id(c)) for name, c in contracts.items()}
 
-    def output(self, name: str) -> Output:
+    def output(self, name: str, float32: bool = False) -> Output:
+        """``name``'s contract as served, or as computed on request in float32 (the served one where the
+        encoder serves float32)."""
         try:
-            return self.outputs[name]
+            return (self.float32_outputs or self.outputs)[name] if float32 else self.outputs[name]
         except KeyError:
             if name == "probabilities":
                 raise OutputUnavailable(
@@ -217,13 +240,15 @@ class EncoderRuntime:
         assert self._st is not None
         return tokenize(self._st[0].tokenizer, texts, self.max_tokens)
 
-    def submit(self, items: list[TokenizedText], want: list[str]) -> Future[list[dict[str, np.ndarray]]]:
-        """Queue a forward pass on the runtime's lead thread (what the batcher awaits)."""
+    def submit(self, items: list[TokenizedText], want: list[str], float32: bool = False
+               ) -> Future[list[dict[str, np.ndarray]]]:
+        """Queue a forward pass on the runtime's lead thread (what the batcher awaits); ``float32``: computed
+        in float32 from the loaded weights whatever the served precision (``prepack.in_float32``)."""
         assert self._streams is not None, "load() first"
-        return self._streams.submit(self._forward, items, want)
+        return self._streams.submit(self._forward, items, want, float32)
 
     @torch.inference_mode()
-    def _forward(self, items: list[TokenizedText], want: list[str]) -> list[dict[str, np.ndarray]]:
+    def _forward(self, items: list[TokenizedText], want: list[str], float32: bool = False) -> list[dict[str, np.ndarray]]:
         """Texts are length-sorted and cut into micro-batches so little padding is computed; the
         micro-batches run side by side on the streams, largest first."""
         assert self._st is not None and self._streams is not None
@@ -231,14 +256,15 @@ class EncoderRuntime:
         order = sorted(range(len(items)), key=lambda i: items[i].n_tokens)
         chunks = self._micro_batches(order, items)
         chunks.sort(key=lambda chunk: len(chunk) * items[chunk[-1]].n_tokens, reverse=True)
-        self._streams.map(lambda chunk: self._run_chunk(chunk, items, want, results), chunks)
+        self._streams.map(lambda chunk: self._run_chunk(chunk, items, want, results, float32), chunks)
         RETURNER.maybe_trim()  # here, on the lead thread: never on the event loop
         return results
 
     def _run_chunk(self, chunk: list[int], items: list[TokenizedText], want: list[str],
-                   results: list[dict[str, np.ndarray]]) -> None:
+                   results: list[dict[str, np.ndarray]], float32: bool) -> None:
         batch = self._pad([items[i] for i in chunk])
-        features = self._encode_batch(batch)
+        with prepack.in_float32() if float32 else contextlib.nullcontext():  # on the stream's own thread
+            features = self._encode_batch(batch)
         lengths = batch["attention_mask"].sum(dim=1).tolist()
         pooled = features["sentence_embedding"].float().numpy()
         tokens = features["token_embeddings"].float().numpy() if "tokens" in want else None

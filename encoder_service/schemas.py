@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.contracts import Kind
@@ -16,6 +18,12 @@ class EncodeRequest(BaseModel):
 
     texts: list[Text] = Field(min_length=1, description="Texts to encode, each non-empty.")
     output: Kind = Field("embedding", description="embedding | tokens | probabilities")
+    precision: Literal["float32"] | None = Field(
+        None,
+        description="float32: computed in float32, from the weights as loaded, whatever precision the encoder serves "
+        "by default (slower where it serves bfloat16; the answer follows its float32 contract, listed under float32 "
+        "in /v1/outputs). Unset: the served precision.",
+    )
 
 
 class EncodeResponse(BaseModel):

@@ -60,7 +60,7 @@ def create_app(
             )
             classifier = ClassifierClient(settings.classifier_url, wires["classifier", ""], **limits)
             drift = DriftMonitor(settings.drift_window, app.state.ood_histogram)
-            app.state.runtime = GatewayRuntime(settings, encoders, classifier, drift=drift)
+            app.state.runtime = GatewayRuntime(settings, encoders, classifier, drift=drift, near_ties=app.state.near_ties)
             await app.state.runtime.warm()
             if keys is not None:
                 stack.enter_context(_reload_on_sighup(keys))
@@ -74,6 +74,9 @@ def create_app(
                               "pipeline, rate; invalid keys under '<invalid>').", ["key", "outcome"],
                               registry=app.state.metrics.registry)
     app.state.ood_histogram = ood_histogram(app.state.metrics.registry)
+    app.state.near_ties = Counter("seam_gateway_near_ties", "Predicted texts decided again from float32 vectors: their "
+                                  "two highest probabilities, from an encoder computing in bfloat16, were within "
+                                  "GATEWAY_NEAR_TIE_MARGIN.", registry=app.state.metrics.registry)
     return app
 
 

@@ -58,7 +58,10 @@ class EncoderEntry:
         return self.client.url
 
     def ids(self) -> dict[str, str]:
-        return {name: o.id for name, o in self.outputs.outputs.items()} if self.outputs else {}
+        if self.outputs is None:
+            return {}
+        float32 = {f"{name} in float32": o.id for name, o in self.outputs.float32.items()}
+        return {**{name: o.id for name, o in self.outputs.outputs.items()}, **float32}
 
 
 def _outputs(outputs: EncoderOutputs | None) -> dict[str, dict[str, Any]]:

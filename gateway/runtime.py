@@ -6,6 +6,8 @@ reports and readiness. Each concern they use has its own room:
   ``gateway.routing`` (with ``gateway.acceptance`` measuring an encoder that computes the same space
   differently), the encoders' contracts held by ``gateway.encoders``;
 - ``gateway.coalescing``: concurrent predicts of one version share the upstream calls;
+- near-ties: where the encoder computes in bfloat16, a label its rounding could have decided is
+  decided again from float32 vectors (``GATEWAY_NEAR_TIE_MARGIN``);
 - ``gateway.training``: a new version's features, encoded under one contract, and its fit.
 
 The results are typed; ``gateway.schemas`` renders the public JSON.
@@ -20,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from prometheus_client import Counter
 
 from gateway.acceptance import AcceptanceMeter
 from gateway.aliases import PRODUCTION, AliasBook
@@ -69,7 +72,7 @@ class GatewayRuntime:
     """The operations over the upstreams. Built by the app's lifespan, one per process."""
 
     def __init__(self, settings: GatewaySettings, encoders: EncoderRegistry, classifier: ClassifierClient, *,
-                 drift: DriftMonitor | None = None) -> None:
+                 drift: DriftMonitor | None = None, near_ties: Counter | None = None) -> None:
         self.settings = settings
         self.encoders = encoders
         self.classifier = classifier
@@ -80,6 +83,7 @@ class GatewayRuntime:
         self.aliases = AliasBook(classifier, self.catalog.latest, self.catalog.forget)
         self.trainer = Trainer(settings, encoders, classifier, self.catalog, self.chains, self.run_all)
         self.drift = drift or DriftMonitor(settings.drift_window)
+        self.near_ties = near_ties  # texts decided again in float32 (a metric), when one is given
         self._last_threshold: float | None = None
         self.coalescer: Coalescer[Row] = Coalescer(
             self._run_rows, max_texts=settings.max_texts, max_in_flight=settings.coalesce_max_in_flight
@@ -123,7 +127,11 @@ class GatewayRuntime:
 
     async def _run(self, chain: Chain, texts: Sequence[str]) -> tuple[Chain, Predicted, list[bool]]:
         chain, encoded = await self._encode_for(chain, list(texts))
-        features: Tensor = encoded.tensor
+        predicted = await self._links(chain, encoded.tensor)
+        return chain, await self._near_ties_in_float32(chain, texts, predicted), encoded.truncated
+
+    async def _links(self, chain: Chain, features: Tensor) -> Predicted:
+        """The chain's versions, one after the other, on the root's features."""
         predicted: Predicted | None = None
         scores: list[list[float] | None] = []
         for link in chain.links:
@@ -136,7 +144,49 @@ class GatewayRuntime:
             threshold = predicted.ood_threshold
             inside = None if ood is None or threshold is None else [score < threshold for score in ood]
             predicted = replace(predicted, ood=ood, in_distribution=inside)
-        return chain, predicted, encoded.truncated
+        return predicted
+
+    async def _near_ties_in_float32(self, chain: Chain, texts: Sequence[str], predicted: Predicted) -> Predicted:
+        """Where the root's encoder computes in another precision than float32 (bfloat16), rows whose two
+        highest probabilities are within ``GATEWAY_NEAR_TIE_MARGIN`` could have been decided by its
+        rounding (which moves MiniLM's by at most 0.003): their texts are encoded again in float32, as the
+        model computes as loaded and as versions are fitted (``gateway.training``), and run through the
+        chain once more; their rows are float32's. An encoder that offers no float32 leaves them be (the
+        measured acceptance vetted it); one whose float32 answer follows no listed contract is refused."""
+        root, margin = chain.root, self.settings.near_tie_margin
+        if margin <= 0 or chain.head.regression or root.produced is None or root.produced.dtype == "float32":
+            return predicted
+        top = np.sort(predicted.probabilities, axis=1)[:, -2:]
+        near = np.flatnonzero(top[:, -1] - top[:, 0] < margin) if top.shape[1] == 2 else np.array([], int)
+        assert isinstance(root.source, EncoderSource) and root.encoder is not None
+        output = root.source.output
+        if not near.size or (offered := (await self.encoders.outputs(root.encoder)).float32.get(output)) is None:
+            return predicted
+        encoder = self.encoders.client(root.encoder)
+        encoded = await encoder.encode([texts[i] for i in near], output, float32=True)
+        if encoded.contract_id != offered.id:
+            await self.encoders.reread(root.encoder, encoded.contract_id)
+            raise UpstreamUnavailable(
+                f"{encoder.name} answered in float32 under contract {encoded.contract_id[:12]}, not the "
+                f"{offered.id[:12]} it lists for {output}: is it restarting? retry",
+                upstream=encoder.name, stage=f"encode {output} in float32",
+            )
+        if width(encoded.tensor) != offered.contract.dim:
+            raise encoder.bad(f"encode {output} in float32",
+                              f"{width(encoded.tensor)}-wide vectors where its contract says {offered.contract.dim}")
+        again = await self._links(chain, encoded.tensor)
+        if self.near_ties is not None:
+            self.near_ties.inc(len(near))
+        probabilities = predicted.probabilities.copy()
+        probabilities[near] = again.probabilities
+        labels = list(predicted.labels)
+        ood = None if predicted.ood is None or again.ood is None else list(predicted.ood)
+        inside = None if predicted.in_distribution is None or again.in_distribution is None else list(predicted.in_distribution)
+        for row, i in enumerate(near.tolist()):
+            labels[i] = again.labels[row]
+            if ood is not None and inside is not None:
+                ood[i], inside[i] = again.ood[row], again.in_distribution[row]
+        return replace(predicted, probabilities=probabilities, labels=labels, ood=ood, in_distribution=inside)
 
     async def run_all(self, chain: Chain, texts: Sequence[str], size: int) -> list[tuple[Chain, Predicted, list[bool]]]:
         """``_run`` over many texts, in chunks of ``size``, at most ``train_concurrency`` at once."""

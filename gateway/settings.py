@@ -83,6 +83,12 @@ class GatewaySettings(ServiceSettings):
         0.99, gt=0, description="Label agreement on the reference sample at which an encoder computing the same space "
         "differently (dtype, backend) is accepted; above 1, never (the measurement is still reported).",
     )
+    near_tie_margin: float = Field(
+        0.02, ge=0, lt=1,
+        description="Where an encoder computes in another precision than float32 (bfloat16), a predicted label whose "
+        "two highest probabilities are closer than this is decided again from vectors computed in float32, so that "
+        "the labels are those of float32 (0: never; bfloat16 moved MiniLM's probabilities by at most 0.003 here).",
+    )
     drift_window: int = Field(
         1000, gt=0, le=1_000_000,
         description="Out-of-distribution scores of the last this many predictions kept per pipeline, for "

@@ -1,7 +1,10 @@
 """Training through the gateway: a new version fitted on a feature of the texts.
 
 An encoder feature is encoded in chunks on one encoder, all under one contract (the one the fit
-records): an encoder that changes its contract mid-way gets the whole set once more. A
+records): an encoder that changes its contract mid-way gets the whole set once more. It is encoded in
+float32 where the encoder offers it (one serving bfloat16 does): a version is fitted on the vectors
+as the model computes them as loaded, whatever precision then serves it (``gateway.acceptance``
+measures a bfloat16 encoder against it; near-ties are decided in float32, ``gateway.runtime``). A
 ``pipeline:<name>`` feature is that pipeline's probabilities, run through its chain. Either way the
 features go to the classifier's fit with their contract and the version's source.
 """
@@ -83,8 +86,9 @@ class Trainer:
         self.catalog.remember(record, latest=True)  # the fit's answer carries the model's aliases, as /latest does
         return record, truncated
 
-    async def _offered(self, encoder: str, output: str) -> EncoderOutput:
-        """The encoder's contract for ``output``; OutputUnavailable when it serves none."""
+    async def _offered(self, encoder: str, output: str) -> tuple[EncoderOutput, bool]:
+        """The encoder's contract for ``output`` computed in float32, and True, where it offers one; else
+        its served contract, and False. OutputUnavailable when it serves no such output."""
         outputs = await self.encoders.outputs(encoder)
         if output not in outputs.outputs:  # the cache may predate a restart with another model: ask before refusing
             outputs = await self.encoders.outputs(encoder, refresh=True)
@@ -94,18 +98,21 @@ class Trainer:
                 f"{', '.join(sorted(outputs.outputs))}",
                 output=output, encoder=encoder,
             )
-        return outputs.outputs[output]
+        float32 = outputs.float32.get(output)
+        return (float32, True) if float32 is not None else (outputs.outputs[output], False)
 
     async def _encode_all(self, encoder: str, output: str, texts: list[str]) -> tuple[EncoderOutput | None, list[Encoded]]:
         """Every chunk encoded, and the listed contract they all follow (None: they do not all follow one)."""
         client = self.encoders.client(encoder)
-        offered = await self._offered(encoder, output)
-        encoded = await gather([lambda c=c: client.encode(list(c), output) for c in chunks(texts, self.settings.train_chunk_size)],
-                               self.settings.train_concurrency)
+        offered, float32 = await self._offered(encoder, output)
+        encoded = await gather([lambda c=c: client.encode(list(c), output, float32)
+                                for c in chunks(texts, self.settings.train_chunk_size)], self.settings.train_concurrency)
         ids = {e.contract_id for e in encoded}
         if ids != {offered.id}:  # the encoder changed: read its contracts again
             outputs = await self.encoders.reread(encoder, next(iter(ids - {offered.id})))
-            now = outputs.outputs.get(output)
+            if (output in outputs.float32) != float32:  # float32 offered now, or no longer: once more, as offered
+                return None, encoded
+            now = (outputs.float32 if float32 else outputs.outputs).get(output)
             return (now if now is not None and ids == {now.id} else None), encoded
         return offered, encoded
 

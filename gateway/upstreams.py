@@ -222,12 +222,12 @@ class EncoderClient(Upstream):
         response = await self.request("outputs", "GET", "/v1/outputs")
         return self.parse("outputs", response, EncoderOutputs)
 
-    async def encode(self, texts: list[str], output: str) -> Encoded:
-        """Encode as a binary frame; the structure is validated here, the width against the contract by the caller."""
-        stage = f"encode {output}"
-        response = await self.request(
-            stage, "POST", "/v1/encode", json={"texts": texts, "output": output}, headers={"Accept": BINARY_CONTENT_TYPE}
-        )
+    async def encode(self, texts: list[str], output: str, float32: bool = False) -> Encoded:
+        """Encode as a binary frame (``float32``: computed in float32 whatever the encoder serves); the
+        structure is validated here, the width against the contract by the caller."""
+        stage = f"encode {output}" + (" in float32" if float32 else "")
+        body = {"texts": texts, "output": output, **({"precision": "float32"} if float32 else {})}
+        response = await self.request(stage, "POST", "/v1/encode", json=body, headers={"Accept": BINARY_CONTENT_TYPE})
         frame = self.frame(stage, response)
         meta = frame.meta if isinstance(frame.meta, dict) else {}
         if meta.get("output", output) != output:

@@ -36,10 +36,14 @@ class EncoderOutput(BaseModel):
 
 
 class EncoderOutputs(BaseModel):
-    """``GET /v1/outputs`` of the encoder: its model and one contract per output it serves."""
+    """``GET /v1/outputs`` of the encoder: its model and one contract per output it serves; where it
+    serves another precision than float32, the contract of each output asked in float32 too."""
 
     model: str
     outputs: dict[str, EncoderOutput]
+    float32: dict[str, EncoderOutput] = Field(
+        {}, description="Each output's contract when computed in float32 on request (\"precision\": \"float32\"); "
+        "empty where the encoder serves float32 (the outputs above are those) or cannot.")
 
 
 # --- the classifier's version records ------------------------------------------------------------------

@@ -7,7 +7,8 @@ while (the soak measured +28 % in five minutes for the encoder). A fixed mmap th
 blocks to the system when they are freed, and an occasional ``malloc_trim`` releases the free pages
 left inside the heaps. Both are no-ops where the C library is not glibc. ``freeze_heap`` keeps
 Python's garbage collector off the imported libraries' objects. ``page_out`` hands back the resident
-pages of a memory range the process no longer reads (weights memory-mapped from a file, say).
+pages of a memory range the process no longer reads (weights memory-mapped from a file, say);
+``unmap_file_pages`` those of a range it reads rarely, which stay in the file's page cache.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 log = logging.getLogger("seam")
 
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+_MADV_DONTNEED = 4  # from <sys/mman.h>
 _MADV_PAGEOUT = 21  # Linux 5.4+, from <sys/mman.h>
+MAPS = "/proc/self/smaps"
 MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 TRIM_INTERVAL_S = 10.0
 
@@ -96,11 +99,47 @@ def page_out(address: int, nbytes: int) -> int:
     (read again from the file if ever touched), anything else is swapped out or left as it is, and so
     are pages another process maps too. So it is safe on any range; it frees memory only where nothing
     reads the range any more."""
+    return _advise(address, nbytes, _MADV_PAGEOUT)
+
+
+def unwritten_file_ranges(smaps: str = MAPS) -> list[tuple[int, int]]:
+    """The address ranges of this process's file mappings none of whose pages it has written
+    (``Anonymous: 0 kB`` in ``smaps``: no page copied on write): there, and only there,
+    ``unmap_file_pages`` loses nothing. None listed where it cannot be told (not Linux)."""
+    ranges: list[tuple[int, int]] = []
+    try:
+        with open(smaps) as lines:
+            current: tuple[int, int] | None = None
+            for line in lines:
+                head = line.split()
+                if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line: range perms offset dev inode [path]
+                    start, end = (int(x, 16) for x in head[0].split("-"))
+                    current = (start, end) if len(head) >= 6 and head[5].startswith("/") else None
+                elif current is not None and head[:1] == ["Anonymous:"]:
+                    if head[1] == "0":
+                        ranges.append(current)
+                    current = None
+    except (OSError, ValueError):
+        return []
+    return ranges
+
+
+def unmap_file_pages(address: int, nbytes: int) -> int:
+    """Take the whole pages inside the range out of this process's memory (``MADV_DONTNEED``) and leave
+    them in the file's page cache: reading them again maps them back (a minor fault, no disk read), so
+    a range read now and then costs resident memory only while it is read. Returns the bytes advised.
+    Only for a range inside one of ``unwritten_file_ranges``: in anonymous memory, or over pages written
+    since, ``MADV_DONTNEED`` would zero them."""
+    return _advise(address, nbytes, _MADV_DONTNEED)
+
+
+def _advise(address: int, nbytes: int, advice: int) -> int:
+    """``madvise`` the whole pages inside the range; the bytes advised, 0 where the system refuses."""
     start = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
     end = (address + nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
     if _LIBC is None or end <= start:
         return 0
-    if _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_PAGEOUT) != 0:
+    if _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), advice) != 0:
         return 0
     return end - start
 

@@ -144,11 +144,11 @@ async def test_concurrent_clients_wait_for_company(runtimes):
 
 
 def _slow_passes(runtime: EncoderRuntime, monkeypatch, seconds: float) -> None:
-    def slow(items, want):
+    def slow(items, want, float32=False):
         time.sleep(seconds)
-        return runtime._forward(items, want)
+        return runtime._forward(items, want, float32)
 
-    monkeypatch.setattr(runtime, "submit", lambda items, want: runtime._streams.submit(slow, items, want))
+    monkeypatch.setattr(runtime, "submit", lambda items, want, float32=False: runtime._streams.submit(slow, items, want, float32))
 
 
 async def test_a_pass_waits_for_the_clients_the_last_one_answered(runtimes, monkeypatch):
@@ -214,3 +214,37 @@ async def test_a_lone_request_after_a_busy_spell_does_not_wait(runtimes):
     finally:
         await batcher.stop()
     assert len(vectors) == 1 and batcher.batches_run == 2
+
+
+async def test_texts_asked_in_float32_never_share_a_pass_with_the_served_ones(tiny_bert, monkeypatch):
+    """Queued together, float32 and bfloat16 texts go in passes of their own precision, in the order
+    they came within each; every answer is its own precision's."""
+    settings = EncoderSettings(model=str(tiny_bert), precision="bfloat16", threads=1, max_wait_ms=0)
+    runtime = EncoderRuntime(settings)
+    runtime.load()
+    passes: list[tuple[bool, int]] = []
+    real = runtime.submit
+    gate = threading.Event()
+
+    def submit(items, want, float32=False):
+        passes.append((float32, len(items)))
+        gate.wait(20)  # the first pass holds the lead thread: the rest queue up behind it
+        return real(items, want, float32)
+
+    monkeypatch.setattr(runtime, "submit", submit)
+    batcher = Batcher(runtime, settings)
+    batcher.start()
+    try:
+        first = asyncio.ensure_future(batcher.encode([TEXTS[0]], "embedding"))
+        await asyncio.sleep(0.2)
+        asked = [(i, i % 3 == 0) for i in range(1, 10)]  # float32 for 3, 6 and 9
+        tasks = [asyncio.ensure_future(batcher.encode([TEXTS[i]], "embedding", None, f32)) for i, f32 in asked]
+        await asyncio.sleep(0.2)
+        gate.set()
+        answers = [vectors[0] for _, vectors in await asyncio.gather(first, *tasks)]
+    finally:
+        await batcher.stop()
+    assert passes == [(False, 1), (False, 6), (True, 3)]
+    for (i, f32), got in zip(asked, answers[1:]):
+        (alone,) = forward(runtime, runtime.tokenize([TEXTS[i]]), ["embedding"], f32)
+        assert np.abs(got - alone["embedding"]).max() < 1e-6, (i, f32)

@@ -122,6 +122,36 @@ def test_joined_projections_give_what_three_layers_give_in_any_order_and_from_an
     assert all(torch.equal(a, b) for row, want in zip(got, expected) for a, b in zip(row, want))
 
 
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_classifier"])
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_bfloat16_encoder_computes_in_float32_on_request_what_a_float32_one_computes(fixture, packed, request):
+    model = request.getfixturevalue(fixture)
+    bfloat16, float32 = _runtime(model, precision="bfloat16", prepack=packed), _runtime(model, precision="float32")
+    for output in float32.outputs:
+        served = encode(bfloat16, TEXTS, output)
+        asked = encode(bfloat16, TEXTS, output, float32=True)
+        reference = encode(float32, TEXTS, output)
+        assert max(np.abs(a - b).max() for a, b in zip(asked, reference)) < 1e-5, output
+        assert max(np.abs(a - b).max() for a, b in zip(served, reference)) > 1e-5, output  # bfloat16 it is, served
+        # Its float32 contract is float32's: same space, the fingerprint of float32's canaries; its own id.
+        mine, theirs = bfloat16.output(output, float32=True), float32.outputs[output]
+        assert mine.contract.dtype == "float32" and bfloat16.outputs[output].contract.dtype == "bfloat16"
+        assert mine.contract.space.model_dump(exclude={"fingerprint"}) == theirs.contract.space.model_dump(exclude={"fingerprint"})
+        assert np.allclose(mine.contract.space.fingerprint, theirs.contract.space.fingerprint, atol=1e-5)
+        assert mine.id not in {o.id for o in bfloat16.outputs.values()}
+    # A float32 encoder has no other contracts: float32 asked is float32 served.
+    assert float32.float32_outputs == {} and float32.output("embedding", float32=True) == float32.outputs["embedding"]
+    # The passes asked in float32 are the only ones: the served ones after them are bfloat16 still.
+    assert all(np.array_equal(a, b) for a, b in zip(encode(bfloat16, TEXTS), encode(bfloat16, TEXTS)))
+
+
+def test_a_float32_pass_that_the_canaries_refuse_refuses_the_model(tiny_bert, monkeypatch):
+    real = prepack.Float32Weights.__call__
+    monkeypatch.setattr(prepack.Float32Weights, "__call__", lambda self, x, gelu=None: real(self, x, gelu) * 1.01)
+    with pytest.raises(ModelLoadError, match="float32 passes on request change"):
+        _runtime(tiny_bert, precision="bfloat16")
+
+
 def test_a_head_model_holds_its_encoder_once(tiny_classifier):
     runtime = _runtime(tiny_classifier)
     assert runtime._st[0].auto_model is runtime._head.base_model
@@ -141,9 +171,10 @@ import json, sys
 from encoder_service.runtime import EncoderRuntime
 from encoder_service.settings import EncoderSettings
 from tests.support import mapping_rss
-runtime = EncoderRuntime(EncoderSettings(model=sys.argv[1], prepack=True))
+runtime = EncoderRuntime(EncoderSettings(model=sys.argv[1], prepack=True, precision=sys.argv[2]))
 runtime.load()
 runtime.submit(runtime.tokenize(["Where is my parcel?", "hi"]), ["embedding"]).result()
+runtime.submit(runtime.tokenize(["Where is my parcel?", "hi"]), ["embedding"], True).result()
 embeddings = runtime._st[0].auto_model.embeddings.word_embeddings.weight
 packed = [m for m in runtime._st.modules() if type(m).__name__ == "ServedLinear" and m.packed]
 print(json.dumps({"resident": mapping_rss(embeddings.data_ptr()),
@@ -152,13 +183,15 @@ print(json.dumps({"resident": mapping_rss(embeddings.data_ptr()),
 
 
 @needs_pageout
-def test_the_plain_weights_packing_replaced_are_not_left_resident(minilm_path, tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_plain_weights_packing_replaced_are_not_left_resident(minilm_path, tmp_path, precision):
     """MiniLM's weights are a memory-mapped safetensors file; its Linear weights (~42 MB) are read once
-    to pack them, then handed back: only the embedding rows and norms in use stay resident. The kernel
+    to pack them, then handed back: only the embedding rows and norms in use stay resident. In bfloat16
+    a pass asked in float32 reads them again, and leaves them in the file after each layer. The kernel
     keeps pages another process also maps (this one, with an earlier test's model), so a fresh process
     loads its own copy of the model."""
     model = shutil.copytree(minilm_path, tmp_path / "minilm")
-    done = subprocess.run([sys.executable, "-c", _RESIDENT_AFTER_PACKING, str(model)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", _RESIDENT_AFTER_PACKING, str(model), precision], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout.strip().splitlines()[-1])

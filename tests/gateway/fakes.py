@@ -83,9 +83,10 @@ class FakeEncoder(FakeUpstream):
         self.serve(model, dim, labels)
 
     def serve(self, model: str, dim: int, labels: list[str] | None = None, *, fingerprint_noise: float = 0.0,
-              dtype: str = "float32") -> None:
+              dtype: str = "float32", float32: bool = False) -> None:
         """(Re)start with another model (or the same computed in another ``dtype``): its contracts, and so
-        their ids, change."""
+        their ids, change. ``float32``: in a ``dtype`` other than float32, offer float32 on request too
+        (listed under ``float32``; its vectors differ a little from the served ones)."""
         self.model, self.dim, self.labels = model, dim, labels
         fingerprint = [self.vector(text, dim) for text in ("canary one", "canary two")]
         if fingerprint_noise:
@@ -105,13 +106,19 @@ class FakeEncoder(FakeUpstream):
         if labels:
             self.contracts["probabilities"] = TensorContract(kind="probabilities", dim=len(labels), labels=labels, space=space)
         self.ids = {name: contract_id(c) for name, c in self.contracts.items()}
+        self.float32 = {n: c.model_copy(update={"dtype": "float32"}) for n, c in self.contracts.items()
+                        } if float32 and dtype != "float32" else {}
+        self.float32_ids = {name: contract_id(c) for name, c in self.float32.items()}
+        self.asked_float32: list[list[str]] = []  # the texts of each encode asked in float32
 
-    def vector(self, text: str, dim: int | None = None) -> list[float]:
+    def vector(self, text: str, dim: int | None = None, nudge: float = 0.0) -> list[float]:
         rng = np.random.default_rng(zlib.crc32(f"{self.model}|{text}".encode()))
-        v = rng.normal(size=dim or self.dim)
+        v = rng.normal(size=dim or self.dim) + nudge
         return (v / np.linalg.norm(v)).astype(np.float32).tolist()
 
-    def features(self, texts: list[str], output: str) -> np.ndarray | Ragged:
+    def features(self, texts: list[str], output: str, float32: bool = False) -> np.ndarray | Ragged:
+        if float32:
+            return np.array([self.vector(t, nudge=1e-3) for t in texts], np.float32)
         if output == "tokens":
             return Ragged.from_rows([np.array([self.vector(w) for w in t.split()], np.float32) for t in texts])
         if output == "probabilities":
@@ -126,7 +133,8 @@ class FakeEncoder(FakeUpstream):
             return httpx.Response(200, json={"status": "ready", "model": self.model})
         if path == "/v1/outputs":
             outputs = {n: {"id": self.ids[n], "contract": c.model_dump(mode="json")} for n, c in self.contracts.items()}
-            return httpx.Response(200, json={"model": self.model, "outputs": outputs})
+            float32 = {n: {"id": self.float32_ids[n], "contract": c.model_dump(mode="json")} for n, c in self.float32.items()}
+            return httpx.Response(200, json={"model": self.model, "outputs": outputs, "float32": float32})
         if path == "/v1/encode":
             body = json.loads(request.content)
             output = body["output"]
@@ -134,12 +142,16 @@ class FakeEncoder(FakeUpstream):
                 return problem(422, f"no {output} output", "output-unavailable")
             if any(not t.strip() for t in body["texts"]):
                 return problem(422, "an empty text")
-            tensor = self.features(body["texts"], output)
-            meta = {"model": self.model, "output": output, "contract_id": self.ids[output],
+            float32 = body.get("precision") == "float32" and output in self.float32
+            if float32:
+                self.asked_float32.append(body["texts"])
+            tensor = self.features(body["texts"], output, float32)
+            ids = self.float32_ids if float32 else self.ids
+            meta = {"model": self.model, "output": output, "contract_id": ids[output],
                     "truncated": [len(t.split()) > 16 for t in body["texts"]], "token_counts": [1] * len(body["texts"])}
             return httpx.Response(
                 200, content=encode_binary(tensor, meta),
-                headers={"content-type": BINARY_CONTENT_TYPE, "X-Seam-Contract": self.ids[output]},
+                headers={"content-type": BINARY_CONTENT_TYPE, "X-Seam-Contract": ids[output]},
             )
         return problem(404, f"no route {path}", "not-found")
 

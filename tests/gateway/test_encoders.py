@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -196,3 +197,64 @@ async def test_seam_encoders_prints_a_table_from_the_gateways_listing(gw, monkey
     assert any(line.split()[:7] == ["a", A_URL, "yes", "fake-encoder", "embedding", "8", "float32"] for line in out)
     assert any(line.split()[:3] == ["b", B_URL, "NO"] for line in out)
     assert out[-1] == "b is not ready: encoder b is unreachable"
+
+
+# --- bfloat16: fitted on float32, near-ties decided in float32 ---------------------------------------------
+
+
+def _rule(*answers: list[list[float]]):
+    """The classifier's probabilities for its next predicts, one array per call."""
+    queue = iter(np.array(a, np.float32) for a in answers)
+    return lambda rows, k: next(queue)
+
+
+async def _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_classifier) -> None:
+    fake_encoder.serve("fake-encoder", dim=8, dtype="bfloat16", float32=True)
+    fitted = await train(gw, "intents")
+    assert fitted.status_code == 201, fitted.text
+    assert fitted.json()["input_contract"]["dtype"] == "float32"  # the training set was asked in float32
+    assert sum(map(len, fake_encoder.asked_float32)) == 10
+    assert (await predict(gw, "intents")).status_code == 200  # the measurement runs, as the fixed rule has it
+    assert (await link(gw, "intents"))["acceptance"]["accepted"] == "measured"
+    fake_encoder.asked_float32.clear()
+
+
+async def test_near_ties_from_a_bfloat16_encoder_are_decided_again_in_float32(gw, fake_encoder, fake_classifier):
+    await _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_classifier)
+    texts = ["one", "two", "three"]
+    # bfloat16: the first and the third are near-ties (within GATEWAY_NEAR_TIE_MARGIN, 0.02); float32 decides them.
+    fake_classifier.rule = _rule([[0.505, 0.495, 0.0], [0.9, 0.1, 0.0], [0.0, 0.49, 0.51]],
+                                 [[0.2, 0.8, 0.0], [0.0, 0.6, 0.4]])
+    answer = await gw.post("/v1/pipelines/intents/predict", json={"texts": texts})
+    assert answer.status_code == 200, answer.text
+    classes = ["account", "billing", "shipping"]
+    assert [p["label"] for p in answer.json()["predictions"]] == ["billing", "account", "billing"]
+    assert [p["probabilities"][classes[1]] for p in answer.json()["predictions"]] == pytest.approx([0.8, 0.1, 0.6])
+    assert fake_encoder.asked_float32 == [["one", "three"]]
+    metrics = (await gw.get("/metrics")).text
+    assert "seam_gateway_near_ties_total 2.0" in metrics
+
+
+async def test_near_ties_stay_as_served_when_the_margin_is_zero_or_the_encoder_offers_no_float32(
+        gw, fake_encoder, fake_classifier):
+    await _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_classifier)
+    gw.app.state.runtime.settings = gw.app.state.runtime.settings.model_copy(update={"near_tie_margin": 0.0})
+    fake_classifier.rule = _rule([[0.505, 0.495, 0.0]])
+    answer = await gw.post("/v1/pipelines/intents/predict", json={"texts": ["one"]})
+    assert answer.json()["predictions"][0]["label"] == "account" and fake_encoder.asked_float32 == []
+    gw.app.state.runtime.settings = gw.app.state.runtime.settings.model_copy(update={"near_tie_margin": 0.02})
+    fake_encoder.serve("fake-encoder", dim=8, dtype="bfloat16")  # restarted: no float32 on request now
+    await gw.app.state.runtime.encoders.refresh_all()
+    fake_classifier.rule = _rule([[0.505, 0.495, 0.0]])  # the served contract is the same: measured already
+    answer = await gw.post("/v1/pipelines/intents/predict", json={"texts": ["one"]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"][0]["label"] == "account" and fake_encoder.asked_float32 == []
+
+
+async def test_a_float32_answer_under_a_contract_the_encoder_does_not_list_is_refused(gw, fake_encoder, fake_classifier):
+    await _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_classifier)
+    fake_encoder.float32_ids = {name: "0" * 64 for name in fake_encoder.float32_ids}  # changed behind the gateway's back
+    fake_classifier.rule = _rule([[0.505, 0.495, 0.0]])
+    answer = await gw.post("/v1/pipelines/intents/predict", json={"texts": ["one"]})
+    assert answer.status_code == 503, answer.text
+    assert "in float32 under contract 000000000000" in answer.json()["detail"] and "retry" in answer.json()["detail"]

@@ -6,7 +6,8 @@
 - MiniLM in float32 and in bfloat16 (the same space computed differently): a version fitted on float32
   served by the bfloat16 encoder alone, accepted by measurement on its reference sample; refused with
   the measurement when the agreement asked for is out of reach; a version that kept no reference sample
-  refused with the reason.
+  refused with the reason. A version trained through the bfloat16 encoder is fitted on float32 vectors,
+  and answers the benchmark's texts with float32's labels: its near-ties decided again in float32.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from bench.workload import sentences
 from tests.processes import ServiceProcess, encoder, gateway, predict, started, train
 
 pytestmark = pytest.mark.integration
@@ -134,6 +136,31 @@ def test_a_float32_version_is_served_by_a_bfloat16_encoder_accepted_by_measureme
     assert {"dtype"} <= {m["field"] for m in problem["mismatches"]}
     (candidate,) = http.get(f"{s['strict'].url}/v1/pipelines/intents").json()["chain"][0]["encoders"]
     assert candidate["measurement"]["sample_size"] == 64 and candidate["acceptance"] is None
+
+
+def test_a_version_trained_through_a_bfloat16_encoder_answers_float32s_labels(http, minilm_stack):
+    s = minilm_stack
+    fitted = train(http, s["fast"], "via-bf16")
+    assert fitted.status_code == 201, fitted.text
+    assert fitted.json()["input_contract"]["dtype"] == "float32"  # fitted on float32 vectors, asked of the encoder
+    texts = sentences(512)
+    answers = {}
+    for name in ("fast", "fitting"):  # bfloat16 with its near-ties in float32, and float32 throughout
+        rows = []
+        for i in range(0, len(texts), 256):
+            response = http.post(f"{s[name].url}/v1/pipelines/via-bf16/predict", json={"texts": texts[i : i + 256]})
+            assert response.status_code == 200, response.text
+            rows += response.json()["predictions"]
+        answers[name] = rows
+    assert [r["label"] for r in answers["fast"]] == [r["label"] for r in answers["fitting"]]
+    near = [i for i, r in enumerate(answers["fitting"]) if (lambda p: p[-1] - p[-2])(sorted(r["probabilities"].values())) < 0.01]
+    assert near  # some of the benchmark's texts are near-ties, and those have float32's probabilities
+    for i in near:
+        a, b = answers["fast"][i]["probabilities"], answers["fitting"][i]["probabilities"]
+        assert max(abs(a[c] - b[c]) for c in b) < 1e-4, (texts[i], a, b)
+    counted = [line for line in http.get(f"{s['fast'].url}/metrics").text.splitlines()
+               if line.startswith("seam_gateway_near_ties_total")]
+    assert counted and float(counted[0].split()[-1]) >= len(near)
 
 
 def test_a_version_without_a_reference_sample_gets_exact_matching_only(http, minilm_stack):

@@ -1,5 +1,6 @@
 """services.http.memory: freed memory goes back to the OS, at most once per interval, never failing a request;
-``page_out`` hands back pages nothing reads, and never loses data."""
+``page_out`` hands back pages nothing reads, and never loses data; ``unmap_file_pages`` leaves a
+file's unwritten pages in the file, and only those ``unwritten_file_ranges`` lists are ever given it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import httpx
 import numpy as np
 from fastapi import FastAPI
 
-from services.http.memory import MemoryReturner, MemoryReturnMiddleware, page_out
+from services.http.memory import MemoryReturner, MemoryReturnMiddleware, page_out, unmap_file_pages, unwritten_file_ranges
 from tests.support import kernel_pages_out, mapping_rss, needs_pageout
 
 
@@ -112,3 +113,32 @@ def test_page_out_advises_only_the_whole_pages_inside_the_range():
     if kernel_pages_out():
         assert inside == 2 * mmap.PAGESIZE
     assert page_out(address + 1, mmap.PAGESIZE - 2) == 0
+
+
+def _inside(ranges: list[tuple[int, int]], address: int, nbytes: int) -> bool:
+    return any(low <= address and address + nbytes <= high for low, high in ranges)
+
+
+def test_unwritten_file_pages_are_unmapped_and_read_back_the_same_and_written_ones_are_never_listed(tmp_path):
+    pages = 64
+    data = np.random.default_rng(1).integers(0, 256, pages * mmap.PAGESIZE, dtype=np.uint8)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data.tobytes())
+    with open(path, "r+b") as f:
+        mapped = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE)  # as safetensors maps weights
+    view = np.frombuffer(mapped, dtype=np.uint8)
+    address = view.ctypes.data
+    assert view.sum() == data.sum()  # every page read: resident
+    assert _inside(unwritten_file_ranges(), address, view.nbytes)
+    assert unmap_file_pages(address, view.nbytes) == pages * mmap.PAGESIZE
+    assert mapping_rss(address) == 0  # out of this process at once; the page cache keeps them
+    assert np.array_equal(view, data) and mapping_rss(address) > 0  # read again: mapped back, the same
+    # One page written (copied on write): the mapping is no longer listed, so nothing would unmap it.
+    writable = np.frombuffer(mapped, dtype=np.uint8)
+    writable[0] ^= 0xFF
+    assert not _inside(unwritten_file_ranges(), address, view.nbytes)
+    # Anonymous memory is never listed either.
+    array = np.arange(256 * 1024, dtype=np.int64)
+    assert not _inside(unwritten_file_ranges(), array.ctypes.data, array.nbytes)
+    del view, writable
+    mapped.close()
