@@ -127,8 +127,7 @@ class GatewayRuntime:
 
     async def _run(self, chain: Chain, texts: Sequence[str]) -> tuple[Chain, Predicted, list[bool]]:
         chain, encoded = await self._encode_for(chain, list(texts))
-        predicted = await self._links(chain, encoded.tensor)
-        return chain, await self._near_ties_in_float32(chain, texts, predicted), encoded.truncated
+        return chain, await self._links(chain, encoded.tensor), encoded.truncated
 
     async def _links(self, chain: Chain, features: Tensor) -> Predicted:
         """The chain's versions, one after the other, on the root's features."""
@@ -146,22 +145,30 @@ class GatewayRuntime:
             predicted = replace(predicted, ood=ood, in_distribution=inside)
         return predicted
 
-    async def _near_ties_in_float32(self, chain: Chain, texts: Sequence[str], predicted: Predicted) -> Predicted:
-        """Where the root's encoder computes in another precision than float32 (bfloat16), rows whose two
-        highest probabilities are within ``GATEWAY_NEAR_TIE_MARGIN`` could have been decided by its
-        rounding (which moves MiniLM's by at most 0.003): their texts are encoded again in float32, as the
-        model computes as loaded and as versions are fitted (``gateway.training``), and run through the
-        chain once more; their rows are float32's. An encoder that offers no float32 leaves them be (the
-        measured acceptance vetted it); one whose float32 answer follows no listed contract is refused."""
+    async def _near_ties(self, chain: Chain, texts: Sequence[str], probabilities: np.ndarray
+                         ) -> tuple[list[int], Predicted] | None:
+        """Where the root's encoder computes in another precision than float32 (bfloat16), the rows whose
+        two highest ``probabilities`` are within the margin could have been decided by its rounding: their
+        indices, and the chain's answer for their texts encoded again in float32, as the model computes as
+        loaded and as versions are fitted (``gateway.training``). None where there are none, or the encoder
+        offers no float32 (the measured acceptance vetted it); a float32 answer that follows no listed
+        contract is refused.
+
+        The margin is ``GATEWAY_NEAR_TIE_MARGIN`` (bfloat16 moves a MiniLM logistic regression's margins by
+        at most 0.004), and at least four times the largest probability change measured on the version's
+        reference sample (``gateway.acceptance``): a version that bfloat16 moves further gets a wider one."""
         root, margin = chain.root, self.settings.near_tie_margin
         if margin <= 0 or chain.head.regression or root.produced is None or root.produced.dtype == "float32":
-            return predicted
-        top = np.sort(predicted.probabilities, axis=1)[:, -2:]
-        near = np.flatnonzero(top[:, -1] - top[:, 0] < margin) if top.shape[1] == 2 else np.array([], int)
+            return None
+        measured = root.route.chosen.measurement if root.route is not None and root.route.chosen is not None else None
+        if measured is not None:  # a margin moves by up to twice a probability's change
+            margin = max(margin, 4 * measured.max_probability_change)
+        top = np.sort(probabilities, axis=1)[:, -2:]
+        near = np.flatnonzero(top[:, -1] - top[:, 0] < margin).tolist() if top.shape[1] == 2 else []
         assert isinstance(root.source, EncoderSource) and root.encoder is not None
         output = root.source.output
-        if not near.size or (offered := (await self.encoders.outputs(root.encoder)).float32.get(output)) is None:
-            return predicted
+        if not near or (offered := (await self.encoders.outputs(root.encoder)).float32.get(output)) is None:
+            return None
         encoder = self.encoders.client(root.encoder)
         encoded = await encoder.encode([texts[i] for i in near], output, float32=True)
         if encoded.contract_id != offered.id:
@@ -174,36 +181,47 @@ class GatewayRuntime:
         if width(encoded.tensor) != offered.contract.dim:
             raise encoder.bad(f"encode {output} in float32",
                               f"{width(encoded.tensor)}-wide vectors where its contract says {offered.contract.dim}")
-        again = await self._links(chain, encoded.tensor)
         if self.near_ties is not None:
             self.near_ties.inc(len(near))
+        return near, await self._links(chain, encoded.tensor)
+
+    async def _run_decided(self, chain: Chain, texts: Sequence[str]) -> tuple[Chain, Predicted, list[bool]]:
+        """``_run``, with its near-ties decided in float32 (``_near_ties``)."""
+        chain, predicted, truncated = await self._run(chain, texts)
+        found = await self._near_ties(chain, texts, predicted.probabilities)
+        if found is None:
+            return chain, predicted, truncated
+        near, again = found
         probabilities = predicted.probabilities.copy()
         probabilities[near] = again.probabilities
-        labels = list(predicted.labels)
-        ood = None if predicted.ood is None or again.ood is None else list(predicted.ood)
-        inside = None if predicted.in_distribution is None or again.in_distribution is None else list(predicted.in_distribution)
-        for row, i in enumerate(near.tolist()):
+        labels, ood, inside = list(predicted.labels), predicted.ood, predicted.in_distribution
+        for row, i in enumerate(near):
             labels[i] = again.labels[row]
-            if ood is not None and inside is not None:
+        if ood is not None and inside is not None and again.ood is not None and again.in_distribution is not None:
+            ood, inside = list(ood), list(inside)
+            for row, i in enumerate(near):
                 ood[i], inside[i] = again.ood[row], again.in_distribution[row]
-        return replace(predicted, probabilities=probabilities, labels=labels, ood=ood, in_distribution=inside)
+        return chain, replace(predicted, probabilities=probabilities, labels=labels, ood=ood, in_distribution=inside), truncated
 
     async def run_all(self, chain: Chain, texts: Sequence[str], size: int) -> list[tuple[Chain, Predicted, list[bool]]]:
-        """``_run`` over many texts, in chunks of ``size``, at most ``train_concurrency`` at once."""
-        return await gather([lambda c=c: self._run(chain, c) for c in chunks(texts, size)], self.settings.train_concurrency)
+        """``_run_decided`` over many texts, in chunks of ``size``, at most ``train_concurrency`` at once."""
+        return await gather([lambda c=c: self._run_decided(chain, c) for c in chunks(texts, size)],
+                            self.settings.train_concurrency)
 
     async def _run_rows(self, chain: Chain, texts: list[str]) -> tuple[tuple[Chain, list[str], float | None], list[Row]]:
-        """``_run`` for the coalescer: one :class:`Row` per text."""
+        """``_run`` for the coalescer: one :class:`Row` per text (near-ties are decided per request, after)."""
         chain, predicted, truncated = await self._run(chain, texts)
+        return (chain, predicted.classes, predicted.ood_threshold), self._rows(chain, predicted, truncated)
+
+    @staticmethod
+    def _rows(chain: Chain, predicted: Predicted, truncated: list[bool]) -> list[Row]:
         n = len(truncated)
         ood = predicted.ood or [None] * n
         inside = predicted.in_distribution or [None] * n
         if chain.head.regression:
-            rows = [Row(None, None, float(v), cut, s, ok) for v, cut, s, ok in zip(predicted.values.tolist(), truncated, ood, inside)]
-        else:
-            rows = [Row(label, p, None, cut, s, ok) for label, p, cut, s, ok in
-                    zip(predicted.labels, predicted.probabilities.tolist(), truncated, ood, inside)]
-        return (chain, predicted.classes, predicted.ood_threshold), rows
+            return [Row(None, None, float(v), cut, s, ok) for v, cut, s, ok in zip(predicted.values.tolist(), truncated, ood, inside)]
+        return [Row(label, p, None, cut, s, ok) for label, p, cut, s, ok in
+                zip(predicted.labels, predicted.probabilities.tolist(), truncated, ood, inside)]
 
     # -- the operations --
 
@@ -236,6 +254,14 @@ class GatewayRuntime:
         )
         if threshold is not None:
             self._last_threshold = threshold
+        # Near-ties per request, after the shared run: a request without any is answered at once.
+        if rows and rows[0].probabilities is not None:
+            found = await self._near_ties(chain, texts, np.array([row.probabilities for row in rows]))
+            if found is not None:
+                near, again = found
+                rows = list(rows)
+                for i, row in zip(near, self._rows(chain, again, [rows[i].truncated for i in near])):
+                    rows[i] = row
         return chain, classes, rows
 
     async def evaluate(

@@ -84,10 +84,11 @@ class GatewaySettings(ServiceSettings):
         "differently (dtype, backend) is accepted; above 1, never (the measurement is still reported).",
     )
     near_tie_margin: float = Field(
-        0.02, ge=0, lt=1,
+        0.01, ge=0, lt=1,
         description="Where an encoder computes in another precision than float32 (bfloat16), a predicted label whose "
-        "two highest probabilities are closer than this is decided again from vectors computed in float32, so that "
-        "the labels are those of float32 (0: never; bfloat16 moved MiniLM's probabilities by at most 0.003 here).",
+        "two highest probabilities are closer than this (or than 4x the largest change measured on the version's "
+        "reference sample) is decided again from vectors computed in float32, so that the labels are float32's "
+        "(0: never; bfloat16 moved a MiniLM logistic regression's margins by at most 0.004 here).",
     )
     drift_window: int = Field(
         1000, gt=0, le=1_000_000,

@@ -208,13 +208,14 @@ def _rule(*answers: list[list[float]]):
     return lambda rows, k: next(queue)
 
 
-async def _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_classifier) -> None:
+async def _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_classifier, measured_rule=None) -> None:
     fake_encoder.serve("fake-encoder", dim=8, dtype="bfloat16", float32=True)
     fitted = await train(gw, "intents")
     assert fitted.status_code == 201, fitted.text
     assert fitted.json()["input_contract"]["dtype"] == "float32"  # the training set was asked in float32
     assert sum(map(len, fake_encoder.asked_float32)) == 10
-    assert (await predict(gw, "intents")).status_code == 200  # the measurement runs, as the fixed rule has it
+    fake_classifier.rule = measured_rule or fake_classifier.rule  # what the measurement finds
+    assert (await gw.post("/v1/pipelines/intents/predict", json={"texts": ["x"] * 8})).status_code == 200
     assert (await link(gw, "intents"))["acceptance"]["accepted"] == "measured"
     fake_encoder.asked_float32.clear()
 
@@ -222,8 +223,8 @@ async def _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_class
 async def test_near_ties_from_a_bfloat16_encoder_are_decided_again_in_float32(gw, fake_encoder, fake_classifier):
     await _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_classifier)
     texts = ["one", "two", "three"]
-    # bfloat16: the first and the third are near-ties (within GATEWAY_NEAR_TIE_MARGIN, 0.02); float32 decides them.
-    fake_classifier.rule = _rule([[0.505, 0.495, 0.0], [0.9, 0.1, 0.0], [0.0, 0.49, 0.51]],
+    # bfloat16: the first and the third are near-ties (within GATEWAY_NEAR_TIE_MARGIN, 0.01); float32 decides them.
+    fake_classifier.rule = _rule([[0.502, 0.498, 0.0], [0.9, 0.1, 0.0], [0.0, 0.497, 0.503]],
                                  [[0.2, 0.8, 0.0], [0.0, 0.6, 0.4]])
     answer = await gw.post("/v1/pipelines/intents/predict", json={"texts": texts})
     assert answer.status_code == 200, answer.text
@@ -239,13 +240,13 @@ async def test_near_ties_stay_as_served_when_the_margin_is_zero_or_the_encoder_o
         gw, fake_encoder, fake_classifier):
     await _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_classifier)
     gw.app.state.runtime.settings = gw.app.state.runtime.settings.model_copy(update={"near_tie_margin": 0.0})
-    fake_classifier.rule = _rule([[0.505, 0.495, 0.0]])
+    fake_classifier.rule = _rule([[0.502, 0.498, 0.0]])
     answer = await gw.post("/v1/pipelines/intents/predict", json={"texts": ["one"]})
     assert answer.json()["predictions"][0]["label"] == "account" and fake_encoder.asked_float32 == []
-    gw.app.state.runtime.settings = gw.app.state.runtime.settings.model_copy(update={"near_tie_margin": 0.02})
+    gw.app.state.runtime.settings = gw.app.state.runtime.settings.model_copy(update={"near_tie_margin": 0.01})
     fake_encoder.serve("fake-encoder", dim=8, dtype="bfloat16")  # restarted: no float32 on request now
     await gw.app.state.runtime.encoders.refresh_all()
-    fake_classifier.rule = _rule([[0.505, 0.495, 0.0]])  # the served contract is the same: measured already
+    fake_classifier.rule = _rule([[0.502, 0.498, 0.0]])  # the served contract is the same: measured already
     answer = await gw.post("/v1/pipelines/intents/predict", json={"texts": ["one"]})
     assert answer.status_code == 200, answer.text
     assert answer.json()["predictions"][0]["label"] == "account" and fake_encoder.asked_float32 == []
@@ -254,7 +255,21 @@ async def test_near_ties_stay_as_served_when_the_margin_is_zero_or_the_encoder_o
 async def test_a_float32_answer_under_a_contract_the_encoder_does_not_list_is_refused(gw, fake_encoder, fake_classifier):
     await _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_classifier)
     fake_encoder.float32_ids = {name: "0" * 64 for name in fake_encoder.float32_ids}  # changed behind the gateway's back
-    fake_classifier.rule = _rule([[0.505, 0.495, 0.0]])
+    fake_classifier.rule = _rule([[0.502, 0.498, 0.0]])
     answer = await gw.post("/v1/pipelines/intents/predict", json={"texts": ["one"]})
     assert answer.status_code == 503, answer.text
     assert "in float32 under contract 000000000000" in answer.json()["detail"] and "retry" in answer.json()["detail"]
+
+
+async def test_a_version_that_bfloat16_moves_further_gets_a_wider_margin(gw, fake_encoder, fake_classifier):
+    # The measurement finds the same labels (row i: class i mod 3), their probability 0.08 below its fit-time
+    # value (0.7): the margin is 0.32.
+    moved = np.full((8, 3), 0.19, np.float32)
+    moved[np.arange(8), np.arange(8) % 3] = 0.62
+    await _fitted_on_float32_and_served_in_bfloat16(gw, fake_encoder, fake_classifier, measured_rule=lambda rows, k: moved)
+    measurement = (await link(gw, "intents"))["acceptance"]
+    assert measurement["accepted"] == "measured" and measurement["max_probability_change"] == pytest.approx(0.08, abs=1e-6)
+    fake_classifier.rule = _rule([[0.6, 0.35, 0.05], [0.8, 0.1, 0.1]], [[0.3, 0.65, 0.05]])
+    answer = await gw.post("/v1/pipelines/intents/predict", json={"texts": ["one", "two"]})
+    assert [p["label"] for p in answer.json()["predictions"]] == ["billing", "account"]
+    assert fake_encoder.asked_float32 == [["one"]]  # 0.25 apart: within 0.32; 0.7 apart: not

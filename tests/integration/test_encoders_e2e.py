@@ -153,7 +153,8 @@ def test_a_version_trained_through_a_bfloat16_encoder_answers_float32s_labels(ht
             rows += response.json()["predictions"]
         answers[name] = rows
     assert [r["label"] for r in answers["fast"]] == [r["label"] for r in answers["fitting"]]
-    near = [i for i, r in enumerate(answers["fitting"]) if (lambda p: p[-1] - p[-2])(sorted(r["probabilities"].values())) < 0.01]
+    # float32 within 0.004: within the 0.01 margin under bfloat16, which moves margins by at most 0.004 here.
+    near = [i for i, r in enumerate(answers["fitting"]) if (lambda p: p[-1] - p[-2])(sorted(r["probabilities"].values())) < 0.004]
     assert near  # some of the benchmark's texts are near-ties, and those have float32's probabilities
     for i in near:
         a, b = answers["fast"][i]["probabilities"], answers["fitting"][i]["probabilities"]

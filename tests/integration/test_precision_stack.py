@@ -51,5 +51,5 @@ def test_the_demo_pipeline_answers_under_auto_as_under_float32(tmp_path):
     # The near-ties (decided in float32) have float32's probabilities; the others bfloat16's, close to them.
     for a, b in zip(auto, float32):
         top, second = sorted(b["probabilities"].values(), reverse=True)[:2]
-        tolerance = 1e-4 if top - second < 0.01 else 0.01
+        tolerance = 1e-4 if top - second < 0.004 else 0.01  # within 0.004: within the 0.01 margin under bfloat16
         assert max(abs(a["probabilities"][c] - p) for c, p in b["probabilities"].items()) < tolerance, (a, b)
