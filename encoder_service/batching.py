@@ -134,8 +134,9 @@ class Batcher:
                 break
             batch.append(job)
             tokens += job.item.n_tokens
-        passed.extend(self._queue)
-        self._queue = passed
+        if passed:  # ahead of the rest, in their order
+            passed.extend(self._queue)
+            self._queue = passed
         return batch
 
     async def _gather(self) -> None:

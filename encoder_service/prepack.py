@@ -105,7 +105,7 @@ class Float32Weights:
         self.mapped = False
 
     def __call__(self, x: torch.Tensor, gelu: str | None = None) -> torch.Tensor:
-        y = F.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+        y = F.linear(x.float(), self.weight, self.bias)
         if self.mapped:
             unmap_file_pages(self.weight.data_ptr(), self.nbytes)
         return y if gelu is None else F.gelu(y, approximate=gelu)
@@ -257,8 +257,7 @@ def map_float32_weights(modules: list[torch.nn.Module]) -> tuple[int, int]:
     kept = {id(w): w for m in modules for layer in m.modules() for w in _float32_weights(layer)}.values()
     for weights in kept:
         start = weights.weight.data_ptr()
-        weights.mapped = weights.weight.dtype == torch.float32 and any(
-            low <= start and start + weights.nbytes <= high for low, high in ranges)
+        weights.mapped = any(low <= start and start + weights.nbytes <= high for low, high in ranges)
     mapped = sum(w.nbytes for w in kept if w.mapped)
     return mapped, sum(w.nbytes for w in kept) - mapped
 

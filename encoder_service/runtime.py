@@ -114,18 +114,20 @@ class EncoderRuntime:
         sha = weights_sha256(folder)
         if settings.backend == "onnxruntime":
             self._onnx = self._load_onnx(sha, threads)
+            canaries = {"float32": self._canaries()}
         else:
-            self._serve(choice.precision)
-        self._describe_outputs(sha, config)
+            canaries = self._serve(choice.precision)
+        self._describe_outputs(sha, config, canaries)
         self.ready = True
         log.info("ready: %s outputs %s", self.model_id, sorted(self.outputs))
 
-    def _serve(self, precision: str) -> None:
+    def _serve(self, precision: str) -> dict[str, list[dict[str, np.ndarray]]]:
         """Switch the model to attention that never sees padding (``attention.py``) and its Linear
         layers to ones computing in ``precision``, oneDNN-packed where asked and possible (with the
         GELU that follows a packed one fused into it and, in bfloat16, each attention layer's query, key
         and value computed as one); then check on the canaries that the model still gives what it gave
-        as loaded, in float32."""
+        as loaded, in float32 (and in bfloat16, that its float32 passes on request do too). Returns the
+        canaries' outputs as served, by precision: ``precision``'s, and float32's on request."""
         assert self._st is not None
         packed = self.settings.packs_weights and prepack.available()
         if self.settings.packs_weights and not packed:
@@ -144,16 +146,19 @@ class EncoderRuntime:
         fused = sum(prepack.fuse_gelu(model) for model in models)
         released = prepack.page_out_weights(plain + joined)
         fix = "set ENCODER_PREPACK=false" if precision == "float32" else "set ENCODER_PRECISION=float32"
-        self._vet(before, self._canaries(), precision, f"{precision} {'oneDNN-packed ' if packed else ''}Linear "
+        canaries = {precision: self._canaries()}
+        self._vet(before, canaries[precision], precision, f"{precision} {'oneDNN-packed ' if packed else ''}Linear "
                   "layers and padding-free attention", fix)
         if precision != "float32":  # float32 on request, from the loaded weights: as close as float32 packing is
             mapped, resident = prepack.map_float32_weights(models)
-            self._vet(before, self._canaries(float32=True), "float32", "float32 passes on request", fix)
+            canaries["float32"] = self._canaries(float32=True)
+            self._vet(before, canaries["float32"], "float32", "float32 passes on request", fix)
             log.info("float32 on request: %.0f MB of float32 weights read from the mapped file when asked, %.0f MB "
                      "held in memory", mapped / 2**20, resident / 2**20)
         log.info("%d Linear layers compute in %s%s (%d with their GELU fused, %d attention layers' query, key and value "
                  "as one); %.0f MB of their float32 weights handed back", len(plain + joined), precision,
                  ", packed for oneDNN" if packed else "", fused, len(joined) // len(prepack.PROJECTIONS), released / 2**20)
+        return canaries
 
     @staticmethod
     def _vet(before: list[dict[str, np.ndarray]], after: list[dict[str, np.ndarray]], precision: str, what: str,
@@ -192,12 +197,13 @@ class EncoderRuntime:
         return self._forward(self.tokenize(list(CANARY_TEXTS)),
                              ["embedding", "tokens"] + (["probabilities"] if self._head else []), float32)
 
-    def _describe_outputs(self, sha: str, config) -> None:
-        """``outputs``, and ``float32_outputs`` where the encoder serves another precision."""
+    def _describe_outputs(self, sha: str, config, canaries: dict[str, list[dict[str, np.ndarray]]]) -> None:
+        """``outputs``, and ``float32_outputs`` where the encoder serves another precision, from the
+        canaries' outputs by precision (``_serve``'s)."""
         served = self.settings.compute_precision
-        self.outputs = self._contracts(sha, config, self._canaries(), served)
+        self.outputs = self._contracts(sha, config, canaries[served], served)
         if served != "float32":
-            self.float32_outputs = self._contracts(sha, config, self._canaries(float32=True), "float32")
+            self.float32_outputs = self._contracts(sha, config, canaries["float32"], "float32")
 
     def _contracts(self, sha: str, config, canaries: list[dict[str, np.ndarray]], dtype: str) -> dict[str, Output]:
         assert self._st is not None

@@ -145,17 +145,12 @@ class GatewayRuntime:
             predicted = replace(predicted, ood=ood, in_distribution=inside)
         return predicted
 
-    async def _near_ties(self, chain: Chain, texts: Sequence[str], probabilities: np.ndarray
-                         ) -> tuple[list[int], Predicted] | None:
-        """Where the root's encoder computes in another precision than float32 (bfloat16), the rows whose
-        two highest ``probabilities`` are within the margin could have been decided by its rounding: their
-        indices, and the chain's answer for their texts encoded again in float32, as the model computes as
-        loaded and as versions are fitted (``gateway.training``). None where there are none, or the encoder
-        offers no float32 (the measured acceptance vetted it); a float32 answer that follows no listed
-        contract is refused.
+    def _near_tie_margin(self, chain: Chain) -> float | None:
+        """The margin within which a label of ``chain`` is decided again in float32; None where none is:
+        a regressor, ``GATEWAY_NEAR_TIE_MARGIN=0``, or an encoder that computes in float32 already.
 
-        The margin is ``GATEWAY_NEAR_TIE_MARGIN`` (bfloat16 moves a MiniLM logistic regression's margins by
-        at most 0.004), and at least four times the largest probability change measured on the version's
+        It is ``GATEWAY_NEAR_TIE_MARGIN`` (bfloat16 moves a MiniLM logistic regression's margins by at most
+        0.004), and at least four times the largest probability change measured on the version's
         reference sample (``gateway.acceptance``): a version that bfloat16 moves further gets a wider one."""
         root, margin = chain.root, self.settings.near_tie_margin
         if margin <= 0 or chain.head.regression or root.produced is None or root.produced.dtype == "float32":
@@ -163,6 +158,16 @@ class GatewayRuntime:
         measured = root.route.chosen.measurement if root.route is not None and root.route.chosen is not None else None
         if measured is not None:  # a margin moves by up to twice a probability's change
             margin = max(margin, 4 * measured.max_probability_change)
+        return margin
+
+    async def _near_ties(self, chain: Chain, texts: Sequence[str], probabilities: np.ndarray, margin: float
+                         ) -> tuple[list[int], Predicted] | None:
+        """The rows whose two highest ``probabilities`` are within ``margin`` (``_near_tie_margin``) could
+        have been decided by the encoder's rounding: their indices, and the chain's answer for their texts
+        encoded again in float32, as the model computes as loaded and as versions are fitted
+        (``gateway.training``). None where there are none, or the encoder offers no float32 (the measured
+        acceptance vetted it); a float32 answer that follows no listed contract is refused."""
+        root = chain.root
         top = np.sort(probabilities, axis=1)[:, -2:]
         near = np.flatnonzero(top[:, -1] - top[:, 0] < margin).tolist() if top.shape[1] == 2 else []
         assert isinstance(root.source, EncoderSource) and root.encoder is not None
@@ -188,18 +193,20 @@ class GatewayRuntime:
     async def _run_decided(self, chain: Chain, texts: Sequence[str]) -> tuple[Chain, Predicted, list[bool]]:
         """``_run``, with its near-ties decided in float32 (``_near_ties``)."""
         chain, predicted, truncated = await self._run(chain, texts)
-        found = await self._near_ties(chain, texts, predicted.probabilities)
+        margin = self._near_tie_margin(chain)
+        found = None if margin is None else await self._near_ties(chain, texts, predicted.probabilities, margin)
         if found is None:
             return chain, predicted, truncated
         near, again = found
         probabilities = predicted.probabilities.copy()
         probabilities[near] = again.probabilities
         labels, ood, inside = list(predicted.labels), predicted.ood, predicted.in_distribution
+        scored = ood is not None and inside is not None and again.ood is not None and again.in_distribution is not None
+        if scored:
+            ood, inside = list(ood), list(inside)
         for row, i in enumerate(near):
             labels[i] = again.labels[row]
-        if ood is not None and inside is not None and again.ood is not None and again.in_distribution is not None:
-            ood, inside = list(ood), list(inside)
-            for row, i in enumerate(near):
+            if scored:
                 ood[i], inside[i] = again.ood[row], again.in_distribution[row]
         return chain, replace(predicted, probabilities=probabilities, labels=labels, ood=ood, in_distribution=inside), truncated
 
@@ -255,8 +262,9 @@ class GatewayRuntime:
         if threshold is not None:
             self._last_threshold = threshold
         # Near-ties per request, after the shared run: a request without any is answered at once.
-        if rows and rows[0].probabilities is not None:
-            found = await self._near_ties(chain, texts, np.array([row.probabilities for row in rows]))
+        margin = self._near_tie_margin(chain)
+        if margin is not None and rows:
+            found = await self._near_ties(chain, texts, np.array([row.probabilities for row in rows]), margin)
             if found is not None:
                 near, again = found
                 rows = list(rows)
