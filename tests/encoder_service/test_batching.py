@@ -228,10 +228,10 @@ async def test_texts_asked_in_float32_never_share_a_pass_with_the_served_ones(ti
 
     def submit(items, want, float32=False):
         passes.append((float32, len(items)))
-        gate.wait(20)  # the first pass holds the lead thread: the rest queue up behind it
         return real(items, want, float32)
 
     monkeypatch.setattr(runtime, "submit", submit)
+    runtime._streams.submit(gate.wait, 20)  # holds the lead thread: the first pass waits, the rest queue up behind it
     batcher = Batcher(runtime, settings)
     batcher.start()
     try:
