@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import skops.io
-
 from services.errors import Conflict
 
 MANIFEST_FILE = "manifest.json"
@@ -70,13 +68,20 @@ def deleted_meanwhile(name: str) -> Conflict:
     )
 
 
+# skops is imported on the first save or load, not with the service: it imports every scikit-learn
+# estimator module to list the types it trusts (0.8 s and 20 MB here), which a classifier whose store
+# is empty, and the fit workers' server (workers never save), do without.
 def dump_skops(obj: Any, path: Path) -> None:
+    import skops.io
+
     skops.io.dump(obj, path)
 
 
 def load_skops(path: Path, *, allowed: frozenset[str], expected: type) -> Any:
     """Loads a skops file whose every type is skops' default-trusted or in ``allowed``, and whose
     top object is an ``expected``. Anything else is refused, never executed."""
+    import skops.io
+
     try:
         untrusted = set(skops.io.get_untrusted_types(file=path))
     except Exception as exc:  # a damaged or foreign file fails in many ways; all mean "not ours"
