@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
 # Validators for docker-compose.yml and the Kubernetes manifests live in their own environment:
 # docker-compose 1.29 needs PyYAML 5, which only builds with Cython < 3 and no build isolation.
 TOOLS := .tools
@@ -22,12 +23,14 @@ PYTEST_WORKERS ?= -n 2 --dist loadscope --no-loadscope-reorder
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch first, pinned: the CPU build; an unpinned torch would pull CUDA packages.
-	$(PY) -m pip install --quiet --no-compile torch==2.13.0
-	$(PY) -m pip install --quiet --no-compile -e '.[test,bench]'
-	# Bytecode once, on every core (pip compiles on one: half the build's time). Like pip, it skips the
-	# few files written for other Pythons (torch's py312 tests), which it reports on stdout (silenced)
-	# and in its exit status (ignored).
+	# torch first, pinned, through pip (the machine's pip configuration finds the CPU build); an
+	# unpinned torch would pull CUDA packages.
+	$(PY) -m pip install --quiet --no-compile torch==2.13.0 uv==$(UV_VERSION)
+	# The rest through uv: it downloads and unpacks in parallel and compiles what it installs on every
+	# core (pip, one file at a time: 54 s and then 29 s of compiling, against 23 s in all).
+	UV_LINK_MODE=copy $(VENV)/bin/uv pip install --python $(PY) --quiet --compile-bytecode -e '.[test,bench]'
+	# torch's bytecode, on every core. Like pip, it skips the few files written for other Pythons
+	# (torch's py312 tests), which it reports on stdout (silenced) and in its exit status (ignored).
 	$(PY) -m compileall -j0 -q "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
 	touch $(STAMP)
 
