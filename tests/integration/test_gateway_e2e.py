@@ -205,7 +205,55 @@ def test_a_second_gateway_shares_nothing_and_times_out_on_a_frozen_encoder(stack
         assert stack.http.post(url, json={"texts": PROBE}).status_code == 200
 
 
+# --- downstream models, evaluation and out-of-distribution (issue 20) ------------------------------------
+
+
+def test_downstream_models_evaluate_and_drift_through_real_processes(stack, tiny_bert):
+    stack.serve_encoder(tiny_bert)
+    texts, labels = sample()
+    http, url = stack.http, stack.gateway.url
+    lstm = stack.train("ds-lstm", "tokens", "lstm", params={"hidden_size": 8, "max_epochs": 15},
+                       preprocess=["standardize"], calibrate="sigmoid")
+    assert lstm.status_code == 201, lstm.text
+    assert lstm.json()["calibrate"] == "sigmoid" and "ece_after" in lstm.json()["metrics"]
+    targets = [float(len(t)) for t in texts]
+    ridge = http.post(f"{url}/v1/pipelines/ds-ridge/train",
+                      json={"texts": texts, "targets": targets, "preprocess": [{"pca": 16}, "l2_normalize"]})
+    assert ridge.status_code == 201, ridge.text
+    assert ridge.json()["task"] == "regression" and ridge.json()["preprocess"][0] == {"pca": 16}
+    for name in ("ds-lstm", "ds-ridge"):
+        row = stack.predict(name).json()["predictions"][0]
+        assert 0.0 <= row["ood"] <= 1.0 and isinstance(row["in_distribution"], bool)
+    assert "value" in stack.predict("ds-ridge").json()["predictions"][0]
+    ev = http.post(f"{url}/v1/pipelines/ds-lstm/evaluate", json={"texts": texts[:40], "labels": labels[:40]})
+    assert ev.status_code == 200, ev.text
+    m = ev.json()["metrics"]
+    assert sum(map(sum, m["confusion_matrix"])) == 40 and 0 <= m["accuracy"] <= 1 and m["log_loss"] > 0
+    ev = http.post(f"{url}/v1/pipelines/ds-ridge/evaluate?version=1", json={"texts": texts[:40], "targets": targets[:40]})
+    assert ev.status_code == 200 and set(ev.json()["metrics"]) == {"n_samples", "r2", "mae", "rmse"}
+    drift = http.get(f"{url}/v1/pipelines/ds-ridge/drift").json()
+    assert drift["predictions"] == 2 * len(PROBE)  # evaluate's texts are not traffic
+    assert "seam_ood_score_bucket" in http.get(f"{url}/metrics").text
+    oip = http.post(f"{stack.classifier.url}/v2/models/ds-ridge/infer", json={"inputs": [
+        {"name": "FEATURES", "shape": [1, 32], "datatype": "FP32", "data": [0.1] * 32}]})
+    assert oip.status_code == 200 and oip.json()["outputs"][0]["name"] == "VALUE"
+
+
 # --- refusals --------------------------------------------------------------------------------------------
+# Each test swaps the encoder's model on the same port (a few seconds a start): in this order, the pipelines
+# trained through tiny_bert first, each model is started once.
+
+
+def test_other_width_is_refused_with_a_dim_mismatch(stack, tiny_bert, tiny_bert_wide):
+    stack.ensure("emb", tiny_bert, "embedding", "logistic_regression")
+    stack.ensure("chain", tiny_bert, "pipeline:emb", "gaussian_nb")
+    stack.serve_encoder(tiny_bert_wide)
+    mismatches = assert_refused(stack.predict("emb"), stack, "emb", {"dim"})
+    (dim,) = [m for m in mismatches if m["field"] == "dim"]
+    assert (dim["expected"], dim["actual"]) == (32, 48)
+    # The chain built on it is refused too, naming the link that broke.
+    response = stack.predict("chain")
+    assert response.status_code == 409 and "model emb v1" in response.json()["detail"]
 
 
 def test_same_width_other_space_is_refused(stack, tiny_bert, tiny_bert_other):
@@ -215,19 +263,6 @@ def test_same_width_other_space_is_refused(stack, tiny_bert, tiny_bert_other):
     assert "dim" not in {m["field"] for m in mismatches}
     report = stack.http.get(f"{stack.gateway.url}/v1/pipelines/emb").json()
     assert report["compatible"] is False
-
-
-def test_other_width_is_refused_with_a_dim_mismatch(stack, tiny_bert, tiny_bert_wide):
-    stack.ensure("emb", tiny_bert, "embedding", "logistic_regression")
-    stack.serve_encoder(tiny_bert_wide)
-    mismatches = assert_refused(stack.predict("emb"), stack, "emb", {"dim"})
-    (dim,) = [m for m in mismatches if m["field"] == "dim"]
-    assert (dim["expected"], dim["actual"]) == (32, 48)
-    # The chain built on it is refused too, naming the link that broke.
-    stack.ensure("chain", tiny_bert, "pipeline:emb", "gaussian_nb")
-    stack.serve_encoder(tiny_bert_wide)
-    response = stack.predict("chain")
-    assert response.status_code == 409 and "model emb v1" in response.json()["detail"]
 
 
 def test_probability_columns_reordered_are_refused(stack, tiny_classifier, tiny_classifier_reordered):
@@ -264,37 +299,3 @@ def test_minilm_predictions_equal_the_in_process_recipe(stack, minilm_path):
     assert [p["label"] for p in predictions] == list(recipe.classes_[expected.argmax(axis=1)])
     got = np.array([[p["probabilities"][c] for c in recipe.classes_] for p in predictions])
     np.testing.assert_allclose(got, expected, atol=1e-3)
-
-
-# --- downstream models, evaluation and out-of-distribution (issue 20) ------------------------------------
-
-
-def test_downstream_models_evaluate_and_drift_through_real_processes(stack, tiny_bert):
-    stack.serve_encoder(tiny_bert)
-    texts, labels = sample()
-    http, url = stack.http, stack.gateway.url
-    lstm = stack.train("ds-lstm", "tokens", "lstm", params={"hidden_size": 8, "max_epochs": 15},
-                       preprocess=["standardize"], calibrate="sigmoid")
-    assert lstm.status_code == 201, lstm.text
-    assert lstm.json()["calibrate"] == "sigmoid" and "ece_after" in lstm.json()["metrics"]
-    targets = [float(len(t)) for t in texts]
-    ridge = http.post(f"{url}/v1/pipelines/ds-ridge/train",
-                      json={"texts": texts, "targets": targets, "preprocess": [{"pca": 16}, "l2_normalize"]})
-    assert ridge.status_code == 201, ridge.text
-    assert ridge.json()["task"] == "regression" and ridge.json()["preprocess"][0] == {"pca": 16}
-    for name in ("ds-lstm", "ds-ridge"):
-        row = stack.predict(name).json()["predictions"][0]
-        assert 0.0 <= row["ood"] <= 1.0 and isinstance(row["in_distribution"], bool)
-    assert "value" in stack.predict("ds-ridge").json()["predictions"][0]
-    ev = http.post(f"{url}/v1/pipelines/ds-lstm/evaluate", json={"texts": texts[:40], "labels": labels[:40]})
-    assert ev.status_code == 200, ev.text
-    m = ev.json()["metrics"]
-    assert sum(map(sum, m["confusion_matrix"])) == 40 and 0 <= m["accuracy"] <= 1 and m["log_loss"] > 0
-    ev = http.post(f"{url}/v1/pipelines/ds-ridge/evaluate?version=1", json={"texts": texts[:40], "targets": targets[:40]})
-    assert ev.status_code == 200 and set(ev.json()["metrics"]) == {"n_samples", "r2", "mae", "rmse"}
-    drift = http.get(f"{url}/v1/pipelines/ds-ridge/drift").json()
-    assert drift["predictions"] == 2 * len(PROBE)  # evaluate's texts are not traffic
-    assert "seam_ood_score_bucket" in http.get(f"{url}/metrics").text
-    oip = http.post(f"{stack.classifier.url}/v2/models/ds-ridge/infer", json={"inputs": [
-        {"name": "FEATURES", "shape": [1, 32], "datatype": "FP32", "data": [0.1] * 32}]})
-    assert oip.status_code == 200 and oip.json()["outputs"][0]["name"] == "VALUE"
