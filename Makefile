@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml
 	# unpinned torch would pull CUDA packages.
 	$(PY) -m pip install --quiet --no-compile torch==2.13.0 uv==$(UV_VERSION)
 	# The rest through uv: it downloads and unpacks in parallel and compiles what it installs on every
-	# core (pip, one file at a time: 54 s and then 29 s of compiling, against 23 s in all).
-	UV_LINK_MODE=copy $(VENV)/bin/uv pip install --python $(PY) --quiet --compile-bytecode -e '.[test,bench]'
+	# core (pip, one file at a time: 54 s and then 29 s of compiling, against 23 s in all). Certificates
+	# from the system store, as pip takes them.
+	UV_LINK_MODE=copy UV_SYSTEM_CERTS=1 $(VENV)/bin/uv pip install --python $(PY) --quiet --compile-bytecode -e '.[test,bench]'
 	# torch's bytecode, on every core. Like pip, it skips the few files written for other Pythons
 	# (torch's py312 tests), which it reports on stdout (silenced) and in its exit status (ignored).
 	$(PY) -m compileall -j0 -q "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
