@@ -94,6 +94,17 @@ def started(*services: ServiceProcess) -> None:
         service.wait_ready()
 
 
+@contextmanager
+def all_running(*services: ServiceProcess) -> Iterator[tuple[ServiceProcess, ...]]:
+    """``started``, then each stopped on exit, the last started first."""
+    try:
+        started(*services)
+        yield services
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
 def train(http: httpx.Client, gw: ServiceProcess, name: str, **extra) -> httpx.Response:
     texts, labels = sample()
     body = {"texts": texts, "labels": labels, "estimator": "logistic_regression", **extra}

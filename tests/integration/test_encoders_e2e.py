@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from bench.workload import sentences
-from tests.processes import ServiceProcess, encoder, gateway, predict, started, train
+from tests.processes import ServiceProcess, all_running, encoder, gateway, predict, started, train
 
 pytestmark = pytest.mark.integration
 
@@ -103,12 +103,8 @@ def minilm_stack(tmp_path_factory, minilm_path) -> Iterator[dict[str, ServicePro
         "fast": gateway(var, "fast", classifier, {"fast": bf16}),
         "strict": gateway(var, "strict", classifier, {"fast": bf16}, GATEWAY_MIN_AGREEMENT="1.01"),
     }
-    try:
-        started(*services.values())
+    with all_running(*services.values()):
         yield services
-    finally:
-        for service in reversed(services.values()):
-            service.stop()
 
 
 def test_a_float32_version_is_served_by_a_bfloat16_encoder_accepted_by_measurement(http, minilm_stack):

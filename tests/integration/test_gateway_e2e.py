@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.processes import PROBE, ServiceProcess, running
+from tests.processes import PROBE, ServiceProcess, running, started
 from tests.support import sample
 
 pytestmark = pytest.mark.integration
@@ -80,10 +80,7 @@ def stack(tmp_path_factory, tiny_bert) -> Iterator[Stack]:
     )
     stack = Stack(var, classifier, encoder, gateway, tiny_bert)
     try:
-        for service in (classifier, encoder, gateway):  # start all three, then wait: their imports overlap
-            service.start(wait_ready=False)
-        for service in (classifier, encoder, gateway):
-            service.wait_ready()
+        started(classifier, encoder, gateway)
         yield stack
     finally:
         stack.http.close()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from seam import cli
-from tests.processes import PROBE, ServiceProcess, encoder, gateway, predict, started, train
+from tests.processes import PROBE, ServiceProcess, all_running, encoder, gateway, predict, train
 from tests.support import sample
 
 pytestmark = pytest.mark.integration
@@ -42,13 +42,9 @@ def stack(tmp_path_factory, tiny_bert, tiny_bert_wide) -> Iterator[dict[str, Ser
     services = {"classifier": classifier, "small": small, "wide": wide,
                 "gw1": gateway(var, "gw1", classifier, encoders),
                 "gw2": gateway(var, "gw2", classifier, encoders, GATEWAY_PIPELINE_TTL_S="1")}
-    try:
-        started(*services.values())
+    with all_running(*services.values()):
         services["var"] = var  # type: ignore[assignment]
         yield services
-    finally:
-        for service in reversed([s for s in services.values() if isinstance(s, ServiceProcess)]):
-            service.stop()
 
 
 def labels_of(response: httpx.Response) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import ServiceProcess, running, started
+from tests.processes import ServiceProcess, all_running, running
 
 pytestmark = pytest.mark.integration
 
@@ -105,8 +105,7 @@ def test_the_largest_gateway_predict_stays_inside_its_memory_limit(tiny_bert, tm
     classifier = ServiceProcess("classifier_service", {"CLASSIFIER_STORE": str(tmp_path / "models"),
                                                        "CLASSIFIER_TORCH_THREADS": "1"})
     gateway = ServiceProcess("gateway", {"GATEWAY_ENCODER_URL": encoder.url, "GATEWAY_CLASSIFIER_URL": classifier.url})
-    try:
-        started(encoder, classifier, gateway)
+    with all_running(encoder, classifier, gateway):
         with httpx.Client(base_url=gateway.url, timeout=300) as http:
             labels = [f"{c:02d}" + "x" * 198 for c in range(20)]  # 200 characters, the default limit
             texts = long_texts(60, 200)
@@ -118,9 +117,6 @@ def test_the_largest_gateway_predict_stays_inside_its_memory_limit(tiny_bert, tm
             refused = http.post("/v1/pipelines/wider/train", json={"texts": texts[:2], "labels": ["a", "b" * 201]})
             assert refused.status_code == 413 and "GATEWAY_MAX_LABEL_CHARS" in refused.text
         peak = peak_rss(gateway.proc.pid)
-    finally:
-        for service in (gateway, classifier, encoder):
-            service.stop()
     limit = manifest_limit("gateway")
     print(f"gateway peak RSS {peak / MIB:.0f} MiB, limit {limit / MIB:.0f} MiB")
     assert peak < limit, f"peak RSS {peak / MIB:.0f} MiB over the manifest's {limit / MIB:.0f} MiB"
