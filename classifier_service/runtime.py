@@ -70,7 +70,8 @@ class ClassifierRuntime:
     def load(self) -> None:
         """Loads every stored version; a corrupt or foreign entry is reported and skipped."""
         heads.use_threads(self.settings.torch_threads)
-        self._workers.warm()
+        if self.settings.fit_warmup:
+            self._workers.warm()
         self.store.prepare()
         for leftover in self.store.remove_leftovers(self.settings.stale_temp_seconds):
             log.info("removed %s, left by an interrupted save or delete", leftover)

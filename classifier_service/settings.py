@@ -44,6 +44,11 @@ class ClassifierSettings(ServiceSettings):
     fit_workers: int = Field(
         1, gt=0, description="Fits that run at once, each in its own worker process; predictions use threads."
     )
+    fit_warmup: bool = Field(
+        True, description="Start the fit workers' process server at start-up (it imports scikit-learn and torch: "
+        "about 4 s of CPU and 320 MB), so the first fit does not wait for it; false for a replica that only "
+        "predicts (it is then started by the first fit).",
+    )
     fit_timeout_s: float = Field(
         600.0, gt=0, description="Longest a fit may train; past it its worker is stopped and the fit refused (422)."
     )

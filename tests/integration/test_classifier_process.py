@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -42,3 +45,36 @@ def test_models_survive_a_process_restart(tmp_path):
     assert after == before
     assert decode_binary(heads_after).meta == decode_binary(heads_before).meta
     assert (decode_binary(heads_after).tensor == decode_binary(heads_before).tensor).all()
+
+
+def _forkservers(pid: int) -> list[int]:
+    """The process's children that are multiprocessing's fork server (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rpartition(")")[2].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if parent == pid and b"forkserver" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_the_fit_workers_server_starts_with_the_service_or_with_its_first_fit(tmp_path):
+    """CLASSIFIER_FIT_WARMUP=true (the default) starts the fit workers' process server (scikit-learn and
+    torch imported: about 320 MB) while the service starts; false leaves a replica that only predicts
+    without it, until a fit asks for one."""
+    vectors, labels, contract = features_for("embedding")
+    warm_env = {"CLASSIFIER_STORE": str(tmp_path / "warm"), "CLASSIFIER_FIT_WARMUP": "true"}
+    lazy_env = {"CLASSIFIER_STORE": str(tmp_path / "lazy"), "CLASSIFIER_FIT_WARMUP": "false"}
+    with running("classifier_service", warm_env, log=tmp_path / "warm.log") as warm, \
+            running("classifier_service", lazy_env, log=tmp_path / "lazy.log") as lazy:
+        deadline = time.monotonic() + 60
+        while not _forkservers(warm.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _forkservers(warm.proc.pid), warm.log_text()
+        assert _forkservers(lazy.proc.pid) == []  # ready (so loaded) before the warm one's server started
+        r = httpx.post(lazy.url + "/v1/models/intents/fit", json=fit_body(vectors, labels, contract), timeout=120)
+        assert r.status_code == 201, r.text
+        assert len(_forkservers(lazy.proc.pid)) == 1
