@@ -15,38 +15,6 @@ from tests.processes import running
 pytestmark = pytest.mark.integration
 
 
-def test_models_survive_a_process_restart(tmp_path):
-    store = tmp_path / "models"
-    env = {"CLASSIFIER_STORE": str(store)}
-    vectors, labels, contract = features_for("embedding")
-    sequences, seq_labels, seq_contract = features_for("tokens")
-    with running("classifier_service", env, log=tmp_path / "classifier.log") as service:
-        assert httpx.get(service.url + "/healthz").json() == {"status": "alive"}
-        r = httpx.post(service.url + "/v1/models/intents/fit", json=fit_body(vectors, labels, contract), timeout=60)
-        assert r.status_code == 201, r.text
-        meta = {"labels": seq_labels, "contract": seq_contract.model_dump(), "estimator": "attention_pooling",
-                "params": {"max_epochs": 20}}
-        r = httpx.post(service.url + "/v1/models/heads/fit", content=encode_binary(sequences, meta),
-                       headers={"content-type": BINARY_CONTENT_TYPE}, timeout=60)
-        assert r.status_code == 201, r.text
-        before = httpx.post(service.url + "/v1/models/intents/predict", json={"features": tensor_json(vectors)}).json()
-        heads_before = httpx.post(service.url + "/v1/models/heads/predict", content=encode_binary(sequences),
-                                  headers={"content-type": BINARY_CONTENT_TYPE, "accept": BINARY_CONTENT_TYPE}).content
-        bad = httpx.post(service.url + "/v1/models/intents/predict", json={"features": [[1.0, 2.0]]})
-        assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
-        listing = httpx.get(service.url + "/v1/models").json()
-
-    with running("classifier_service", env, log=tmp_path / "classifier.log") as service:
-        assert httpx.get(service.url + "/readyz").json() == {"status": "ready", "models": 2, "skipped": []}
-        assert httpx.get(service.url + "/v1/models").json() == listing
-        after = httpx.post(service.url + "/v1/models/intents/predict", json={"features": tensor_json(vectors)}).json()
-        heads_after = httpx.post(service.url + "/v1/models/heads/predict", content=encode_binary(sequences),
-                                 headers={"content-type": BINARY_CONTENT_TYPE, "accept": BINARY_CONTENT_TYPE}).content
-    assert after == before
-    assert decode_binary(heads_after).meta == decode_binary(heads_before).meta
-    assert (decode_binary(heads_after).tensor == decode_binary(heads_before).tensor).all()
-
-
 def _forkservers(pid: int) -> list[int]:
     """The process's children that are multiprocessing's fork server (Linux /proc)."""
     found = []
@@ -61,20 +29,42 @@ def _forkservers(pid: int) -> list[int]:
     return found
 
 
-def test_the_fit_workers_server_starts_with_the_service_or_with_its_first_fit(tmp_path):
-    """CLASSIFIER_FIT_WARMUP=true (the default) starts the fit workers' process server (scikit-learn and
-    torch imported: about 320 MB) while the service starts; false leaves a replica that only predicts
-    without it, until a fit asks for one."""
+def test_models_survive_a_process_restart(tmp_path):
+    """And the fit workers' process server: started by the first fit with CLASSIFIER_FIT_WARMUP=false (the
+    suite's setting), at start-up with true (the default; scikit-learn and torch imported, about 320 MB)."""
+    store = tmp_path / "models"
+    env = {"CLASSIFIER_STORE": str(store), "CLASSIFIER_FIT_WARMUP": "false"}
     vectors, labels, contract = features_for("embedding")
-    warm_env = {"CLASSIFIER_STORE": str(tmp_path / "warm"), "CLASSIFIER_FIT_WARMUP": "true"}
-    lazy_env = {"CLASSIFIER_STORE": str(tmp_path / "lazy"), "CLASSIFIER_FIT_WARMUP": "false"}
-    with running("classifier_service", warm_env, log=tmp_path / "warm.log") as warm, \
-            running("classifier_service", lazy_env, log=tmp_path / "lazy.log") as lazy:
-        deadline = time.monotonic() + 60
-        while not _forkservers(warm.proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _forkservers(warm.proc.pid), warm.log_text()
-        assert _forkservers(lazy.proc.pid) == []  # ready (so loaded) before the warm one's server started
-        r = httpx.post(lazy.url + "/v1/models/intents/fit", json=fit_body(vectors, labels, contract), timeout=120)
+    sequences, seq_labels, seq_contract = features_for("tokens")
+    with running("classifier_service", env, log=tmp_path / "classifier.log") as service:
+        assert httpx.get(service.url + "/healthz").json() == {"status": "alive"}
+        assert _forkservers(service.proc.pid) == []  # ready, so loaded: a replica that only predicts has none
+        r = httpx.post(service.url + "/v1/models/intents/fit", json=fit_body(vectors, labels, contract), timeout=60)
         assert r.status_code == 201, r.text
-        assert len(_forkservers(lazy.proc.pid)) == 1
+        assert len(_forkservers(service.proc.pid)) == 1
+        meta = {"labels": seq_labels, "contract": seq_contract.model_dump(), "estimator": "attention_pooling",
+                "params": {"max_epochs": 20}}
+        r = httpx.post(service.url + "/v1/models/heads/fit", content=encode_binary(sequences, meta),
+                       headers={"content-type": BINARY_CONTENT_TYPE}, timeout=60)
+        assert r.status_code == 201, r.text
+        before = httpx.post(service.url + "/v1/models/intents/predict", json={"features": tensor_json(vectors)}).json()
+        heads_before = httpx.post(service.url + "/v1/models/heads/predict", content=encode_binary(sequences),
+                                  headers={"content-type": BINARY_CONTENT_TYPE, "accept": BINARY_CONTENT_TYPE}).content
+        bad = httpx.post(service.url + "/v1/models/intents/predict", json={"features": [[1.0, 2.0]]})
+        assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+        listing = httpx.get(service.url + "/v1/models").json()
+
+    with running("classifier_service", {**env, "CLASSIFIER_FIT_WARMUP": "true"}, log=tmp_path / "classifier.log") as service:
+        assert httpx.get(service.url + "/readyz").json() == {"status": "ready", "models": 2, "skipped": []}
+        assert httpx.get(service.url + "/v1/models").json() == listing
+        after = httpx.post(service.url + "/v1/models/intents/predict", json={"features": tensor_json(vectors)}).json()
+        heads_after = httpx.post(service.url + "/v1/models/heads/predict", content=encode_binary(sequences),
+                                 headers={"content-type": BINARY_CONTENT_TYPE, "accept": BINARY_CONTENT_TYPE}).content
+        deadline = time.monotonic() + 60  # started with the service, in the background: no fit asked for it
+        while not _forkservers(service.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_forkservers(service.proc.pid)) == 1, service.log_text()
+    assert after == before
+    assert decode_binary(heads_after).meta == decode_binary(heads_before).meta
+    assert (decode_binary(heads_after).tensor == decode_binary(heads_before).tensor).all()
+
