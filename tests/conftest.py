@@ -13,11 +13,6 @@ import seam.stack
 # (tests/encoder_service/test_precision.py).
 os.environ.setdefault("ENCODER_PRECISION", "float32")
 
-# A classifier starts its fit workers' process server at start-up (about 4 s of CPU: scikit-learn and
-# torch imported) so that its first fit does not wait for it. Most classifiers the suite starts never
-# fit, so it starts them without (the first fit then starts it); test_classifier_process.py tests both.
-os.environ.setdefault("CLASSIFIER_FIT_WARMUP", "false")
-
 # `make test` runs two workers (pytest-xdist), each starting servers on ports from seam.stack.free_port,
 # seconds before they bind them. Each worker takes them from a block of its own, below the kernel's
 # ephemeral range (32768 up): the kernel offers ephemeral ports to every process and to every outgoing
