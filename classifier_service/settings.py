@@ -46,7 +46,7 @@ class ClassifierSettings(ServiceSettings):
     )
     fit_warmup: bool = Field(
         True, description="Start the fit workers' process server at start-up (it imports scikit-learn and torch: "
-        "about 4 s of CPU and 320 MB), so the first fit does not wait for it; false for a replica that only "
+        "about 4 s of CPU and 310 MB), so the first fit does not wait for it; false for a replica that only "
         "predicts (it is then started by the first fit).",
     )
     fit_timeout_s: float = Field(

@@ -32,7 +32,7 @@ def _forkservers(pid: int) -> list[int]:
 def test_models_survive_a_process_restart(tmp_path):
     """And the fit workers' process server: started by the first fit with CLASSIFIER_FIT_WARMUP=false (a
     replica that only predicts), at start-up with true (the default; scikit-learn and torch imported,
-    about 320 MB)."""
+    about 310 MB)."""
     store = tmp_path / "models"
     env = {"CLASSIFIER_STORE": str(store), "CLASSIFIER_FIT_WARMUP": "false"}
     vectors, labels, contract = features_for("embedding")
