@@ -68,4 +68,3 @@ def test_models_survive_a_process_restart(tmp_path):
     assert after == before
     assert decode_binary(heads_after).meta == decode_binary(heads_before).meta
     assert (decode_binary(heads_after).tensor == decode_binary(heads_before).tensor).all()
-
