@@ -30,19 +30,20 @@ def _forkservers(pid: int) -> list[int]:
 
 
 def test_models_survive_a_process_restart(tmp_path):
-    """And the fit workers' process server: started by the first fit with CLASSIFIER_FIT_WARMUP=false (a
-    replica that only predicts), at start-up with true (the default; scikit-learn and torch imported,
-    about 310 MB)."""
+    """And the fit workers' process server (scikit-learn and torch imported, about 310 MB): started with the
+    service by default (CLASSIFIER_FIT_WARMUP=true), never by a replica that only predicts with false."""
     store = tmp_path / "models"
-    env = {"CLASSIFIER_STORE": str(store), "CLASSIFIER_FIT_WARMUP": "false"}
+    env = {"CLASSIFIER_STORE": str(store)}
     vectors, labels, contract = features_for("embedding")
     sequences, seq_labels, seq_contract = features_for("tokens")
     with running("classifier_service", env, log=tmp_path / "classifier.log") as service:
         assert httpx.get(service.url + "/healthz").json() == {"status": "alive"}
-        assert _forkservers(service.proc.pid) == []  # ready, so loaded: a replica that only predicts has none
+        deadline = time.monotonic() + 60  # started with the service, in the background, before any fit
+        while not _forkservers(service.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_forkservers(service.proc.pid)) == 1, service.log_text()
         r = httpx.post(service.url + "/v1/models/intents/fit", json=fit_body(vectors, labels, contract), timeout=60)
         assert r.status_code == 201, r.text
-        assert len(_forkservers(service.proc.pid)) == 1
         meta = {"labels": seq_labels, "contract": seq_contract.model_dump(), "estimator": "attention_pooling",
                 "params": {"max_epochs": 20}}
         r = httpx.post(service.url + "/v1/models/heads/fit", content=encode_binary(sequences, meta),
@@ -55,16 +56,13 @@ def test_models_survive_a_process_restart(tmp_path):
         assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
         listing = httpx.get(service.url + "/v1/models").json()
 
-    with running("classifier_service", {**env, "CLASSIFIER_FIT_WARMUP": "true"}, log=tmp_path / "classifier.log") as service:
+    with running("classifier_service", {**env, "CLASSIFIER_FIT_WARMUP": "false"}, log=tmp_path / "classifier.log") as service:
         assert httpx.get(service.url + "/readyz").json() == {"status": "ready", "models": 2, "skipped": []}
         assert httpx.get(service.url + "/v1/models").json() == listing
         after = httpx.post(service.url + "/v1/models/intents/predict", json={"features": tensor_json(vectors)}).json()
         heads_after = httpx.post(service.url + "/v1/models/heads/predict", content=encode_binary(sequences),
                                  headers={"content-type": BINARY_CONTENT_TYPE, "accept": BINARY_CONTENT_TYPE}).content
-        deadline = time.monotonic() + 60  # started with the service, in the background: no fit asked for it
-        while not _forkservers(service.proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(_forkservers(service.proc.pid)) == 1, service.log_text()
+        assert _forkservers(service.proc.pid) == []  # (a fit would start one: it forks its worker from it)
     assert after == before
     assert decode_binary(heads_after).meta == decode_binary(heads_before).meta
     assert (decode_binary(heads_after).tensor == decode_binary(heads_before).tensor).all()
